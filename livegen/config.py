@@ -1,0 +1,539 @@
+"""config.toml -> frozen dataclasses.
+
+The schema is the dataclasses below: each field's type, default and bounds are written once,
+and one generic loader walks them. Every error names its key path (`map[2].target`), the
+value, the expected form and, where one fits, a suggestion. Paths resolve relative to the
+folder of the config file, so one config works from a checkout and from /etc/livegen alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import json
+import math
+import os
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+CONFIG_ENV = "LIVEGEN_CONFIG"
+CHECKOUT_ROOT = Path(__file__).resolve().parents[1]
+SYSTEM_CONFIG = Path("/etc/livegen/config.toml")
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; `problems` holds one line per bad value."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+def setting(default: Any = dataclasses.MISSING, *, lo: float | None = None,
+            hi: float | None = None, doc: str = "", factory: Any = None,
+            internal: bool = False) -> Any:
+    """A dataclass field with bounds (inclusive) and a one-line description.
+
+    `internal` fields are filled in by the loader, never read from the file.
+    """
+    meta = {"lo": lo, "hi": hi, "doc": doc, "internal": internal}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# ---------------------------------------------------------------- mapping targets
+# What a [[map]] rule can drive. `range` is the default output range; `neutral` is where
+# the value rests when nothing drives it (None: the generator's own configured value).
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str
+    range: tuple[float, float]
+    neutral: float | None
+    doc: str
+
+
+NOISE_SIZE = 64  # the longest noise code any generator may take
+TARGETS: dict[str, Target] = {t.name: t for t in (
+    Target("pitch", (0.0, 1.0), 0.5, "register: 0 = low, 1 = high (mean-pitch bin)"),
+    Target("density", (0.0, 1.0), 0.5, "notes per second: 0 = sparse, 1 = dense"),
+    Target("key", (0.0, 11.0), None, "root of a major scale, 0 = C .. 11 = B"),
+    Target("temperature", (0.3, 1.5), None, "sampling temperature"),
+    Target("top_p", (0.5, 1.0), None, "nucleus sampling mass"),
+    Target("velocity", (0.0, 1.0), 0.75, "loudness: scales the velocities played"),
+    Target("tempo", (60.0, 180.0), None, "tempo in bpm for segment generators"),
+    Target("generator", (0.0, 2.0), None, "index into engine.generators"),
+    Target("noise", (-1.0, 1.0), 0.0, "noise[i]: one value of the generator's noise code"),
+)}
+_NOISE_TARGET = re.compile(r"^noise\[(\d+)\]$")
+
+
+def parse_target(spec: str) -> tuple[str, int | None]:
+    """`pitch` -> ("pitch", None); `noise[3]` -> ("noise", 3). Raises ValueError."""
+    m = _NOISE_TARGET.match(spec)
+    if m:
+        index = int(m.group(1))
+        if index >= NOISE_SIZE:
+            raise ValueError(f"noise index {index} is out of range; use noise[0] .. "
+                             f"noise[{NOISE_SIZE - 1}]")
+        return "noise", index
+    if spec in TARGETS and spec != "noise":
+        return spec, None
+    names = [n for n in TARGETS if n != "noise"] + ["noise[i]"]
+    raise ValueError(f"unknown target {spec!r}{_suggest(spec, names)} "
+                     f"(targets: {', '.join(names)})")
+
+
+# ---------------------------------------------------------------- sections
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    generator: str = setting("charrnn", doc="the generator that plays at start")
+    latency_budget_ms: float = setting(10.0, lo=0.5, hi=1000.0,
+                                       doc="control latency budget; overruns are counted")
+    lookahead_ms: float = setting(400.0, lo=20.0, hi=10000.0,
+                                  doc="how far ahead of the playhead the plan runs")
+    commit_ms: float = setting(20.0, lo=0.0, hi=1000.0,
+                               doc="events due sooner than this survive a rollback")
+    rollback_threshold: float = setting(0.02, lo=0.0, hi=1.0,
+                                        doc="smallest control change that triggers a rollback")
+    seed: int | None = setting(None, lo=0, hi=2**32 - 1,
+                               doc="sampling seed; unset = a fresh seed each run (logged)")
+    switch_interval_ms: float = setting(0.5, lo=0.05, hi=50.0,
+                                        doc="Python's thread switch interval while running")
+
+    def check(self, path: str, problems: list[str]) -> None:
+        if self.commit_ms >= self.lookahead_ms:
+            problems.append(f"{path}.commit_ms: {self.commit_ms} must be smaller than "
+                            f"{path}.lookahead_ms ({self.lookahead_ms})")
+
+
+@dataclass(frozen=True, slots=True)
+class ClockConfig:
+    bpm: float = setting(100.0, lo=20.0, hi=300.0, doc="internal tempo")
+    beats_per_bar: int = setting(4, lo=1, hi=16)
+    source: Literal["internal", "midi"] = setting("internal",
+                                                  doc="internal tempo, or follow MIDI clock")
+    follow_port: str = setting("", doc="MIDI input port (name substring) to follow clock from")
+    send: bool = setting(False, doc="send MIDI clock (24 ppqn) on the output")
+
+    def check(self, path: str, problems: list[str]) -> None:
+        if self.source == "midi" and not self.follow_port:
+            problems.append(f"{path}.follow_port: needed when {path}.source = 'midi'; "
+                            "name the port that sends clock (see `livegen devices`)")
+
+
+ALL_CHANNELS = tuple(range(1, 17))
+
+
+@dataclass(frozen=True, slots=True)
+class OutputConfig:
+    api: Literal["auto", "jack", "alsa", "coremidi"] = setting(
+        "auto", doc="MIDI system; auto tries JACK, then ALSA, then CoreMIDI")
+    port: str = setting("livegen", doc="name of the virtual port livegen opens ('' = none)")
+    connect: tuple[str, ...] = setting(
+        (), doc="existing ports (name substrings) to send to as well, e.g. a synth's input")
+    channel: int = setting(1, lo=1, hi=16, doc="MIDI channel the generators play on")
+    panic_channels: tuple[int, ...] = setting(
+        ALL_CHANNELS, lo=1, hi=16, doc="channels that get all-notes-off at start, stop, panic")
+    max_note_s: float = setting(8.0, lo=0.05, hi=600.0,
+                                doc="notes held longer than this are released")
+    record: Path | None = setting(None, doc="also record everything sent to this .mid file")
+    require_port: bool = setting(
+        False, doc="refuse to start without a MIDI system (else: warn, record only)")
+    realtime: bool = setting(True, doc="ask for SCHED_FIFO for the output thread")
+    spin_ms: float = setting(1.0, lo=0.0, hi=20.0,
+                             doc="the output thread stops sleeping this long before a due time")
+
+
+@dataclass(frozen=True, slots=True)
+class CharRNNConfig:
+    model: Path = setting(Path("models/charrnn.json"), doc="manifest of the ONNX model")
+    temperature: float = setting(1.0, lo=0.05, hi=5.0)
+    top_p: float = setting(0.95, lo=0.01, hi=1.0)
+    channel: int | None = setting(None, lo=1, hi=16, doc="MIDI channel; unset = output.channel")
+    providers: tuple[str, ...] = setting(
+        ("CUDAExecutionProvider", "CPUExecutionProvider"),
+        doc="ONNX Runtime execution providers, in order of preference")
+    threads: int = setting(1, lo=1, hi=64, doc="ONNX Runtime intra-op threads")
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratorsConfig:
+    charrnn: CharRNNConfig = setting(factory=CharRNNConfig)
+
+
+# ---------------------------------------------------------------- inputs
+# One dataclass per input family, chosen by the `type` key of [inputs.NAME].
+
+@dataclass(frozen=True, slots=True)
+class InputConfig:
+    type: str = setting("", doc="input family")
+    stale_after: float = setting(2.0, lo=0.05, hi=3600.0,
+                                 doc="seconds of silence before its controls go neutral")
+
+
+@dataclass(frozen=True, slots=True)
+class SimInputConfig(InputConfig):
+    seed: int = setting(1, lo=0, hi=2**32 - 1)
+    rate_hz: float = setting(30.0, lo=1.0, hi=1000.0, doc="readings per second")
+    period_s: float = setting(16.0, lo=1.0, hi=3600.0, doc="length of one gesture phrase")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayInputConfig(InputConfig):
+    path: Path = setting(Path("recording.jsonl"), doc="JSONL trace from `livegen run --record`")
+    loop: bool = setting(False)
+    speed: float = setting(1.0, lo=0.01, hi=100.0)
+
+
+@dataclass(frozen=True, slots=True)
+class MidiInputConfig(InputConfig):
+    port: str = setting("", doc="input port name substring; '' with virtual = true opens one")
+    virtual: bool = setting(False, doc="open a virtual input port named `port` or 'livegen-in'")
+    api: Literal["auto", "jack", "alsa", "coremidi"] = setting("auto")
+
+
+INPUT_TYPES: dict[str, type[InputConfig]] = {
+    "sim": SimInputConfig,
+    "replay": ReplayInputConfig,
+    "midi": MidiInputConfig,
+}
+
+
+# ---------------------------------------------------------------- mapping rules
+
+@dataclass(frozen=True, slots=True)
+class OneEuroConfig:
+    """One Euro filter (Casiez et al. 2012): less jitter at rest, less lag when moving."""
+    min_cutoff: float = setting(1.0, lo=0.001, hi=100.0, doc="Hz; lower = smoother at rest")
+    beta: float = setting(0.0, lo=0.0, hi=100.0, doc="speed coefficient; higher = less lag")
+    d_cutoff: float = setting(1.0, lo=0.001, hi=100.0, doc="Hz, for the derivative")
+
+
+@dataclass(frozen=True, slots=True)
+class MapRule:
+    source: str = setting(doc="INPUT.KEY, e.g. cam.hand.y, arm.ch3, knobs.cc.74")
+    target: str = setting(doc="pitch, density, key, temperature, top_p, velocity, tempo, "
+                              "generator or noise[i]")
+    in_range: tuple[float, float] = setting((0.0, 1.0), doc="source values mapped from")
+    out_range: tuple[float, float] | None = setting(None, doc="unset = the target's range")
+    curve: Literal["linear", "exponential", "logarithmic", "s-curve"] = setting("linear")
+    invert: bool = setting(False)
+    deadband: float = setting(0.0, lo=0.0, hi=1.0,
+                              doc="changes smaller than this (of the out range) are ignored")
+    smoothing: OneEuroConfig | None = setting(None, doc="One Euro filter; unset = none")
+
+    def check(self, path: str, problems: list[str]) -> None:
+        if "." not in self.source:
+            problems.append(f"{path}.source: {self.source!r} must be INPUT.KEY, "
+                            "e.g. 'sim.hand.y'")
+        try:
+            parse_target(self.target)
+        except ValueError as exc:
+            problems.append(f"{path}.target: {exc}")
+        if self.in_range[0] == self.in_range[1]:
+            problems.append(f"{path}.in_range: the two ends must differ, got {list(self.in_range)}")
+
+    @property
+    def input_name(self) -> str:
+        return self.source.split(".", 1)[0]
+
+    @property
+    def key(self) -> str:
+        return self.source.split(".", 1)[1]
+
+
+# ---------------------------------------------------------------- the whole config
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    engine: EngineConfig = setting(factory=EngineConfig)
+    clock: ClockConfig = setting(factory=ClockConfig)
+    output: OutputConfig = setting(factory=OutputConfig)
+    generators: GeneratorsConfig = setting(factory=GeneratorsConfig)
+    inputs: Mapping[str, InputConfig] = setting(factory=dict)
+    map: tuple[MapRule, ...] = setting(())
+    source: Path | None = setting(None, doc="the file this config was read from",
+                                  internal=True)
+
+    def check(self, path: str, problems: list[str]) -> None:
+        generators = [f.name for f in dataclasses.fields(GeneratorsConfig)]
+        if self.engine.generator not in generators:
+            problems.append(f"engine.generator: unknown generator {self.engine.generator!r}"
+                            f"{_suggest(self.engine.generator, generators)} "
+                            f"(generators: {', '.join(generators)})")
+        for i, rule in enumerate(self.map):
+            if "." in rule.source and rule.input_name not in self.inputs:
+                known = ", ".join(self.inputs) or "none"
+                problems.append(f"map[{i}].source: no input named {rule.input_name!r}"
+                                f"{_suggest(rule.input_name, list(self.inputs))} "
+                                f"(configured inputs: {known})")
+
+
+def default_config_path() -> Path:
+    """Where `livegen` looks when no --config is given."""
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    for candidate in (Path("config.toml"), SYSTEM_CONFIG, CHECKOUT_ROOT / "config.toml"):
+        if candidate.is_file():
+            return candidate
+    return Path("config.toml")
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read and validate a config file. Raises ConfigError with every problem found."""
+    path = Path(path) if path is not None else default_config_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), ["no such file; pass --config PATH or copy the shipped "
+                                      "config.toml there"]) from None
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read: {exc.strerror}"]) from None
+    return loads(text, base_dir=path.resolve().parent, source=str(path))
+
+
+def loads(text: str, *, base_dir: Path, source: str = "<config>") -> Config:
+    """Validate TOML text; relative paths resolve against base_dir."""
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, [f"not valid TOML: {exc}"]) from None
+    problems: list[str] = []
+    config = _Builder(base_dir, problems).build(Config, table, "")
+    if not problems:
+        config = dataclasses.replace(config, source=Path(source).resolve()
+                                     if source != "<config>" else None)
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def dumps(config: Config) -> str:
+    """The effective config as TOML: every default filled in, paths absolute, each key
+    followed by its description. `loads(dumps(c))` gives c back."""
+    lines: list[str] = []
+    _emit_table(config, "", lines)
+    return "\n".join(lines).strip() + "\n"
+
+
+def _emit_table(obj: Any, header: str, lines: list[str], array: bool = False,
+                comments: bool = True) -> None:
+    own: list[str] = []
+    later: list[tuple[str, Any, bool, bool]] = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.metadata.get("internal") or value is None:
+            continue
+        name = _join(header, f.name)
+        if isinstance(value, Mapping):
+            later += [(f"{name}.{key}", item, False, True) for key, item in value.items()]
+        elif dataclasses.is_dataclass(value) and not array:
+            later.append((name, value, False, True))
+        elif isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
+            later += [(name, item, True, i == 0) for i, item in enumerate(value)]
+        else:
+            doc = f.metadata.get("doc") if comments else None
+            own.append(f"{f.name} = {_inline(value)}" + (f"  # {doc}" if doc else ""))
+    if header and (own or array):
+        lines += ["", f"[[{header}]]" if array else f"[{header}]"]
+    lines += own
+    for name, value, is_array, first in later:
+        _emit_table(value, name, lines, is_array, first)
+
+
+def _inline(value: Any) -> str:
+    # JSON's scalars and arrays are valid TOML; inline tables differ only in their syntax.
+    if dataclasses.is_dataclass(value):
+        items = ", ".join(f"{f.name} = {_inline(getattr(value, f.name))}"
+                          for f in dataclasses.fields(value))
+        return "{ " + items + " }"
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_inline(v) for v in value) + "]"
+    if isinstance(value, Path):
+        value = str(value)
+    return json.dumps(value)
+
+
+# ---------------------------------------------------------------- the loader
+
+def _suggest(word: str, choices: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _describe(value: Any) -> str:
+    kind = {bool: "boolean", int: "integer", float: "number", str: "string",
+            list: "array", dict: "table"}.get(type(value), type(value).__name__)
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    return f"{shown} ({kind})"
+
+
+class _Invalid(Exception):
+    pass
+
+
+class _Builder:
+    """Walks a dataclass schema over a TOML table, collecting problems."""
+
+    def __init__(self, base_dir: Path, problems: list[str]) -> None:
+        self.base_dir = base_dir
+        self.problems = problems
+
+    def build(self, cls: type, table: Any, path: str) -> Any:
+        where = path or "the top level"
+        if not isinstance(table, dict):
+            self.problems.append(f"{where}: expected a table, got {_describe(table)}")
+            raise _Invalid
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+        for key in table:
+            if key not in fields:
+                self.problems.append(f"{_join(path, key)}: unknown key{_suggest(key, fields)} "
+                                     f"({where} takes {', '.join(fields)})")
+        before = len(self.problems)
+        values: dict[str, Any] = {}
+        for name, f in fields.items():
+            key_path = _join(path, name)
+            if name in table:
+                with contextlib.suppress(_Invalid):
+                    values[name] = self.value(hints[name], table[name], key_path, f.metadata)
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                self.problems.append(f"{key_path}: missing; {f.metadata.get('doc', '')}")
+        try:
+            obj = cls(**values)
+        except TypeError:
+            raise _Invalid from None
+        check = getattr(obj, "check", None)
+        if check is not None and len(self.problems) == before:
+            check(path, self.problems)
+        return obj
+
+    def value(self, hint: Any, raw: Any, path: str, meta: Mapping[str, Any]) -> Any:
+        origin = typing.get_origin(hint)
+        args = typing.get_args(hint)
+        if origin in (typing.Union, types.UnionType):
+            inner = [a for a in args if a is not type(None)]
+            if raw == "" and Path in inner:
+                return None
+            return self.value(inner[0], raw, path, meta)
+        if origin is Literal:
+            if raw in args:
+                return raw
+            choices = [str(a) for a in args]
+            hint_text = _suggest(str(raw), choices) if isinstance(raw, str) else ""
+            self.problems.append(f"{path}: {_describe(raw)} is not one of "
+                                 f"{', '.join(map(repr, args))}{hint_text}")
+            raise _Invalid
+        if origin is tuple:
+            return self.sequence(args, raw, path, meta)
+        if origin in (Mapping, dict) and args[1] is InputConfig:
+            return self.inputs(raw, path)
+        if dataclasses.is_dataclass(hint):
+            return self.build(hint, raw, path)
+        return self.scalar(hint, raw, path, meta)
+
+    def sequence(self, args: tuple, raw: Any, path: str, meta: Mapping[str, Any]) -> tuple:
+        if not isinstance(raw, list):
+            self.problems.append(f"{path}: expected an array, got {_describe(raw)}")
+            raise _Invalid
+        if len(args) == 2 and args[1] is Ellipsis:
+            kinds = [args[0]] * len(raw)
+        else:
+            kinds = list(args)
+            if len(raw) != len(kinds):
+                self.problems.append(f"{path}: expected {len(kinds)} values, e.g. "
+                                     f"[0.0, 1.0], got {_describe(raw)}")
+                raise _Invalid
+        items, bad = [], False
+        for i, (kind, item) in enumerate(zip(kinds, raw, strict=True)):
+            try:
+                items.append(self.value(kind, item, f"{path}[{i}]", meta))
+            except _Invalid:
+                bad = True
+        if bad:
+            raise _Invalid
+        return tuple(items)
+
+    def inputs(self, raw: Any, path: str) -> dict[str, InputConfig]:
+        if not isinstance(raw, dict):
+            self.problems.append(f"{path}: expected tables like [inputs.NAME], "
+                                 f"got {_describe(raw)}")
+            raise _Invalid
+        result = {}
+        for name, table in raw.items():
+            item_path = f"{path}.{name}"
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", name):
+                self.problems.append(f"{item_path}: input names take letters, digits, '_' "
+                                     "and '-' (they prefix map sources, e.g. cam.hand.y)")
+                continue
+            kind = table.get("type") if isinstance(table, dict) else None
+            if kind not in INPUT_TYPES:
+                what = (f"unknown input type {kind!r}{_suggest(kind, INPUT_TYPES)}"
+                        if isinstance(kind, str) else
+                        "missing" if kind is None else f"expected a string, got {_describe(kind)}")
+                self.problems.append(f"{item_path}.type: {what} "
+                                     f"(input types: {', '.join(INPUT_TYPES)})")
+                continue
+            with contextlib.suppress(_Invalid):
+                result[name] = self.build(INPUT_TYPES[kind], table, item_path)
+        return result
+
+    def scalar(self, hint: Any, raw: Any, path: str, meta: Mapping[str, Any]) -> Any:
+        if hint is bool:
+            if isinstance(raw, bool):
+                return raw
+            self.fail(path, raw, "true or false")
+        if hint is int:
+            if isinstance(raw, int) and not isinstance(raw, bool):
+                return self.bounded(raw, path, meta)
+            self.fail(path, raw, "a whole number")
+        if hint is float:
+            if isinstance(raw, int | float) and not isinstance(raw, bool):
+                if not math.isfinite(raw):
+                    self.fail(path, raw, "a finite number")
+                return self.bounded(float(raw), path, meta)
+            self.fail(path, raw, "a number")
+        if hint is str:
+            if isinstance(raw, str):
+                return raw
+            self.fail(path, raw, "a string (in quotes)")
+        if hint is Path:
+            if isinstance(raw, str) and raw:
+                p = Path(raw).expanduser()
+                return p if p.is_absolute() else (self.base_dir / p).resolve()
+            self.fail(path, raw, "a file path (a string; relative to the config's folder)")
+        raise TypeError(f"config schema: unsupported type {hint!r} at {path}")
+
+    def bounded(self, value: float, path: str, meta: Mapping[str, Any]) -> float:
+        lo, hi = meta.get("lo"), meta.get("hi")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            if lo is not None and hi is not None:
+                expected = f"between {lo} and {hi}"
+            elif lo is not None:
+                expected = f"at least {lo}"
+            else:
+                expected = f"at most {hi}"
+            self.problems.append(f"{path}: {value} is out of range; expected {expected}")
+            raise _Invalid
+        return value
+
+    def fail(self, path: str, raw: Any, expected: str) -> typing.NoReturn:
+        self.problems.append(f"{path}: expected {expected}, got {_describe(raw)}")
+        raise _Invalid
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+

@@ -1,0 +1,178 @@
+"""What every input yields, the small interface each input family offers, and the
+supervisor that keeps inputs alive.
+
+An input is anything with a `name` and an async `readings()` iterator. Inputs whose drivers
+block (a camera, a serial port) read in a thread of their own (`ThreadedInput`) and hand
+each reading to the event loop with `loop.call_soon_threadsafe`. An input that fails is
+restarted with exponential backoff by `supervise`; the others carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One observation from one input: `values` maps keys like 'hand.y' to floats."""
+
+    source: str
+    t: float  # time.monotonic() when the data entered the process
+    values: Mapping[str, float]
+
+
+@dataclass(slots=True)
+class InputStats:
+    """Counters an input keeps; `dropped` counts bad data by reason ('nan', 'garbage')."""
+
+    readings: int = 0
+    restarts: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    last_error: str = ""
+    last_reading_t: float = math.nan
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        self.dropped[reason] += n
+
+
+class Input(Protocol):
+    name: str
+    stats: InputStats
+
+    def readings(self) -> AsyncIterator[Reading]: ...
+
+
+class InputEnded(Exception):
+    """The input's source ended (a file ran out, a device went away): restart it."""
+
+
+def finite_values(values: Mapping[str, float], stats: InputStats) -> dict[str, float] | None:
+    """The values as floats, or None (counted as dropped) when any is NaN or infinite."""
+    clean = {}
+    for key, value in values.items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            stats.drop("not a number")
+            return None
+        if not math.isfinite(number):
+            stats.drop("nan")
+            return None
+        clean[key] = number
+    return clean
+
+
+class ThreadedInput:
+    """Base for inputs whose driver blocks: subclasses implement `run(emit, stopping)`.
+
+    `run` is called in a daemon thread; it calls `emit(values)` for each observation and
+    returns (or raises) when its source ends or fails, which ends `readings()` with an
+    exception so the supervisor restarts the input. It must return soon after
+    `stopping.is_set()`.
+    """
+
+    name: str
+    queue_size = 256  # readings buffered while the loop is busy; the oldest are dropped
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.stats = InputStats()
+
+    def run(self, emit: Callable[[Mapping[str, float]], None],
+            stopping: threading.Event) -> None:
+        raise NotImplementedError
+
+    async def readings(self) -> AsyncIterator[Reading]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Reading | BaseException] = asyncio.Queue(self.queue_size)
+        stopping = threading.Event()
+
+        def put(item: Reading | BaseException) -> None:
+            if queue.full():
+                queue.get_nowait()
+                self.stats.drop("overflow")
+            queue.put_nowait(item)
+
+        def emit(values: Mapping[str, float]) -> None:
+            t = time.monotonic()
+            clean = finite_values(values, self.stats)
+            if clean is not None and not stopping.is_set():
+                loop.call_soon_threadsafe(put, Reading(self.name, t, clean))
+
+        def body() -> None:
+            try:
+                self.run(emit, stopping)
+                outcome: BaseException = InputEnded(f"{self.name}: source ended")
+            except Exception as exc:  # handed to the supervisor, which logs and restarts
+                outcome = exc
+            if not stopping.is_set():
+                loop.call_soon_threadsafe(put, outcome)
+
+        thread = threading.Thread(target=body, name=f"input-{self.name}", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stopping.set()
+            # The thread notices `stopping` within its own read timeout; do not block the
+            # loop waiting for it.
+            await asyncio.to_thread(thread.join, 2.0)
+            if thread.is_alive():
+                log.warning("input %s: reader thread did not stop within 2 s", self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff: first, first*factor, ... up to cap; reset after `healthy_s`."""
+
+    first: float = 0.5
+    factor: float = 2.0
+    cap: float = 30.0
+    healthy_s: float = 10.0
+
+    def delay(self, failures: int) -> float:
+        return min(self.cap, self.first * self.factor ** max(0, failures - 1))
+
+
+async def supervise(source: Input, deliver: Callable[[Reading], None],
+                    backoff: Backoff = Backoff()) -> None:
+    """Run `source` forever, passing each reading to `deliver`; restart it on failure.
+
+    Returns only when cancelled. A run that lasted `backoff.healthy_s` resets the backoff,
+    so a flaky cable does not push the delay to its cap for good.
+    """
+    failures = 0
+    while True:
+        started = time.monotonic()
+        try:
+            async for reading in source.readings():
+                source.stats.readings += 1
+                source.stats.last_reading_t = reading.t
+                deliver(reading)
+            raise InputEnded(f"{source.name}: source ended")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            source.stats.last_error = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() - started >= backoff.healthy_s:
+                failures = 0
+            failures += 1
+            source.stats.restarts += 1
+            delay = backoff.delay(failures)
+            log.warning("input %s failed (%s); restarting in %.1f s", source.name,
+                        source.stats.last_error, delay)
+            await asyncio.sleep(delay)
