@@ -23,12 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from livegen.errors import LivegenError
+
 CONFIG_ENV = "LIVEGEN_CONFIG"
 CHECKOUT_ROOT = Path(__file__).resolve().parents[1]
 SYSTEM_CONFIG = Path("/etc/livegen/config.toml")
 
 
-class ConfigError(Exception):
+class ConfigError(LivegenError):
     """A config that cannot be used; `problems` holds one line per bad value."""
 
     def __init__(self, source: str, problems: list[str]) -> None:

@@ -1,0 +1,154 @@
+"""The `livegen` command. Each subcommand is a thin call into the module that does the work;
+modules are imported on use, so `livegen panic` does not load ONNX Runtime."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from livegen import __version__
+from livegen.errors import LivegenError
+
+log = logging.getLogger("livegen")
+
+EXIT_USAGE = 2
+
+
+def _handler(target: str) -> Callable[[argparse.Namespace], int | None]:
+    """'module:function' -> a handler that imports the module only when it runs."""
+    module_name, function_name = target.split(":")
+
+    def handle(args: argparse.Namespace) -> int | None:
+        return getattr(importlib.import_module(module_name), function_name)(args)
+
+    return handle
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", type=Path, default=None, metavar="PATH",
+                        help="config file (default: $LIVEGEN_CONFIG, ./config.toml, "
+                             "/etc/livegen/config.toml, then the checkout's config.toml)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="livegen",
+        description="A live generative MIDI instrument: body and controllers steer neural "
+                    "generators that play into a virtual MIDI port.")
+    parser.add_argument("--version", action="version", version=f"livegen {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("run", help="run the daemon until SIGINT/SIGTERM (SIGHUP reloads)")
+    _config_option(p)
+    p.add_argument("--record", type=Path, metavar="PATH",
+                   help="write every input reading to this JSONL trace (for replay)")
+    p.add_argument("--stats", type=float, metavar="SECONDS", default=0.0,
+                   help="log timing, CPU and memory figures every SECONDS")
+    p.add_argument("--stats-json", type=Path, metavar="PATH",
+                   help="write the same figures as JSON at exit")
+    p.add_argument("--duration", type=float, metavar="SECONDS",
+                   help="stop by itself after SECONDS (default: run until signalled)")
+    p.set_defaults(handler=_handler("livegen.engine:run_command"))
+
+    p = sub.add_parser("demo", help="the simulated performer through the engine: "
+                                    "plays to the port if there is one, writes out/demo.mid "
+                                    "and out/demo.png")
+    _config_option(p)
+    p.add_argument("--seconds", type=float, default=20.0, help="length (default 20)")
+    p.add_argument("--out", type=Path, default=Path("out"), help="folder for demo.mid/.png")
+    p.add_argument("--seed", type=int, default=1, help="sampling and performer seed")
+    p.set_defaults(handler=_handler("livegen.demo:demo_command"))
+
+    p = sub.add_parser("check-config", help="validate a config and print the effective one")
+    p.add_argument("path", nargs="?", type=Path, help="config file (default as for run)")
+    p.set_defaults(handler=check_config_command)
+
+    p = sub.add_parser("devices", help="list MIDI ports, cameras, serial ports, OSC settings "
+                                       "and ONNX Runtime execution providers")
+    _config_option(p)
+    p.set_defaults(handler=_handler("livegen.devices:devices_command"))
+
+    p = sub.add_parser("learn", help="move a control on a MIDI controller; "
+                                     "writes a [[map]] entry for it")
+    _config_option(p)
+    p.add_argument("target", help="what the control should drive: pitch, density, noise[3], ...")
+    p.add_argument("--input", help="the [inputs.NAME] of type midi to listen on "
+                                   "(default: the first one)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
+    p.add_argument("--write", action="store_true",
+                   help="append the entry to the config file (default: print it)")
+    p.set_defaults(handler=_handler("livegen.inputs.midi_in:learn_command"))
+
+    p = sub.add_parser("calibrate", help="guided calibration of a sensor")
+    p.add_argument("what", choices=["emg"], help="what to calibrate")
+    _config_option(p)
+    p.add_argument("--input", help="the [inputs.NAME] to calibrate (default: the first emg)")
+    p.add_argument("--seconds", type=float, default=5.0, help="seconds per phase (default 5)")
+    p.set_defaults(handler=_handler("livegen.inputs.emg:calibrate_command"))
+
+    p = sub.add_parser("panic", help="send all-notes-off (and note-offs) to a MIDI port")
+    _config_option(p)
+    p.add_argument("--port", help="existing port to send to (name substring); default: "
+                                  "the config's output")
+    p.set_defaults(handler=_handler("livegen.output:panic_command"))
+
+    p = sub.add_parser("train", help="train a model (needs the [train] extra: torch)")
+    p.add_argument("model", choices=["charrnn"])
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options; see livegen train MODEL -h")
+    p.set_defaults(handler=_handler("livegen.train:train_command"))
+
+    p = sub.add_parser("export", help="export a trained checkpoint to models/ (ONNX + manifest)")
+    p.add_argument("model", choices=["charrnn"])
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options; see livegen export MODEL -h")
+    p.set_defaults(handler=_handler("livegen.train:export_command"))
+
+    p = sub.add_parser("eval", help="evaluate a shipped model: held-out NLL, "
+                                    "controllability, copying, BLEU")
+    p.add_argument("model", choices=["charrnn"])
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options; see livegen eval MODEL -h")
+    p.set_defaults(handler=_handler("livegen.evaluate:eval_command"))
+
+    p = sub.add_parser("bench", help="measure timing and memory; prints figures")
+    p.add_argument("what", choices=["output", "charrnn", "engine", "camera"])
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options; see livegen bench WHAT -h")
+    p.set_defaults(handler=_handler("livegen.bench:bench_command"))
+    return parser
+
+
+def check_config_command(args: argparse.Namespace) -> int:
+    from livegen import config
+
+    cfg = config.load(args.path)
+    print(f"# {cfg.source}: valid\n")
+    print(config.dumps(cfg), end="")
+    return 0
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    try:
+        return args.handler(args) or 0
+    except LivegenError as exc:
+        for line in str(exc).splitlines():
+            print(f"livegen: {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
