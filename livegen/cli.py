@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
                                   "the config's output")
     p.set_defaults(handler=_handler("livegen.output:panic_command"))
 
+    p = sub.add_parser("install-service", help="install the systemd unit, config, models "
+                                               "and udev rules (under --root, default /)")
+    p.add_argument("--root", type=Path, default=Path("/"),
+                   help="install into this folder instead of / (packaging, tests)")
+    p.set_defaults(handler=_handler("livegen.service:install_command"))
+
     p = sub.add_parser("train", help="train a model (needs the [train] extra: torch)")
     p.add_argument("model", choices=["charrnn"])
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options; see livegen train MODEL -h")

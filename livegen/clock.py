@@ -1,0 +1,105 @@
+"""Musical time on the one clock (time.monotonic): tempo, beats, bars.
+
+The clock runs on its internal tempo, or follows incoming MIDI clock (24 pulses per
+quarter note, with start/stop/continue), and can produce outgoing clock pulses. Position
+is kept as an anchor (time, beat) and a tempo, so a tempo change never makes it jump.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+
+log = logging.getLogger(__name__)
+
+PPQN = 24
+CLOCK_TICK, CLOCK_START, CLOCK_CONTINUE, CLOCK_STOP = 0xF8, 0xFA, 0xFB, 0xFC
+# Incoming clock: tempo is the mean pulse interval over the last beat; pulses further
+# apart than this mean the sender stopped without saying so.
+_MAX_PULSE_GAP_S = 1.0
+
+
+class Clock:
+    """Tempo and position. Not thread-safe: owned by the event loop."""
+
+    def __init__(self, bpm: float, beats_per_bar: int = 4, origin: float = 0.0) -> None:
+        self.beats_per_bar = beats_per_bar
+        self._bpm = bpm
+        self._anchor_t = origin
+        self._anchor_beat = 0.0
+        self.running = True
+        self.following = False
+        self._pulses: deque[float] = deque(maxlen=PPQN + 1)
+
+    @property
+    def bpm(self) -> float:
+        return self._bpm
+
+    @property
+    def beat_s(self) -> float:
+        return 60.0 / self._bpm
+
+    def beat_at(self, t: float) -> float:
+        """The (fractional) beat at monotonic time t; frozen while stopped."""
+        if not self.running:
+            return self._anchor_beat
+        return self._anchor_beat + (t - self._anchor_t) / self.beat_s
+
+    def time_at(self, beat: float) -> float:
+        """The monotonic time at which `beat` falls, at the current tempo."""
+        return self._anchor_t + (beat - self._anchor_beat) * self.beat_s
+
+    def next_bar(self, t: float) -> float:
+        """The time of the first bar line at or after t."""
+        beat = self.beat_at(t)
+        bar_beat = -(-beat // self.beats_per_bar) * self.beats_per_bar
+        return self.time_at(bar_beat)
+
+    def set_tempo(self, bpm: float, t: float) -> None:
+        """Change tempo at time t without moving the position."""
+        self._anchor_beat = self.beat_at(t)
+        self._anchor_t = t
+        self._bpm = bpm
+
+    # ------------------------------------------------------------ following MIDI clock
+
+    def on_midi(self, status: int, t: float) -> None:
+        """Feed one realtime message (tick, start, continue, stop) received at time t."""
+        if status == CLOCK_START:
+            self.following = True
+            self.running = True
+            self._pulses.clear()
+            self._anchor_t, self._anchor_beat = t, 0.0
+        elif status == CLOCK_CONTINUE:
+            self.following = True
+            self.running = True
+            self._pulses.clear()
+            self._anchor_t = t
+        elif status == CLOCK_STOP:
+            self._anchor_beat = self.beat_at(t)
+            self._anchor_t = t
+            self.running = False
+        elif status == CLOCK_TICK and self.running:
+            self.following = True
+            if self._pulses and t - self._pulses[-1] > _MAX_PULSE_GAP_S:
+                self._pulses.clear()
+            self._pulses.append(t)
+            if len(self._pulses) >= 2:
+                interval = (self._pulses[-1] - self._pulses[0]) / (len(self._pulses) - 1)
+                if interval > 0:
+                    self.set_tempo(60.0 / (interval * PPQN), t)
+
+    # ------------------------------------------------------------ sending MIDI clock
+
+    def pulses_between(self, start: float, end: float) -> list[float]:
+        """Times of the clock pulses (24 per beat) in [start, end)."""
+        if not self.running or end <= start:
+            return []
+        first = -(-self.beat_at(start) * PPQN // 1)
+        last_beat = self.beat_at(end) * PPQN
+        times = []
+        pulse = first
+        while pulse < last_beat:
+            times.append(self.time_at(pulse / PPQN))
+            pulse += 1
+        return times

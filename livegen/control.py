@@ -1,0 +1,240 @@
+"""Mapping rules -> Controls snapshots.
+
+Each [[map]] rule takes one input value (`cam.hand.y`), normalises it by its in_range,
+inverts it, bends it through a curve, smooths it with a One Euro filter, scales it to the
+target's out_range and applies a deadband. The latest value of each target forms an
+immutable, versioned `Controls` snapshot. A source that falls silent holds its values;
+after its input's `stale_after` the targets it drove return to neutral.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from livegen.config import NOISE_SIZE, TARGETS, Config, MapRule, OneEuroConfig, parse_target
+from livegen.inputs.base import Reading
+
+log = logging.getLogger(__name__)
+
+MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
+NO_KEY = 12  # Controls.key value for "no key": the generator's neutral histogram
+
+
+@dataclass(frozen=True, slots=True)
+class Controls:
+    """What the generators see: one immutable snapshot per change.
+
+    `t` is the Reading.t of the reading that caused this snapshot (monotonic seconds);
+    control latency is measured from it.
+    """
+
+    version: int = 0
+    t: float = 0.0
+    pitch: float = 0.5        # 0 = low register .. 1 = high
+    density: float = 0.5      # 0 = sparse .. 1 = dense
+    key: int = 0              # root of a major scale, 0 = C .. 11 = B; NO_KEY = none
+    temperature: float = 1.0
+    top_p: float = 0.95
+    velocity: float = 0.75    # 0.75 plays the model's velocities unchanged
+    tempo: float = 100.0      # bpm, for segment generators
+    generator: str = "charrnn"
+    noise: tuple[float, ...] = field(default=(0.0,) * NOISE_SIZE)
+
+    def key_histogram(self) -> tuple[float, ...]:
+        """The 12-value pitch-class histogram of the key (uniform when there is none)."""
+        if self.key == NO_KEY:
+            return (1.0 / 12,) * 12
+        scale = {(self.key + step) % 12 for step in MAJOR_SCALE}
+        return tuple(1.0 / 7 if pc in scale else 0.0 for pc in range(12))
+
+    @property
+    def velocity_scale(self) -> float:
+        """Factor applied to the velocities a generator plays (1.0 at the neutral 0.75)."""
+        return self.velocity / 0.75
+
+
+# ---------------------------------------------------------------- curves and filters
+
+CURVE_STEEPNESS = 4.0  # how far the exponential/logarithmic curves bend
+
+CURVES: dict[str, Callable[[float], float]] = {
+    "linear": lambda x: x,
+    "exponential": lambda x: math.expm1(CURVE_STEEPNESS * x) / math.expm1(CURVE_STEEPNESS),
+    "logarithmic": lambda x: math.log1p(CURVE_STEEPNESS * x) / math.log1p(CURVE_STEEPNESS),
+    "s-curve": lambda x: x * x * (3.0 - 2.0 * x),
+}
+
+
+class OneEuroFilter:
+    """The One Euro filter (Casiez, Roussel, Vogel, CHI 2012).
+
+    A low-pass filter whose cutoff rises with the signal's speed: steady hands give smooth
+    values, fast moves come through with little lag.
+    """
+
+    def __init__(self, params: OneEuroConfig) -> None:
+        self.params = params
+        self.value: float | None = None
+        self.derivative = 0.0
+        self.t = 0.0
+
+    @staticmethod
+    def _alpha(cutoff_hz: float, dt: float) -> float:
+        tau = 1.0 / (2.0 * math.pi * cutoff_hz)
+        return 1.0 / (1.0 + tau / dt)
+
+    def __call__(self, x: float, t: float) -> float:
+        if self.value is None:
+            self.value, self.t = x, t
+            return x
+        dt = t - self.t
+        if dt <= 0.0:  # same timestamp (or clock glitch): nothing to integrate over
+            return self.value
+        p = self.params
+        raw_derivative = (x - self.value) / dt
+        self.derivative += self._alpha(p.d_cutoff, dt) * (raw_derivative - self.derivative)
+        cutoff = p.min_cutoff + p.beta * abs(self.derivative)
+        self.value += self._alpha(cutoff, dt) * (x - self.value)
+        self.t = t
+        return self.value
+
+    def reset(self) -> None:
+        self.value = None
+        self.derivative = 0.0
+
+
+# ---------------------------------------------------------------- rules
+
+class Rule:
+    """One [[map]] entry, with its filter and its last output."""
+
+    def __init__(self, spec: MapRule) -> None:
+        self.spec = spec
+        self.target, self.index = parse_target(spec.target)
+        self.out_range = spec.out_range or TARGETS[self.target].range
+        self.curve = CURVES[spec.curve]
+        self.filter = OneEuroFilter(spec.smoothing) if spec.smoothing else None
+        self.output: float | None = None  # None: not driving its target (never, or stale)
+
+    def apply(self, raw: float, t: float) -> bool:
+        """Feed a source value; True when the output moved (beyond the deadband)."""
+        lo, hi = self.spec.in_range
+        x = min(1.0, max(0.0, (raw - lo) / (hi - lo)))
+        if self.spec.invert:
+            x = 1.0 - x
+        x = self.curve(x)
+        if self.filter is not None:
+            x = self.filter(x, t)
+        out_lo, out_hi = self.out_range
+        y = out_lo + x * (out_hi - out_lo)
+        band = self.spec.deadband * abs(out_hi - out_lo)
+        if self.output is not None and abs(y - self.output) <= band:
+            return False
+        changed = self.output != y
+        self.output = y
+        return changed
+
+    def release(self) -> None:
+        self.output = None
+        if self.filter is not None:
+            self.filter.reset()
+
+
+class Mapper:
+    """Turns Readings into Controls snapshots according to the config's [[map]] rules.
+
+    Not thread-safe: it lives on the event loop. `update` and `tick` return a new snapshot
+    when something changed, else None.
+    """
+
+    def __init__(self, config: Config, generators: tuple[str, ...] | None = None) -> None:
+        self.generators = generators or (config.engine.generator,)
+        self.neutral = neutral_controls(config)
+        self.rules = [Rule(spec) for spec in config.map]
+        self.by_source: dict[str, list[Rule]] = {}
+        for rule in self.rules:
+            self.by_source.setdefault(rule.spec.source, []).append(rule)
+        self.stale_after = {name: cfg.stale_after for name, cfg in config.inputs.items()}
+        self.last_seen: dict[str, float] = {}
+        self.controls = self.neutral
+        self.unmapped: set[str] = set()
+
+    def update(self, reading: Reading) -> Controls | None:
+        self.last_seen[reading.source] = reading.t
+        moved = False
+        for key, value in reading.values.items():
+            for rule in self.by_source.get(f"{reading.source}.{key}", ()):
+                moved |= rule.apply(value, reading.t)
+        return self._snapshot(reading.t) if moved else None
+
+    def tick(self, now: float) -> Controls | None:
+        """Return targets of inputs silent for longer than their stale_after to neutral."""
+        released = False
+        for name, seen in list(self.last_seen.items()):
+            if now - seen > self.stale_after.get(name, math.inf):
+                del self.last_seen[name]
+                log.info("input %s silent for %.1f s: its controls return to neutral",
+                         name, now - seen)
+                for rule in self.rules:
+                    if rule.spec.input_name == name and rule.output is not None:
+                        rule.release()
+                        released = True
+        return self._snapshot(now) if released else None
+
+    def _snapshot(self, t: float) -> Controls | None:
+        values = self._values()
+        if values == self._values_of(self.controls):
+            return None
+        self.controls = dataclasses.replace(self.neutral, version=self.controls.version + 1,
+                                            t=t, **values)
+        return self.controls
+
+    def _values(self) -> dict[str, object]:
+        values = self._values_of(self.neutral)
+        noise = list(self.neutral.noise)
+        for rule in self.rules:  # later rules win when two drive the same target
+            if rule.output is None:
+                continue
+            if rule.target == "noise":
+                noise[rule.index] = rule.output
+            elif rule.target == "key":
+                values["key"] = round(rule.output) % 12
+            elif rule.target == "generator":
+                index = min(len(self.generators) - 1, max(0, round(rule.output)))
+                values["generator"] = self.generators[index]
+            else:
+                values[rule.target] = rule.output
+        values["noise"] = tuple(noise)
+        return values
+
+    @staticmethod
+    def _values_of(controls: Controls) -> dict[str, object]:
+        return {f.name: getattr(controls, f.name) for f in dataclasses.fields(Controls)
+                if f.name not in ("version", "t")}
+
+
+def neutral_controls(config: Config) -> Controls:
+    """The controls when nothing drives them: each target's neutral or the configured value."""
+    generator = config.engine.generator
+    settings = getattr(config.generators, generator)
+    return Controls(
+        pitch=TARGETS["pitch"].neutral,
+        density=TARGETS["density"].neutral,
+        key=0,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        velocity=TARGETS["velocity"].neutral,
+        tempo=config.clock.bpm,
+        generator=generator,
+    )
+
+
+def describe(controls: Controls) -> Mapping[str, float]:
+    """A flat view of a snapshot for logs, traces and plots."""
+    return {"pitch": controls.pitch, "density": controls.density, "key": controls.key,
+            "temperature": controls.temperature, "top_p": controls.top_p,
+            "velocity": controls.velocity, "tempo": controls.tempo}
