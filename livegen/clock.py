@@ -30,6 +30,7 @@ class Clock:
         self.running = True
         self.following = False
         self._pulses: deque[float] = deque(maxlen=PPQN + 1)
+        self._next_pulse_beat = 0.0
 
     @property
     def bpm(self) -> float:
@@ -64,30 +65,34 @@ class Clock:
     # ------------------------------------------------------------ following MIDI clock
 
     def on_midi(self, status: int, t: float) -> None:
-        """Feed one realtime message (tick, start, continue, stop) received at time t."""
-        if status == CLOCK_START:
+        """Feed one realtime message (tick, start, continue, stop) received at time t.
+
+        After Start the first pulse is beat 0; after Continue, pulses carry on from where
+        Stop left off. Each pulse anchors the position exactly (pulse k = beat k/24), so
+        tempo estimates never accumulate into drift; between pulses the position moves at
+        the tempo measured over the last beat.
+        """
+        if status in (CLOCK_START, CLOCK_CONTINUE):
             self.following = True
-            self.running = True
+            self.running = False  # until the first pulse
             self._pulses.clear()
-            self._anchor_t, self._anchor_beat = t, 0.0
-        elif status == CLOCK_CONTINUE:
-            self.following = True
-            self.running = True
-            self._pulses.clear()
-            self._anchor_t = t
+            if status == CLOCK_START:
+                self._next_pulse_beat = 0.0
         elif status == CLOCK_STOP:
             self._anchor_beat = self.beat_at(t)
             self._anchor_t = t
             self.running = False
-        elif status == CLOCK_TICK and self.running:
-            self.following = True
+        elif status == CLOCK_TICK and self.following:
             if self._pulses and t - self._pulses[-1] > _MAX_PULSE_GAP_S:
                 self._pulses.clear()
             self._pulses.append(t)
             if len(self._pulses) >= 2:
                 interval = (self._pulses[-1] - self._pulses[0]) / (len(self._pulses) - 1)
                 if interval > 0:
-                    self.set_tempo(60.0 / (interval * PPQN), t)
+                    self._bpm = 60.0 / (interval * PPQN)
+            self._anchor_t, self._anchor_beat = t, self._next_pulse_beat
+            self._next_pulse_beat += 1.0 / PPQN
+            self.running = True
 
     # ------------------------------------------------------------ sending MIDI clock
 

@@ -182,6 +182,8 @@ class InputConfig:
     type: str = setting("", doc="input family")
     stale_after: float = setting(2.0, lo=0.05, hi=3600.0,
                                  doc="seconds of silence before its controls go neutral")
+    profile: Path | None = setting(None, doc="a device profile (devices/*.toml) whose [input] "
+                                             "table gives defaults for this input's keys")
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,10 +207,134 @@ class MidiInputConfig(InputConfig):
     api: Literal["auto", "jack", "alsa", "coremidi"] = setting("auto")
 
 
+@dataclass(frozen=True, slots=True)
+class CameraInputConfig(InputConfig):
+    """A camera that tracks the hand: OpenCV capture (a camera or a video file), or a JeVois
+    smart camera that sends "x|y" lines over USB serial."""
+    mode: Literal["capture", "jevois"] = setting(
+        "capture", doc="capture: frames through OpenCV; jevois: positions over serial")
+    device: int = setting(0, lo=0, hi=63, doc="camera index (/dev/videoN) when no path is set")
+    path: Path | None = setting(None, doc="a video file to read instead of a camera")
+    realtime: bool = setting(True, doc="video files: play at their own frame rate, like a "
+                                       "camera (false: as fast as tracking goes)")
+    loop: bool = setting(False, doc="video files: start again at the end (false: the end "
+                                    "counts as an unplug and the file is reopened)")
+    width: int = setting(640, lo=16, hi=7680, doc="frame width asked of a camera")
+    height: int = setting(480, lo=16, hi=4320, doc="frame height asked of a camera")
+    fps: float = setting(30.0, lo=1.0, hi=240.0, doc="frame rate asked of a camera")
+    detector: Literal["mog2", "skin"] = setting(
+        "mog2", doc="mog2: what moves against the learned background; skin: skin colour")
+    process_width: int = setting(320, lo=64, hi=1920,
+                                 doc="frames are scaled down to this width before tracking")
+    min_area: float = setting(0.005, lo=0.0, hi=0.5,
+                              doc="smallest blob (fraction of the frame) that counts as a hand")
+    mirror: bool = setting(False, doc="flip left and right (a camera facing the performer)")
+    history: int = setting(300, lo=10, hi=10000,
+                           doc="mog2: frames of background memory; a hand held still this "
+                               "long fades into the background")
+    threshold: float = setting(25.0, lo=1.0, hi=1000.0,
+                               doc="mog2: squared distance from the background that is "
+                                   "foreground (higher = less noise, less hand)")
+    skin_cr: tuple[float, float] = setting((133.0, 173.0), lo=0.0, hi=255.0,
+                                           doc="skin: Cr range in YCrCb")
+    skin_cb: tuple[float, float] = setting((77.0, 127.0), lo=0.0, hi=255.0,
+                                           doc="skin: Cb range in YCrCb")
+    port: str = setting("/dev/livegen-jevois", doc="jevois: its serial device")
+    baud: int = setting(115200, lo=1200, hi=4_000_000, doc="jevois: serial baud rate")
+    poll_s: float = setting(0.1, lo=0.005, hi=5.0,
+                            doc="jevois: how often the newest position is taken")
+    frame_size: tuple[int, int] = setting((320, 240), lo=1, hi=8192,
+                                          doc="jevois: the frame its x|y are measured in")
+
+    def check(self, path: str, problems: list[str]) -> None:
+        for key in ("skin_cr", "skin_cb"):
+            lo, hi = getattr(self, key)
+            if lo >= hi:
+                problems.append(f"{path}.{key}: the low end must be below the high end, "
+                                f"got [{lo}, {hi}]")
+        if self.mode == "jevois" and not self.port:
+            problems.append(f"{path}.port: needed when {path}.mode = 'jevois'; name its "
+                            "serial device, e.g. '/dev/livegen-jevois' (see `livegen devices`)")
+
+
+EMG_PROTOCOLS = ("myo-bled112", "cyton", "csv", "brainflow")
+
+
+@dataclass(frozen=True, slots=True)
+class EmgInputConfig(InputConfig):
+    """An EMG armband or board: eight (or so) channels of muscle activity, each turned into
+    an envelope normalised to 0..1 by the performer's calibration."""
+    protocol: Literal["myo-bled112", "cyton", "csv", "brainflow"] = setting(
+        "csv", doc="myo-bled112: a Myo through a BLED112 dongle; cyton: OpenBCI Cyton "
+                   "packets; csv: text lines of numbers (Arduino + MyoWare); brainflow: "
+                   "a BrainFlow board (needs the [sensors] extra)")
+    port: str = setting("/dev/livegen-emg", doc="serial device ('' = BrainFlow's default)")
+    baud: int = setting(115200, lo=1200, hi=4_000_000, doc="serial baud rate")
+    channels: int = setting(8, lo=1, hi=16, doc="channels used (ch0 .. ch{n-1})")
+    sample_rate: float | None = setting(
+        None, lo=10.0, hi=20000.0, doc="samples per second; unset = the protocol's own "
+                                       "(Myo 200, Cyton 250, BrainFlow the board's, csv 200)")
+    signal: Literal["raw", "envelope"] = setting(
+        "raw", doc="raw: remove DC and rectify first; envelope: the sensor already sends "
+                   "an envelope (MyoWare SIG pin), only smooth and normalise it")
+    envelope: Literal["rms", "mav"] = setting(
+        "rms", doc="root mean square or mean absolute value over the window")
+    window_ms: float = setting(150.0, lo=5.0, hi=5000.0, doc="envelope window")
+    highpass_hz: float = setting(10.0, lo=0.1, hi=200.0,
+                                 doc="raw: cut-off that removes the DC offset and drift")
+    rate_hz: float = setting(50.0, lo=1.0, hi=1000.0, doc="readings per second")
+    calibration: Path | None = setting(
+        None, doc="rest and squeeze levels from `livegen calibrate emg` (JSON or TOML); "
+                  "unset = rest 0, full_scale at the top")
+    full_scale: float | None = setting(
+        None, lo=1e-9, hi=1e9, doc="envelope read as 1.0 without a calibration; unset = the "
+                                   "protocol's typical strong contraction")
+    stall_s: float = setting(2.0, lo=0.1, hi=600.0,
+                             doc="no samples for this long counts as an unplug")
+    myo_address: str = setting("", doc="myo: its Bluetooth address 'aa:bb:cc:dd:ee:ff'; "
+                                       "'' = the first Myo a scan finds")
+    myo_emg_mode: Literal["filtered", "raw"] = setting(
+        "filtered", doc="myo: the armband's own mains/band filter on (filtered) or off (raw)")
+    scan_s: float = setting(10.0, lo=0.5, hi=120.0, doc="myo: how long to scan for it")
+    board: str = setting("synthetic", doc="brainflow: board name (synthetic, cyton, "
+                                          "gforce_pro, ...) or its numeric id")
+
+    def check(self, path: str, problems: list[str]) -> None:
+        fixed = {"myo-bled112": 8, "cyton": 8}
+        if self.protocol in fixed and self.channels > fixed[self.protocol]:
+            problems.append(f"{path}.channels: {self.protocol} has {fixed[self.protocol]} "
+                            f"channels, got {self.channels}")
+        if self.protocol != "brainflow" and not self.port:
+            problems.append(f"{path}.port: needed for protocol {self.protocol!r}; name the "
+                            "serial device, e.g. '/dev/livegen-myo' (see `livegen devices`)")
+        if self.myo_address and not re.fullmatch(r"([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}",
+                                                 self.myo_address):
+            problems.append(f"{path}.myo_address: {self.myo_address!r} is not a Bluetooth "
+                            "address like 'c8:2f:84:e5:1d:07'")
+
+
+@dataclass(frozen=True, slots=True)
+class OscInputConfig(InputConfig):
+    """An OSC listener: `/livegen/in/NAME f...` from any tracker (a MediaPipe script,
+    TouchOSC on a phone) becomes the values NAME (one float) or NAME.0, NAME.1, ..."""
+    host: str = setting("127.0.0.1", doc="address to listen on; 0.0.0.0 opens it to the "
+                                         "network (phones), so only on a trusted network")
+    port: int = setting(9000, lo=0, hi=65535, doc="UDP port (0 = any free port)")
+    prefix: str = setting("/livegen/in", doc="OSC address prefix of the messages taken")
+
+    def check(self, path: str, problems: list[str]) -> None:
+        if not re.fullmatch(r"(/[^/\s#*,?\[\]{}]+)+", self.prefix):
+            problems.append(f"{path}.prefix: {self.prefix!r} must be an OSC address like "
+                            "'/livegen/in' (starts with '/', no trailing '/', no wildcards)")
+
+
 INPUT_TYPES: dict[str, type[InputConfig]] = {
     "sim": SimInputConfig,
     "replay": ReplayInputConfig,
     "midi": MidiInputConfig,
+    "camera": CameraInputConfig,
+    "emg": EmgInputConfig,
+    "osc": OscInputConfig,
 }
 
 
@@ -479,6 +605,11 @@ class _Builder:
                 self.problems.append(f"{item_path}: input names take letters, digits, '_' "
                                      "and '-' (they prefix map sources, e.g. cam.hand.y)")
                 continue
+            if isinstance(table, dict) and table.get("profile"):
+                try:
+                    table = self.with_profile(table, item_path)
+                except _Invalid:
+                    continue
             kind = table.get("type") if isinstance(table, dict) else None
             if kind not in INPUT_TYPES:
                 what = (f"unknown input type {kind!r}{_suggest(kind, INPUT_TYPES)}"
@@ -490,6 +621,25 @@ class _Builder:
             with contextlib.suppress(_Invalid):
                 result[name] = self.build(INPUT_TYPES[kind], table, item_path)
         return result
+
+    def with_profile(self, table: dict[str, Any], path: str) -> dict[str, Any]:
+        """The input's table over its profile's [input] table: the config's keys win."""
+        where = f"{path}.profile"
+        profile_path = self.scalar(Path, table["profile"], where, {})
+        try:
+            profile = tomllib.loads(profile_path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            self.problems.append(f"{where}: cannot read {profile_path}: {exc.strerror}; "
+                                 "profiles ship in devices/ (relative to the config's folder)")
+            raise _Invalid from None
+        except tomllib.TOMLDecodeError as exc:
+            self.problems.append(f"{where}: {profile_path} is not valid TOML: {exc}")
+            raise _Invalid from None
+        defaults = profile.get("input")
+        if not isinstance(defaults, dict):
+            self.problems.append(f"{where}: {profile_path} has no [input] table")
+            raise _Invalid
+        return {**defaults, **table}
 
     def scalar(self, hint: Any, raw: Any, path: str, meta: Mapping[str, Any]) -> Any:
         if hint is bool:
@@ -513,7 +663,8 @@ class _Builder:
         if hint is Path:
             if isinstance(raw, str) and raw:
                 p = Path(raw).expanduser()
-                return p if p.is_absolute() else (self.base_dir / p).resolve()
+                # normpath, not resolve: a models/ link beside the config stays a link.
+                return p if p.is_absolute() else Path(os.path.normpath(self.base_dir / p))
             self.fail(path, raw, "a file path (a string; relative to the config's folder)")
         raise TypeError(f"config schema: unsupported type {hint!r} at {path}")
 
