@@ -1,0 +1,262 @@
+"""The conditioning control vector (SEEDS.md section 1), one layout for training, runtime and
+evaluation.
+
+    [0:10]   mean pitch of the note-ons, one-hot over 10 bins of 4 semitones spanning MIDI
+             50..90 (means outside are clamped to the first or last bin)
+    [10:20]  note density, one-hot over 10 bins of note-ons per second (DENSITY_EDGES)
+    [20:32]  pitch-class histogram of the note-ons (C, C#, ..., B), normalised to sum 1
+
+A window with no note-ons has no mean pitch and no key: it gets the neutral values, the
+middle pitch bin (NEUTRAL_PITCH) and the uniform histogram 1/12, and density bin 0. The
+engine's neutral Controls (pitch 0.5, an all-zero key) map to the same vector.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from livegen.music.events import (
+    NOTE_OFF,
+    STEPS_PER_SECOND,
+    TIME_SHIFT,
+    VELOCITY,
+    VOCAB_SIZE,
+    Note,
+    TimedEvent,
+)
+
+PITCH_BINS = 10
+PITCH_LOW = 50
+PITCH_HIGH = 90
+PITCH_BIN_WIDTH = (PITCH_HIGH - PITCH_LOW) / PITCH_BINS
+NEUTRAL_PITCH = (PITCH_LOW + PITCH_HIGH) / 2
+
+DENSITY_BINS = 10
+# Provisional edges in note-ons per second, roughly geometric from 1 to 12: the training data
+# (chorales and folk tunes at a fixed tempo) run from about 0.5 to 16 note-ons/s. To be tuned
+# on the training-data histogram (note_on_density) so that every bin is well populated.
+DENSITY_EDGES = (1.0, 1.4, 1.9, 2.6, 3.5, 4.7, 6.4, 8.8, 12.0)
+
+PITCH_CLASSES = 12
+
+PITCH_SLICE = slice(0, PITCH_BINS)
+DENSITY_SLICE = slice(PITCH_SLICE.stop, PITCH_SLICE.stop + DENSITY_BINS)
+HISTOGRAM_SLICE = slice(DENSITY_SLICE.stop, DENSITY_SLICE.stop + PITCH_CLASSES)
+CONTROL_SIZE = HISTOGRAM_SLICE.stop
+
+# The window over which density and the other features are measured (Performance RNN: 3 s).
+WINDOW_S = 3.0
+
+_DENSITY_EDGES = np.asarray(DENSITY_EDGES, dtype=np.float64)
+_UNIFORM_HISTOGRAM = np.full(PITCH_CLASSES, 1 / PITCH_CLASSES)
+
+
+def pitch_bin(mean_pitch: float) -> int:
+    """The pitch bin 0..9 of a mean MIDI pitch: 4-semitone bins from 50, clamped."""
+    if math.isnan(mean_pitch):
+        raise ValueError("mean pitch is NaN")
+    return min(max(math.floor((mean_pitch - PITCH_LOW) / PITCH_BIN_WIDTH), 0), PITCH_BINS - 1)
+
+
+def density_bin(note_ons_per_s: float) -> int:
+    """The density bin 0..9: the number of DENSITY_EDGES at or below the density."""
+    if math.isnan(note_ons_per_s):
+        raise ValueError("note density is NaN")
+    return bisect.bisect_right(DENSITY_EDGES, note_ons_per_s)
+
+
+def _normalised_histogram(histogram: Sequence[float] | np.ndarray) -> np.ndarray:
+    values = np.asarray(histogram, dtype=np.float64)
+    if values.shape != (PITCH_CLASSES,):
+        raise ValueError(f"a pitch-class histogram has 12 values, got shape {values.shape}")
+    if not np.all(np.isfinite(values)) or np.any(values < 0):
+        raise ValueError(f"pitch-class histogram {values.tolist()} must be finite and >= 0")
+    total = values.sum()
+    return values / total if total > 0 else _UNIFORM_HISTOGRAM
+
+
+def control_vector(
+    pitch_bin: int, density_bin: int, histogram: Sequence[float] | np.ndarray
+) -> np.ndarray:
+    """The (32,) float32 control vector: the two one-hots and the histogram normalised to sum
+    1 (all zeros -> uniform)."""
+    if not 0 <= pitch_bin < PITCH_BINS:
+        raise ValueError(f"pitch bin {pitch_bin} is outside 0..{PITCH_BINS - 1}")
+    if not 0 <= density_bin < DENSITY_BINS:
+        raise ValueError(f"density bin {density_bin} is outside 0..{DENSITY_BINS - 1}")
+    vector = np.zeros(CONTROL_SIZE, dtype=np.float32)
+    vector[PITCH_SLICE.start + pitch_bin] = 1
+    vector[DENSITY_SLICE.start + density_bin] = 1
+    vector[HISTOGRAM_SLICE] = _normalised_histogram(histogram)
+    return vector
+
+
+def controls_to_vector(
+    pitch: float, density: float, key_histogram: Sequence[float] | np.ndarray
+) -> np.ndarray:
+    """The control vector for the engine's normalised Controls: pitch and density in 0..1
+    (clamped) pick bin round(x * 9), halves up; the key is 12 non-negative weights,
+    normalised (all zeros -> uniform)."""
+    if math.isnan(pitch) or math.isnan(density):
+        raise ValueError(f"controls pitch={pitch}, density={density} must not be NaN")
+    return control_vector(
+        math.floor(min(max(pitch, 0.0), 1.0) * (PITCH_BINS - 1) + 0.5),
+        math.floor(min(max(density, 0.0), 1.0) * (DENSITY_BINS - 1) + 0.5),
+        key_histogram,
+    )
+
+
+def _window_steps(window_s: float) -> int:
+    steps = round(window_s * STEPS_PER_SECOND)
+    if steps < 1:
+        raise ValueError(f"window {window_s} s is shorter than one 10 ms step")
+    return steps
+
+
+def _pitch_class_histogram(pitches: np.ndarray) -> np.ndarray:
+    if len(pitches) == 0:
+        return _UNIFORM_HISTOGRAM.copy()
+    return np.bincount(pitches % PITCH_CLASSES, minlength=PITCH_CLASSES) / len(pitches)
+
+
+def _features_of(pitches: np.ndarray, window_steps: int) -> tuple[int, int, np.ndarray]:
+    count = len(pitches)
+    mean_pitch = pitches.sum() / count if count else NEUTRAL_PITCH
+    density = count / (window_steps / STEPS_PER_SECOND)
+    return pitch_bin(float(mean_pitch)), density_bin(density), _pitch_class_histogram(pitches)
+
+
+def window_features(
+    times: Sequence[float] | np.ndarray,
+    pitches: Sequence[int] | np.ndarray,
+    *,
+    start: float,
+    window_s: float = WINDOW_S,
+) -> tuple[int, int, np.ndarray]:
+    """(pitch_bin, density_bin, histogram) of the note-ons (onset times in seconds, MIDI
+    pitches) with start <= time < start + window_s, compared on the 10 ms grid. The density
+    is their number divided by the window length."""
+    window_steps = _window_steps(window_s)
+    on_steps = np.floor(np.asarray(times, dtype=np.float64) * STEPS_PER_SECOND + 0.5)
+    first = math.floor(start * STEPS_PER_SECOND + 0.5)
+    inside = (on_steps >= first) & (on_steps < first + window_steps)
+    return _features_of(np.asarray(pitches, dtype=np.int64)[inside], window_steps)
+
+
+def _token_windows(
+    tokens: Sequence[int] | np.ndarray, window_steps: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For every token position, the range [lo, hi) of note-ons (in order) that fall in the
+    window starting at that position's time, and the note-on pitches."""
+    tokens = np.asarray(tokens, dtype=np.int64)
+    if tokens.ndim != 1:
+        raise ValueError(f"tokens must be one sequence, got shape {tokens.shape}")
+    if len(tokens) and (tokens.min() < 0 or tokens.max() >= VOCAB_SIZE):
+        raise ValueError(f"tokens must lie in 0..{VOCAB_SIZE - 1}")
+    is_shift = (tokens >= TIME_SHIFT) & (tokens < VELOCITY)
+    shift = np.where(is_shift, tokens - TIME_SHIFT + 1, 0)
+    # The time at a position is the time before that token is applied.
+    step = np.cumsum(shift) - shift
+    is_on = tokens < NOTE_OFF
+    lo = np.cumsum(is_on) - is_on
+    on_steps = step[is_on]
+    hi = np.searchsorted(on_steps, step + window_steps, side="left")
+    return lo, hi, tokens[is_on]
+
+
+def note_on_density(
+    tokens: Sequence[int] | np.ndarray, *, window_s: float = WINDOW_S
+) -> np.ndarray:
+    """Note-ons per second in the window ahead of every token position (float64, one per
+    token); what DENSITY_EDGES bins, for tuning them on training data."""
+    window_steps = _window_steps(window_s)
+    lo, hi, _ = _token_windows(tokens, window_steps)
+    return (hi - lo) / (window_steps / STEPS_PER_SECOND)
+
+
+def control_vectors(
+    tokens: Sequence[int] | np.ndarray, *, window_s: float = WINDOW_S
+) -> np.ndarray:
+    """The control vector for every token position, shape (len(tokens), 32), float32.
+
+    Row i describes the note-ons from token i onwards whose time is less than window_s after
+    token i's time (the time before token i is applied). The window looks ahead, not around,
+    because the control must describe the music the model is about to produce: a model
+    predicting token i is given row i, and at generation time changing the control then
+    steers what comes next instead of being averaged with the past the model cannot change.
+    Row i equals control_vector(*window_features(...)) over the same note-ons.
+    """
+    window_steps = _window_steps(window_s)
+    lo, hi, on_pitches = _token_windows(tokens, window_steps)
+    count = hi - lo
+    has_notes = count > 0
+    safe_count = np.maximum(count, 1)
+
+    pitch_sums = np.concatenate(([0], np.cumsum(on_pitches)))
+    mean_pitch = np.where(has_notes, (pitch_sums[hi] - pitch_sums[lo]) / safe_count, NEUTRAL_PITCH)
+    pitch_bins = np.clip(
+        np.floor((mean_pitch - PITCH_LOW) / PITCH_BIN_WIDTH), 0, PITCH_BINS - 1
+    ).astype(np.int64)
+    density_bins = np.searchsorted(
+        _DENSITY_EDGES, count / (window_steps / STEPS_PER_SECOND), side="right"
+    )
+
+    vectors = np.zeros((len(count), CONTROL_SIZE), dtype=np.float32)
+    rows = np.arange(len(count))
+    vectors[rows, PITCH_SLICE.start + pitch_bins] = 1
+    vectors[rows, DENSITY_SLICE.start + density_bins] = 1
+    pitch_classes = on_pitches % PITCH_CLASSES
+    for pitch_class in range(PITCH_CLASSES):
+        # One pitch class at a time keeps memory at one cumulative sum per note-on.
+        class_sums = np.concatenate(([0], np.cumsum(pitch_classes == pitch_class)))
+        vectors[:, HISTOGRAM_SLICE.start + pitch_class] = np.where(
+            has_notes, (class_sums[hi] - class_sums[lo]) / safe_count, 1 / PITCH_CLASSES
+        )
+    return vectors
+
+
+@dataclass(frozen=True, slots=True)
+class RealisedFeatures:
+    """What a stretch of music actually has, in the control vector's terms."""
+
+    note_ons: int
+    mean_pitch: float | None  # None when there are no note-ons
+    note_ons_per_s: float
+    histogram: np.ndarray  # (12,) float64, sums to 1; uniform when there are no note-ons
+
+    @property
+    def pitch_bin(self) -> int:
+        return pitch_bin(NEUTRAL_PITCH if self.mean_pitch is None else self.mean_pitch)
+
+    @property
+    def density_bin(self) -> int:
+        return density_bin(self.note_ons_per_s)
+
+    def control_vector(self) -> np.ndarray:
+        """The control vector that describes this music."""
+        return control_vector(self.pitch_bin, self.density_bin, self.histogram)
+
+
+def realised_features(
+    music: Iterable[Note] | Iterable[TimedEvent], *, duration_s: float
+) -> RealisedFeatures:
+    """The features of the note-ons in `music` (notes, or events whose note-ons have
+    velocity > 0) measured over `duration_s` seconds, e.g. a generated segment's length."""
+    if not duration_s > 0:
+        raise ValueError(f"duration {duration_s} s must be positive")
+    pitches = np.asarray(
+        [item.pitch for item in music if isinstance(item, Note) or item.velocity > 0],
+        dtype=np.int64,
+    )
+    count = len(pitches)
+    return RealisedFeatures(
+        note_ons=count,
+        mean_pitch=float(pitches.mean()) if count else None,
+        note_ons_per_s=count / duration_s,
+        histogram=_pitch_class_histogram(pitches),
+    )
