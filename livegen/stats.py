@@ -1,0 +1,75 @@
+"""Figures the daemon keeps about itself: timing samples and the process's CPU and memory.
+
+`Samples` is a preallocated ring buffer: recording is one store and one increment, cheap
+enough for the output thread and the inference loop. Percentiles are computed only when a
+report asks.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import threading
+import time
+
+import numpy as np
+
+
+class Samples:
+    """The last `capacity` values of one measurement (e.g. send lateness in seconds)."""
+
+    def __init__(self, capacity: int = 8192) -> None:
+        self._values = np.zeros(capacity, dtype=np.float64)
+        self._count = 0
+        self._lock = threading.Lock()  # only for readers that copy while a writer records
+
+    def record(self, value: float) -> None:
+        self._values[self._count % self._values.size] = value
+        self._count += 1
+
+    @property
+    def count(self) -> int:
+        """How many values were ever recorded (not only those still held)."""
+        return self._count
+
+    def values(self) -> np.ndarray:
+        with self._lock:
+            held = min(self._count, self._values.size)
+            return self._values[:held].copy()
+
+    def summary(self, scale: float = 1e3) -> dict[str, float]:
+        """p50, p99, max and count of the held values, times `scale` (default: s -> ms)."""
+        values = self.values()
+        if values.size == 0:
+            return {"n": 0}
+        p50, p99 = np.percentile(values, [50, 99])
+        return {"n": int(self._count), "p50": float(p50 * scale), "p99": float(p99 * scale),
+                "max": float(values.max() * scale)}
+
+
+class ProcessMeter:
+    """CPU use since the last reading (percent of one core) and resident memory."""
+
+    def __init__(self) -> None:
+        self._last = self._cpu_and_wall()
+
+    @staticmethod
+    def _cpu_and_wall() -> tuple[float, float]:
+        times = os.times()
+        return times.user + times.system, time.monotonic()
+
+    def cpu_percent(self) -> float:
+        cpu, wall = self._cpu_and_wall()
+        last_cpu, last_wall = self._last
+        self._last = (cpu, wall)
+        return 100.0 * (cpu - last_cpu) / max(wall - last_wall, 1e-9)
+
+    @staticmethod
+    def rss_mb() -> float:
+        """Resident set size now, in MB (from /proc; peak RSS where /proc is missing)."""
+        try:
+            with open("/proc/self/statm") as statm:
+                pages = int(statm.read().split()[1])
+            return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+        except OSError:
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
