@@ -8,6 +8,7 @@ import warnings
 from collections import defaultdict
 
 import mido
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -57,6 +58,7 @@ def test_token_names():
     assert [token_name(t) for t in (128, 188, 255)] == ["off 0", "off 60", "off 127"]
     assert [token_name(t) for t in (256, 290, 355)] == ["shift 1", "shift 35", "shift 100"]
     assert [token_name(t) for t in (356, 367, 387)] == ["vel 1", "vel 12", "vel 32"]
+    assert token_name(np.int64(60)) == "on 60"  # tokens often come out of numpy arrays
     for bad in (-1, VOCAB_SIZE):
         with pytest.raises(ValueError, match="outside the vocabulary"):
             token_name(bad)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 import os
 from collections import defaultdict, deque
 from collections.abc import Iterable
@@ -70,7 +71,7 @@ class TokenRange:
         return token - self.first + self.first_value
 
     def __contains__(self, token: object) -> bool:
-        return isinstance(token, int) and self.first <= token < self.stop
+        return isinstance(token, numbers.Integral) and self.first <= token < self.stop
 
 
 def _lay_out(*kinds: tuple[str, int, int]) -> tuple[TokenRange, ...]:
