@@ -191,8 +191,8 @@ def control_vectors(
     steers what comes next instead of being averaged with the past the model cannot change.
     Row i equals control_vector(*window_features(times, pitches, start=time_i,
     window_s=window_s)) over the note-ons of tokens i, i + 1, ... (those before token i at the
-    same time are already played). Positions within window_s of the end see a window that runs past
-    the music, so their density is lower, as Performance RNN's is.
+    same time are already played). Positions within window_s of the end see a window that
+    runs past the music, so their density is lower, as Performance RNN's is.
     """
     window_steps = _window_steps(window_s)
     lo, hi, on_pitches = _token_windows(tokens, window_steps)
