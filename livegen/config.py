@@ -167,6 +167,8 @@ class CharRNNConfig:
         ("CUDAExecutionProvider", "CPUExecutionProvider"),
         doc="ONNX Runtime execution providers, in order of preference")
     threads: int = setting(1, lo=1, hi=64, doc="ONNX Runtime intra-op threads")
+    variant: Literal["default", "fp32", "int8"] = setting(
+        "default", doc="model variant: default = the one the manifest names; int8 only if shipped")
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,9 +204,19 @@ class ReplayInputConfig(InputConfig):
 
 @dataclass(frozen=True, slots=True)
 class MidiInputConfig(InputConfig):
-    port: str = setting("", doc="input port name substring; '' with virtual = true opens one")
-    virtual: bool = setting(False, doc="open a virtual input port named `port` or 'livegen-in'")
+    port: str = setting("", doc="existing input port to listen to (name substring)")
+    virtual: bool = setting(False, doc="open a virtual input port (client 'livegen-in') "
+                                       "instead, for a controller or DAW to connect to")
     api: Literal["auto", "jack", "alsa", "coremidi"] = setting("auto")
+    channel: int = setting(0, lo=0, hi=16, doc="listen to this channel only (0 = all)")
+    # A knob sends only when moved and keeps its place: its controls hold for an hour.
+    stale_after: float = setting(3600.0, lo=0.05, hi=3600.0,
+                                 doc="seconds of silence before its controls go neutral")
+
+    def check(self, path: str, problems: list[str]) -> None:
+        if not self.port and not self.virtual:
+            problems.append(f"{path}.port: name the controller's port (a substring; see "
+                            "`livegen devices`) or set virtual = true")
 
 
 @dataclass(frozen=True, slots=True)
