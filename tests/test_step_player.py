@@ -49,7 +49,8 @@ class Arpeggio:
         return dataclasses.replace(state, phase=(state.phase + 1) % 4,
                                    time=round(state.time + 0.05, 6)), []
 
-    def wait_until(self, state: ArpState, time: float, index: int) -> ArpState:
+    def wait_until(self, state: ArpState, time: float, controls: Controls,
+                   index: int) -> ArpState:
         return dataclasses.replace(state, time=time)
 
     def changed(self, old: Controls, new: Controls, threshold: float) -> bool:

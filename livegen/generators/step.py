@@ -61,8 +61,9 @@ class StepGenerator(Protocol):
         """One step under `controls`; `index` counts steps from the start and seeds any
         randomness, so regenerating from a checkpoint under the same controls repeats."""
 
-    def wait_until(self, state: Any, time: float, index: int) -> Any:
-        """The state advanced silently to `time` (seconds from the start)."""
+    def wait_until(self, state: Any, time: float, controls: Controls, index: int) -> Any:
+        """The state advanced silently to `time` (seconds from the start), the new
+        `controls` already in force."""
 
     def changed(self, old: Controls, new: Controls, threshold: float) -> bool:
         """Whether the music planned under `old` should be regenerated under `new`."""
@@ -171,6 +172,7 @@ class StepPlayer:
         state = gen.initial()
         index = 0
         controls = self._controls
+        basis = controls  # the controls the plan was last (re)generated under
         checkpoints: deque[Checkpoint] = deque([Checkpoint(0, origin + state.time, origin,
                                                            state)])
         latency_from: float | None = None  # Reading.t of a change not yet heard
@@ -180,13 +182,16 @@ class StepPlayer:
             with self._lock:
                 pending, self._pending = self._pending, None
             if pending is not None:
-                if gen.changed(controls, pending, self.rollback_threshold):
+                # Against the basis, not the last controls: a slow drift accumulates until
+                # it matters, then rolls back once.
+                if gen.changed(basis, pending, self.rollback_threshold):
+                    basis = pending
                     cut = max(pending.t + self.commit_s, now + MIN_LEAD_S)
                     restored = self._roll_back(checkpoints, cut)
                     if restored is not None:
                         index, origin, state = restored.index, restored.origin, restored.state
                         if origin + state.time < cut:
-                            state = gen.wait_until(state, cut - origin, index)
+                            state = gen.wait_until(state, cut - origin, pending, index)
                             index += 1
                             checkpoints.append(Checkpoint(index, origin + state.time, origin,
                                                           state))
