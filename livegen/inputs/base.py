@@ -10,6 +10,7 @@ restarted with exponential backoff by `supervise`; the others carry on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import threading
@@ -33,13 +34,18 @@ class Reading:
 
 @dataclass(slots=True)
 class InputStats:
-    """Counters an input keeps; `dropped` counts bad data by reason ('nan', 'garbage')."""
+    """Counters an input keeps; `dropped` counts bad data by reason ('nan', 'garbage').
+
+    `figures` holds an input's own measurements by name (a camera's 'fps' and
+    'process_ms_p99'), updated from its reader thread, read by stats reports.
+    """
 
     readings: int = 0
     restarts: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
     last_error: str = ""
     last_reading_t: float = math.nan
+    figures: dict[str, float] = field(default_factory=dict)
 
     def drop(self, reason: str, n: int = 1) -> None:
         self.dropped[reason] += n
@@ -70,6 +76,33 @@ def finite_values(values: Mapping[str, float], stats: InputStats) -> dict[str, f
             return None
         clean[key] = number
     return clean
+
+
+class LineReader:
+    """Splits a serial byte stream into text lines (a JeVois, an Arduino); over-long runs
+    without a newline are counted as garbage and dropped."""
+
+    max_line = 256
+
+    def __init__(self, stats: InputStats) -> None:
+        self.stats = stats
+        self.pending = b""
+
+    def feed(self, data: bytes) -> list[str]:
+        """The complete lines in `pending + data`, decoded; keeps the unfinished rest."""
+        *lines, self.pending = (self.pending + data).split(b"\n")
+        if len(self.pending) > self.max_line:
+            self.stats.drop("garbage")
+            self.pending = b""
+        text = []
+        for line in lines:
+            if len(line) > self.max_line:
+                self.stats.drop("garbage")
+                continue
+            stripped = line.strip(b"\r\x00 \t")
+            if stripped:
+                text.append(stripped.decode("ascii", errors="replace"))
+        return text
 
 
 class ThreadedInput:
@@ -116,7 +149,10 @@ class ThreadedInput:
             except Exception as exc:  # handed to the supervisor, which logs and restarts
                 outcome = exc
             if not stopping.is_set():
-                loop.call_soon_threadsafe(put, outcome)
+                # The loop may have closed while the driver ran (shutdown): nobody is left to
+                # tell, and a traceback from a dying thread would only be noise.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(put, outcome)
 
         thread = threading.Thread(target=body, name=f"input-{self.name}", daemon=True)
         thread.start()
@@ -173,6 +209,6 @@ async def supervise(source: Input, deliver: Callable[[Reading], None],
             failures += 1
             source.stats.restarts += 1
             delay = backoff.delay(failures)
-            log.warning("input %s failed (%s); restarting in %.1f s", source.name,
+            log.warning("input %s failed (%s); restarting in %.3g s", source.name,
                         source.stats.last_error, delay)
             await asyncio.sleep(delay)
