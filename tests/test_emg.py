@@ -1,0 +1,472 @@
+"""The EMG input through real pyserial on pseudo-terminals: a fake Cyton, a fake BLED112
+dongle with a Myo behind it and an Arduino writing CSV lines, each with garbage, cut-off
+packets and a hang-up (the pty closed, then a new one behind the same stable name)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import math
+import os
+import select
+import struct
+import threading
+import time
+import tty
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from livegen.config import EmgInputConfig, loads
+from livegen.errors import LivegenError
+from livegen.inputs import create
+from livegen.inputs.base import Backoff, InputStats, Reading, supervise
+from livegen.inputs.emg import (
+    BgapiFramer,
+    Calibration,
+    CytonFramer,
+    EmgInput,
+    EnvelopeChain,
+    calibrate_command,
+    decode_cyton,
+)
+
+FAST = Backoff(first=0.1, factor=2.0, cap=1.0)
+UV_PER_COUNT = 4.5 / 24.0 / (2**23 - 1) * 1e6
+
+
+class PtyDevice:
+    """A serial device on a pty behind a stable name (a symlink, as udev makes), which can
+    be unplugged and plugged in again as a new pty."""
+
+    def __init__(self, folder: Path, name: str = "livegen-emg") -> None:
+        self.link = folder / name
+        self.master = -1
+        self.slave = -1
+        self.plug()
+
+    def plug(self) -> None:
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        tmp = self.link.with_suffix(".new")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(os.ttyname(self.slave))
+        tmp.replace(self.link)
+
+    def unplug(self) -> None:
+        os.close(self.master)
+        os.close(self.slave)
+
+    def replug(self) -> None:
+        self.unplug()
+        self.plug()
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.master, view):]
+
+    def read(self, timeout: float) -> bytes:
+        ready, _, _ = select.select([self.master], [], [], timeout)
+        return os.read(self.master, 4096) if ready else b""
+
+
+def cyton_packet(sample: int, microvolts: np.ndarray) -> bytes:
+    counts = np.clip(np.round(microvolts / UV_PER_COUNT), -(2**23), 2**23 - 1).astype(int)
+    body = b"".join((int(c) & 0xFFFFFF).to_bytes(3, "big") for c in counts)
+    return bytes([0xA0, sample & 0xFF]) + body + bytes(6) + b"\xc0"
+
+
+# A performance: (samples, the channel that bursts or None for rest).
+SCRIPT_BEFORE = [(150, None), (150, 0), (150, None), (150, 3), (100, None)]
+SCRIPT_AFTER = [(150, None), (150, 5), (150, None)]
+BURST_ORDER = [0, 3, 5]
+
+
+def signal(script: list[tuple[int, int | None]], amplitude: float, rest: float,
+           seed: int, offset: float = 0.0) -> Iterator[np.ndarray]:
+    """Rows of 8 channels: small noise at rest, loud noise on the bursting channel."""
+    rng = np.random.default_rng(seed)
+    dc = offset * np.arange(1, 9)  # electrode offsets the chain must remove
+    for count, channel in script:
+        for _ in range(count):
+            row = rng.normal(0.0, rest, 8)
+            if channel is not None:
+                row[channel] = rng.normal(0.0, amplitude)
+            yield row + dc
+
+
+def burst_sequence(readings: list[Reading], channels: int = 8) -> list[int]:
+    """The channels that burst, in order, one entry per burst (rest readings between)."""
+    order: list[int] = []
+    resting = True
+    for reading in readings:
+        levels = [reading.values[f"ch{i}"] for i in range(channels)]
+        loudest = int(np.argmax(levels))
+        if levels[loudest] > 0.5 and resting:
+            order.append(loudest)
+            resting = False
+        elif max(levels) < 0.2:
+            resting = True
+    return order
+
+
+def run_input(emg: EmgInput, until: Callable[[], bool], timeout: float) -> list[Reading]:
+    """Run the input under the real supervisor until `until()` holds; its readings."""
+    readings: list[Reading] = []
+
+    async def main() -> None:
+        task = asyncio.create_task(supervise(emg, readings.append, FAST))
+        deadline = time.monotonic() + timeout
+        while not until() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # the last samples through the chain
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    return readings
+
+
+def emg_config(device: PtyDevice, **keys: object) -> EmgInputConfig:
+    return EmgInputConfig(type="emg", port=str(device.link), stall_s=1.0, **keys)
+
+
+# ---------------------------------------------------------------- Cyton
+
+def test_cyton_envelopes_follow_bursts_through_garbage_and_a_replug(tmp_path: Path) -> None:
+    device = PtyDevice(tmp_path)
+    emg = create("arm", emg_config(device, protocol="cyton", full_scale=100.0))
+    assert isinstance(emg, EmgInput)
+    done = threading.Event()
+
+    def cyton() -> None:
+        # Like a real Cyton: silent until the host sends 'b', then 250 packets a second
+        # (here four times faster).
+        for part, script in enumerate((SCRIPT_BEFORE, SCRIPT_AFTER)):
+            while b"b" not in device.read(0.1):
+                pass
+            packets = [cyton_packet(i, row) for i, row in
+                       enumerate(signal(script, 150.0, 3.0, seed=part, offset=4000.0))]
+            for i in range(0, len(packets), 10):
+                chunk = b"".join(packets[i:i + 10])
+                if i in (100, 400):
+                    chunk = b"\x13\xa0\xff garbage \xc0\xa0" + chunk
+                if i in (200, 500):
+                    chunk = packets[i][:17] + chunk  # a packet cut short
+                device.write(chunk)
+                time.sleep(0.01)
+            if part == 0:
+                device.replug()
+        done.set()
+
+    writer = threading.Thread(target=cyton, daemon=True)
+    writer.start()
+    readings = run_input(emg, done.is_set, timeout=20)
+    writer.join(1)
+    device.unplug()
+
+    assert burst_sequence(readings) == BURST_ORDER
+    assert emg.stats.restarts >= 1
+    assert emg.stats.dropped["garbage"] >= 2
+    assert emg.stats.dropped["partial packet"] >= 2
+    assert all(0.0 <= v <= 1.0 for r in readings for v in r.values.values())
+    assert set(readings[0].values) == {f"ch{i}" for i in range(8)} | {"total"}
+
+
+def test_cyton_decoding_scales_24_bit_counts_to_microvolts() -> None:
+    microvolts = np.array([0.0, 1.0, -1.0, 1000.0, -1000.0, 187000.0, -187000.0, 5.5])
+    decoded = decode_cyton([cyton_packet(7, microvolts)])
+    assert decoded.shape == (1, 8)
+    np.testing.assert_allclose(decoded[0], microvolts, atol=UV_PER_COUNT)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\xa0", b"")), min_size=1,
+                max_size=6),
+       st.integers(1, 64))
+def test_cyton_framer_keeps_every_packet_that_garbage_does_not_touch(garbage: list[bytes],
+                                                                     chunk: int) -> None:
+    stats = InputStats()
+    framer = CytonFramer(stats)
+    rows = np.arange(8 * len(garbage)).reshape(-1, 8) * 10.0
+    stream = b"".join(g + cyton_packet(i, row) for i, (g, row) in enumerate(zip(garbage, rows,
+                                                                             strict=True)))
+    packets = []
+    for i in range(0, len(stream), chunk):
+        packets += framer.feed(stream[i:i + chunk])
+    packets += framer.feed(b"", idle=True)
+    # A packet directly followed by garbage cannot be told from a cut-off one whose footer
+    # happens to look right: it is dropped, never misread.
+    kept = [i for i in range(len(rows)) if i + 1 == len(rows) or not garbage[i + 1]]
+    np.testing.assert_allclose(decode_cyton(packets).reshape(-1, 8), rows[kept],
+                               atol=UV_PER_COUNT)
+    lost = len(rows) - len(kept)
+    assert stats.dropped["partial packet"] == lost
+    assert stats.dropped["garbage"] == sum(len(g) for g in garbage) + 32 * lost
+
+
+@given(st.binary(max_size=300))
+def test_framers_never_raise_on_arbitrary_bytes(data: bytes) -> None:
+    for framer in (CytonFramer(InputStats()), BgapiFramer(InputStats())):
+        framer.feed(data)
+        framer.feed(b"", idle=True)
+
+
+# ---------------------------------------------------------------- Myo through a BLED112
+
+MYO_UUID_ON_AIR = bytes.fromhex("4248124a7f2c4847b9de04a9010006d5")
+MYO_ADDRESS = bytes.fromhex("071de5842fc8")  # c8:2f:84:e5:1d:07, least significant first
+
+
+def bgapi(event: bool, cls: int, cmd: int, payload: bytes) -> bytes:
+    return bytes([0x80 if event else 0x00, len(payload), cls, cmd]) + payload
+
+
+class FakeBled112:
+    """A BLED112 with a Myo in range: answers the host's BGAPI commands as the dongle
+    does and, once EMG is switched on, notifies EMG samples (two per notification)."""
+
+    def __init__(self, device: PtyDevice) -> None:
+        self.device = device
+        self.pending = b""
+        self.writes: list[tuple[int, bytes]] = []
+        self.streaming = False
+
+    def serve(self, timeout: float) -> None:
+        """Answer commands until the host has switched EMG on."""
+        self.streaming = False
+        self.pending = b""
+        deadline = time.monotonic() + timeout
+        while not self.streaming and time.monotonic() < deadline:
+            self.answer_waiting(0.05)
+
+    def answer_waiting(self, timeout: float) -> None:
+        """Answer the commands that have arrived (the host keeps sending a few while the
+        EMG stream already runs)."""
+        self.pending += self.device.read(timeout)
+        while len(self.pending) >= 4 and len(self.pending) >= 4 + self.pending[1]:
+            size = 4 + self.pending[1]
+            command, self.pending = self.pending[:size], self.pending[size:]
+            self.answer(command[2], command[3], command[4:])
+
+    def answer(self, cls: int, cmd: int, payload: bytes) -> None:
+        send = self.device.write
+        if (cls, cmd) == (6, 4):  # end procedure
+            send(bgapi(False, 6, 4, struct.pack("<H", 0)))
+        elif (cls, cmd) == (3, 0):  # disconnect
+            send(bgapi(False, 3, 0, struct.pack("<BH", payload[0], 0x0186)))
+        elif (cls, cmd) == (6, 2):  # discover: a stranger first, then the Myo
+            send(bgapi(False, 6, 2, struct.pack("<H", 0)))
+            for address, data in ((bytes(range(6)), b"\x03\x03\x0f\x18"),
+                                  (MYO_ADDRESS, b"\x11\x07" + MYO_UUID_ON_AIR)):
+                send(bgapi(True, 6, 0, struct.pack("<bB", -60, 0) + address + b"\x00\xff"
+                           + bytes([len(data)]) + data))
+        elif (cls, cmd) == (6, 3):  # connect_direct
+            assert payload[:6] == MYO_ADDRESS
+            send(bgapi(False, 6, 3, struct.pack("<HB", 0, 0)))
+            send(bgapi(True, 3, 0, struct.pack("<BB", 0, 5) + MYO_ADDRESS
+                       + struct.pack("<BHHHB", 0, 6, 64, 0, 0xFF)))
+        elif (cls, cmd) == (4, 5):  # attribute write
+            connection, handle, size = struct.unpack_from("<BHB", payload)
+            value = payload[4:4 + size]
+            self.writes.append((handle, value))
+            send(bgapi(False, 4, 5, struct.pack("<BH", connection, 0)))
+            send(bgapi(True, 4, 1, struct.pack("<BHH", connection, 0, handle)))
+            if handle == 0x19 and value[:1] == b"\x01" and value[2] in (2, 3):
+                self.streaming = True
+
+    def notification(self, handle: int, rows: np.ndarray) -> bytes:
+        value = np.clip(np.round(rows), -128, 127).astype(np.int8).tobytes()
+        return bgapi(True, 4, 5, struct.pack("<BHBB", 0, handle, 1, len(value)) + value)
+
+
+def test_myo_over_bled112_connects_streams_and_reconnects(tmp_path: Path) -> None:
+    device = PtyDevice(tmp_path)
+    emg = EmgInput("arm", emg_config(device, protocol="myo-bled112", full_scale=30.0))
+    dongle = FakeBled112(device)
+    done = threading.Event()
+    handshakes = []
+
+    def bled112() -> None:
+        for part, script in enumerate((SCRIPT_BEFORE, SCRIPT_AFTER)):
+            dongle.serve(timeout=10)
+            handshakes.append(list(dongle.writes))
+            dongle.writes.clear()
+            rows = np.array(list(signal(script, 45.0, 1.0, seed=10 + part)))
+            events = [dongle.notification((0x2B, 0x2E, 0x31, 0x34)[i % 4], rows[j:j + 2])
+                      for i, j in enumerate(range(0, len(rows) - 1, 2))]
+            for i in range(0, len(events), 5):
+                chunk = b"".join(events[i:i + 5])
+                if i in (50, 150):
+                    chunk = b"\x7f\x80\x15\x04garbage" + chunk
+                if i in (100, 200):
+                    chunk = events[i][:9] + chunk  # cut off mid-notification
+                device.write(chunk)
+                dongle.answer_waiting(0.01)
+            if part == 0:
+                device.replug()
+        done.set()
+
+    writer = threading.Thread(target=bled112, daemon=True)
+    writer.start()
+    readings = run_input(emg, done.is_set, timeout=25)
+    writer.join(1)
+    device.unplug()
+
+    assert len(handshakes) == 2
+    for writes in handshakes:
+        handles = [handle for handle, _ in writes]
+        assert {0x2C, 0x2F, 0x32, 0x35} <= set(handles)  # all four EMG notifications on
+        assert (0x19, bytes([0x01, 3, 0x02, 0, 0])) in writes  # EMG on, IMU and poses off
+    assert burst_sequence(readings) == BURST_ORDER
+    assert emg.stats.restarts >= 1
+    assert emg.stats.dropped["garbage"] > 0
+    assert emg.stats.dropped["partial packet"] > 0
+
+
+# ---------------------------------------------------------------- CSV (Arduino + MyoWare)
+
+def test_csv_lines_with_nan_garbage_and_a_hangup(tmp_path: Path) -> None:
+    device = PtyDevice(tmp_path)
+    emg = EmgInput("arm", emg_config(device, protocol="csv", full_scale=100.0))
+    done = threading.Event()
+
+    def arduino() -> None:
+        # An Arduino streams whether or not anyone listens; after the replug it keeps
+        # resting long enough for the input to reopen the port.
+        for part, script in enumerate((SCRIPT_BEFORE, [(300, None), *SCRIPT_AFTER])):
+            rows = list(signal(script, 150.0, 3.0, seed=20 + part, offset=500.0))
+            for i in range(0, len(rows), 8):
+                text = "".join(",".join(f"{v:.2f}" for v in row) + "\r\n"
+                               for row in rows[i:i + 8])
+                if i in (80, 400):
+                    text = "nan,1,2,3,4,5,6,7\n\x00\xffnoise here\n1,2,3\n" + text
+                device.write(text.encode("latin-1"))
+                time.sleep(0.02)
+            if part == 0:
+                device.replug()
+        done.set()
+
+    writer = threading.Thread(target=arduino, daemon=True)
+    writer.start()
+    readings = run_input(emg, done.is_set, timeout=20)
+    writer.join(1)
+    device.unplug()
+
+    assert burst_sequence(readings) == BURST_ORDER
+    assert emg.stats.restarts >= 1
+    assert emg.stats.dropped["nan"] >= 1
+    assert emg.stats.dropped["garbage"] >= 1
+    assert emg.stats.dropped["short line"] >= 1
+
+
+def test_a_missing_port_fails_and_is_retried_with_backoff(tmp_path: Path) -> None:
+    emg = EmgInput("arm", EmgInputConfig(type="emg", port=str(tmp_path / "nothing-here")))
+    readings = run_input(emg, lambda: emg.stats.restarts >= 3, timeout=5)
+    assert not readings
+    assert emg.stats.restarts >= 3
+    assert "nothing-here" in emg.stats.last_error
+
+
+# ---------------------------------------------------------------- the signal chain
+
+@pytest.mark.parametrize(("method", "expected"), [("rms", 1 / math.sqrt(2)),
+                                                  ("mav", 2 / math.pi)])
+def test_envelope_of_a_sine_over_a_dc_offset(method: str, expected: float) -> None:
+    config = EmgInputConfig(type="emg", envelope=method, window_ms=500.0, highpass_hz=5.0)
+    chain = EnvelopeChain(2, 1000.0, config)
+    t = np.arange(3000) / 1000.0
+    amplitude = np.array([10.0, 0.0])
+    chain.push(np.sin(2 * np.pi * 80.0 * t)[:, None] * amplitude + np.array([3000.0, -50.0]))
+    envelope = chain.envelope()
+    assert envelope[0] == pytest.approx(10.0 * expected, rel=0.03)
+    assert envelope[1] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_calibration_normalises_rest_to_0_and_max_to_1(tmp_path: Path) -> None:
+    calibration = Calibration(np.array([1.0, 2.0]), np.array([11.0, 4.0]))
+    np.testing.assert_allclose(calibration.normalise(np.array([6.0, 5.0])), [0.5, 1.0])
+    np.testing.assert_allclose(calibration.normalise(np.array([0.0, 3.0])), [0.0, 0.5])
+    for suffix in (".json", ".toml"):
+        path = tmp_path / f"cal{suffix}"
+        calibration.save(path, {"input": "arm"})
+        loaded = Calibration.load(path, 2)
+        np.testing.assert_allclose(loaded.rest, calibration.rest)
+        np.testing.assert_allclose(loaded.top, calibration.top)
+    (tmp_path / "bad.json").write_text('{"rest": [1, 2], "max": [0, 5]}')
+    with pytest.raises(LivegenError, match="max above rest"):
+        Calibration.load(tmp_path / "bad.json", 2)
+
+
+# ---------------------------------------------------------------- livegen calibrate emg
+
+class PromptWatch(io.StringIO):
+    """stdout that notices when the squeeze phase is announced."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.squeezing = threading.Event()
+
+    def write(self, text: str) -> int:
+        if "squeeze" in text:
+            self.squeezing.set()
+        return super().write(text)
+
+
+def test_calibrate_emg_guides_rest_then_squeeze_and_writes_the_file(tmp_path: Path) -> None:
+    device = PtyDevice(tmp_path)
+    config_path = tmp_path / "config.toml"
+    config_path.write_text(f'[inputs.arm]\ntype = "emg"\nprotocol = "csv"\nport = '
+                           f'"{device.link}"\nwindow_ms = 100.0\n')
+    out = PromptWatch()
+    finished = threading.Event()
+
+    def arduino() -> None:
+        rng = np.random.default_rng(5)
+        while not finished.is_set():
+            # At rest a little noise; squeezing, every channel but ch6 fires.
+            loud = np.where(np.arange(8) == 6, 2.0, 80.0) if out.squeezing.is_set() else 2.0
+            rows = rng.normal(0.0, 1.0, (8, 8)) * loud + 512.0
+            text = "".join(" ".join(f"{v:.1f}" for v in row) + "\n" for row in rows)
+            with contextlib.suppress(OSError):
+                device.write(text.encode())
+            time.sleep(0.02)
+
+    writer = threading.Thread(target=arduino, daemon=True)
+    writer.start()
+    try:
+        with contextlib.redirect_stdout(out):
+            code = calibrate_command(argparse.Namespace(config=config_path, input=None,
+                                                        seconds=1.0))
+    finally:
+        finished.set()
+        writer.join(1)
+        device.unplug()
+    assert code == 0
+    text = out.getvalue()
+    lines = text.splitlines()
+    assert any(line.startswith("1/2 relax") and line.endswith("1  done") for line in lines)
+    assert any(line.startswith("2/2 squeeze") and line.endswith("1  done") for line in lines)
+    assert "ch6 barely changed" in text
+    written = tmp_path / "arm-calibration.json"
+    assert f"wrote {written}" in text
+    assert 'calibration = "arm-calibration.json"' in text
+    table = json.loads(written.read_text())
+    rest, top = np.array(table["rest"]), np.array(table["max"])
+    assert np.all(top > rest)
+    assert np.all(np.delete(top, 6) > 10 * np.delete(rest, 6))
+
+    # The config that points to it loads it.
+    config = loads(config_path.read_text() + 'calibration = "arm-calibration.json"\n',
+                   base_dir=tmp_path)
+    emg = EmgInput("arm", config.inputs["arm"])
+    np.testing.assert_allclose(emg.calibration().rest, rest)
