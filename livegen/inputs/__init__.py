@@ -14,6 +14,9 @@ FAMILIES = {
     "sim": "livegen.inputs.sim:SimInput",
     "replay": "livegen.inputs.replay:ReplayInput",
     "midi": "livegen.inputs.midi_in:MidiInput",
+    "camera": "livegen.inputs.camera:CameraInput",
+    "emg": "livegen.inputs.emg:EmgInput",
+    "osc": "livegen.inputs.osc:OscInput",
 }
 
 
