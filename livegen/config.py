@@ -226,7 +226,8 @@ class CameraInputConfig(InputConfig):
     mode: Literal["capture", "jevois"] = setting(
         "capture", doc="capture: frames through OpenCV; jevois: positions over serial")
     device: int = setting(0, lo=0, hi=63, doc="camera index (/dev/videoN) when no path is set")
-    path: Path | None = setting(None, doc="a video file to read instead of a camera")
+    path: Path | None = setting(None, doc="a video file to read instead of a camera, or "
+                                          "a camera's device node (/dev/livegen-camera)")
     realtime: bool = setting(True, doc="video files: play at their own frame rate, like a "
                                        "camera (false: as fast as tracking goes)")
     loop: bool = setting(False, doc="video files: start again at the end (false: the end "
@@ -282,7 +283,7 @@ class EmgInputConfig(InputConfig):
                    "a BrainFlow board (needs the [sensors] extra)")
     port: str = setting("/dev/livegen-emg", doc="serial device ('' = BrainFlow's default)")
     baud: int = setting(115200, lo=1200, hi=4_000_000, doc="serial baud rate")
-    channels: int = setting(8, lo=1, hi=16, doc="channels used (ch0 .. ch{n-1})")
+    channels: int = setting(8, lo=1, hi=16, doc="channels used: ch0, ch1, ... up to this many")
     sample_rate: float | None = setting(
         None, lo=10.0, hi=20000.0, doc="samples per second; unset = the protocol's own "
                                        "(Myo 200, Cyton 250, BrainFlow the board's, csv 200)")

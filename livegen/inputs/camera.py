@@ -29,6 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -191,26 +192,36 @@ class FrameTimes:
             figures["fps"] = (len(self.arrivals) - 1) / span if span > 0 else 0.0
 
 
+def is_camera_node(path: Path) -> bool:
+    """Whether `path` names a camera device (/dev/video2, a udev link such as
+    /dev/livegen-camera) rather than a video file."""
+    return path.is_char_device()
+
+
 def open_capture(config: CameraInputConfig) -> tuple[cv2.VideoCapture, str]:
     """An opened capture for the configured file or camera, and a name for messages.
 
     Raises OSError when it cannot be opened (no such camera, unreadable file): the
     supervisor retries with backoff, so a camera plugged in later is found.
     """
-    if config.path is not None:
+    live = config.path is None or is_camera_node(config.path)
+    if config.path is None:
+        what = f"camera {config.device}"
+        capture = cv2.VideoCapture(config.device)
+    elif live:
+        what = f"camera {config.path}"
+        capture = cv2.VideoCapture(str(config.path), cv2.CAP_V4L2)
+    else:
         what = f"video file {config.path}"
         if not config.path.is_file():
             raise OSError(f"{what}: no such file")
         capture = cv2.VideoCapture(str(config.path))
-    else:
-        what = f"camera {config.device}"
-        capture = cv2.VideoCapture(config.device)
-        if capture.isOpened():
-            capture.set(cv2.CAP_PROP_FRAME_WIDTH, config.width)
-            capture.set(cv2.CAP_PROP_FRAME_HEIGHT, config.height)
-            capture.set(cv2.CAP_PROP_FPS, config.fps)
-            # One frame of buffer: a late frame is worth less than a fresh one.
-            capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+    if live and capture.isOpened():
+        capture.set(cv2.CAP_PROP_FRAME_WIDTH, config.width)
+        capture.set(cv2.CAP_PROP_FRAME_HEIGHT, config.height)
+        capture.set(cv2.CAP_PROP_FPS, config.fps)
+        # One frame of buffer: a late frame is worth less than a fresh one.
+        capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
     if not capture.isOpened():
         capture.release()
         raise OSError(f"{what}: cannot open it (see `livegen devices`)")
@@ -236,7 +247,7 @@ class CameraInput(ThreadedInput):
         """Read, track and emit one reading per frame until the source ends or fails."""
         config = self.config
         capture, what = open_capture(config)
-        is_file = config.path is not None
+        is_file = config.path is not None and not is_camera_node(config.path)
         file_fps = capture.get(cv2.CAP_PROP_FPS) if is_file else 0.0
         # A file without a usable rate plays at the rate a camera would be asked for.
         period = 1.0 / (file_fps if 1.0 <= file_fps <= 240.0 else config.fps)
