@@ -1,0 +1,428 @@
+"""`livegen devices`: what this machine offers livegen, and whether the config can use it.
+
+Lists cameras, serial ports (with the devices livegen knows by USB id), MIDI ports for each
+MIDI system rtmidi was built with (saying plainly when none is reachable), the OSC
+listeners of the config, ONNX Runtime's execution providers, and for each configured input
+whether it is reachable now. It only looks: no port is opened for long, no camera is
+started, nothing is sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import socket
+import stat
+import sys
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from livegen import config as config_module
+from livegen.config import (
+    CameraInputConfig,
+    Config,
+    EmgInputConfig,
+    InputConfig,
+    MidiInputConfig,
+    OscInputConfig,
+    ReplayInputConfig,
+    SimInputConfig,
+)
+from livegen.errors import LivegenError
+
+log = logging.getLogger(__name__)
+
+# USB ids of hardware livegen has profiles for (devices/*.toml, devices/99-livegen.rules).
+KNOWN_USB = {
+    (0x2458, 0x0001): "BLED112 Bluetooth dongle (Myo: protocol myo-bled112)",
+    (0x0403, 0x6015): "FTDI FT231X (the OpenBCI dongle: protocol cyton)",
+    (0x2341, 0x0043): "Arduino Uno (MyoWare sketch: protocol csv)",
+    (0x2341, 0x0001): "Arduino Uno (MyoWare sketch: protocol csv)",
+    (0x1A86, 0x7523): "CH340 serial (Arduino clone: protocol csv)",
+}
+STABLE_NAMES = ("livegen-myo", "livegen-cyton", "livegen-emg", "livegen-jevois",
+                "livegen-camera")
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """Whether something is usable now, and a line that says why or why not."""
+
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"{'reachable' if self.ok else 'NOT reachable'}: {self.detail}"
+
+
+def devices_command(args: argparse.Namespace) -> int:
+    """Print the report. Exit 0 even when something is missing: this is a look, not a
+    test (a config that cannot load is reported and the hardware is listed anyway)."""
+    config: Config | None = None
+    try:
+        config = config_module.load(args.config)
+    except LivegenError as exc:
+        print(f"config: {str(exc).splitlines()[0]}")
+    print(report(config), end="")
+    return 0
+
+
+def report(config: Config | None) -> str:
+    """The whole report as text."""
+    lines: list[str] = []
+    if config is not None:
+        lines.append(f"config: {config.source}")
+    for title, section in (("cameras", cameras()), ("serial ports", serial_ports()),
+                           ("MIDI", midi()), ("OSC", osc(config)),
+                           ("ONNX Runtime", onnx_runtime()),
+                           ("configured inputs", configured_inputs(config))):
+        lines += ["", title]
+        lines += [f"  {line}" for line in section]
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+# ---------------------------------------------------------------- cameras
+
+def cameras() -> list[str]:
+    video = Path("/sys/class/video4linux")
+    if not video.is_dir():
+        return ["none listed (no /sys/class/video4linux: not Linux, or no video devices); "
+                "a camera input still tries its device index"]
+    lines = []
+    for node in sorted(video.iterdir(), key=lambda p: _number(p.name)):
+        name = _read(node / "name") or "?"
+        index = _read(node / "index")
+        device = Path("/dev") / node.name
+        # UVC cameras make two nodes each; the one with index 0 gives frames.
+        role = "" if index in ("0", "") else "  (metadata node, not for capture)"
+        lines.append(f"{device}  {name}  -> device = {_number(node.name)}{role}"
+                     f"{_access_hint(device, 'video')}")
+    return lines or ["none found (no /dev/video* devices)"]
+
+
+def _number(name: str) -> int:
+    digits = "".join(c for c in name if c.isdigit())
+    return int(digits) if digits else 0
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _access_hint(device: Path, group: str) -> str:
+    if device.exists() and not os.access(device, os.R_OK | os.W_OK):
+        return f"  [no permission: add your user to group '{group}' (devices/99-livegen.rules)]"
+    return ""
+
+
+# ---------------------------------------------------------------- serial ports
+
+def serial_ports() -> list[str]:
+    from serial.tools import list_ports
+
+    lines = []
+    for port in sorted(list_ports.comports(), key=lambda p: p.device):
+        known = KNOWN_USB.get((port.vid, port.pid)) if port.vid is not None else None
+        usb = f"  USB {port.vid:04x}:{port.pid:04x}" if port.vid is not None else ""
+        description = port.description if port.description not in ("n/a", "") else ""
+        if port.vid is None and not description:
+            continue  # a built-in UART with nothing behind it (ttyS0..ttyS31)
+        lines.append(f"{port.device}  {description}{usb}"
+                     f"{'  <- ' + known if known else ''}"
+                     f"{_access_hint(Path(port.device), 'dialout')}")
+    for name in STABLE_NAMES:
+        link = Path("/dev") / name
+        if link.is_symlink():
+            lines.append(f"{link} -> {os.path.realpath(link)}  (udev name)")
+    return lines or ["none found (plug in the dongle; its udev name appears once "
+                     "devices/99-livegen.rules is installed)"]
+
+
+# ---------------------------------------------------------------- MIDI
+
+def midi() -> list[str]:
+    try:
+        import rtmidi
+    except ImportError as exc:
+        return [f"python-rtmidi is not importable ({exc}): no MIDI at all"]
+    lines = []
+    reachable = False
+    for api in rtmidi.get_compiled_api():
+        name = rtmidi.get_api_display_name(api)
+        if api == rtmidi.API_UNIX_JACK and not jack_server_running():
+            lines.append(f"{name}: no JACK server running (start jackd, or use another system)")
+            continue
+        try:
+            with _quiet_stderr():
+                outputs = rtmidi.MidiOut(api, name="livegen-devices").get_ports()
+                inputs = rtmidi.MidiIn(api, name="livegen-devices").get_ports()
+        except Exception as exc:  # rtmidi raises its own SystemError subclasses
+            lines.append(f"{name}: not reachable ({exc})")
+            continue
+        reachable = True
+        lines.append(f"{name}: reachable; {len(outputs)} output(s), {len(inputs)} input(s)")
+        lines += [f"  out  {port}" for port in outputs]
+        lines += [f"  in   {port}" for port in inputs]
+    if not reachable:
+        lines.append("no MIDI system is reachable: `livegen run` can still record to a file "
+                     "(output.record), but nothing will sound")
+    return lines
+
+
+def jack_server_running() -> bool:
+    """Whether a JACK server answers, asked through libjack without starting one."""
+    library = ctypes.util.find_library("jack")
+    if library is None:
+        return False
+    try:
+        jack = ctypes.CDLL(library)
+    except OSError:
+        return False
+    jack.jack_client_open.restype = ctypes.c_void_p
+    jack.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int,
+                                      ctypes.POINTER(ctypes.c_int)]
+    jack.jack_client_close.argtypes = [ctypes.c_void_p]
+    status = ctypes.c_int(0)
+    no_start_server = 0x01
+    with _quiet_stderr():  # libjack prints its own connection errors
+        client = jack.jack_client_open(b"livegen-devices", no_start_server,
+                                       ctypes.byref(status))
+    if not client:
+        return False
+    jack.jack_client_close(client)
+    return True
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence C libraries (ALSA, JACK) that print to fd 2 while being probed."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    sys.stderr.flush()
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+# ---------------------------------------------------------------- OSC, ONNX Runtime
+
+def osc(config: Config | None) -> list[str]:
+    listeners = {name: c for name, c in (config.inputs.items() if config else [])
+                 if isinstance(c, OscInputConfig)}
+    if not listeners:
+        return ["no OSC input configured (add [inputs.NAME] with type = 'osc')"]
+    return [f"inputs.{name}: udp {c.host}:{c.port}, messages {c.prefix}/NAME f... -> "
+            f"{check_osc(c).line()}" for name, c in listeners.items()]
+
+
+def onnx_runtime() -> list[str]:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        return [f"not importable ({exc}): the generators cannot run"]
+    providers = onnxruntime.get_available_providers()
+    return [f"version {onnxruntime.__version__}; execution providers: {', '.join(providers)}"]
+
+
+# ---------------------------------------------------------------- configured inputs
+
+def configured_inputs(config: Config | None) -> list[str]:
+    if config is None:
+        return ["(no config loaded)"]
+    if not config.inputs:
+        return ["none configured"]
+    lines = []
+    for name, input_config in config.inputs.items():
+        lines.append(f"inputs.{name} ({describe(input_config)}): "
+                     f"{check_input(input_config).line()}")
+        lines += [f"    {line}" for line in profile_mappings(name, input_config)]
+    return lines
+
+
+def describe(c: InputConfig) -> str:
+    if isinstance(c, CameraInputConfig):
+        if c.mode == "jevois":
+            return f"camera, JeVois on {c.port}"
+        return f"camera, {c.path if c.path is not None else f'device {c.device}'}, {c.detector}"
+    if isinstance(c, EmgInputConfig):
+        where = f"board {c.board}" if c.protocol == "brainflow" else c.port
+        return f"emg, {c.protocol} on {where}"
+    if isinstance(c, OscInputConfig):
+        return f"osc, udp {c.host}:{c.port}"
+    if isinstance(c, MidiInputConfig):
+        return f"midi, {'virtual port' if c.virtual else repr(c.port)}"
+    return c.type
+
+
+def check_input(c: InputConfig) -> Check:
+    """Whether the configured input could start now."""
+    if isinstance(c, CameraInputConfig):
+        if c.mode == "jevois":
+            return check_serial(c.port)
+        if c.path is not None and c.path.is_char_device():
+            return check_camera_node(c.path)
+        if c.path is not None:
+            return check_video_file(c.path)
+        return check_camera(c.device)
+    if isinstance(c, EmgInputConfig):
+        if c.protocol == "brainflow":
+            return check_brainflow(c)
+        serial_check = check_serial(c.port)
+        if serial_check.ok and c.calibration is not None:
+            from livegen.inputs.emg import Calibration
+
+            try:
+                Calibration.load(c.calibration, c.channels)
+            except LivegenError as exc:
+                return Check(False, str(exc))
+        return serial_check
+    if isinstance(c, OscInputConfig):
+        return check_osc(c)
+    if isinstance(c, MidiInputConfig):
+        return check_midi_input(c)
+    if isinstance(c, ReplayInputConfig):
+        return Check(c.path.is_file(), f"trace {c.path}" + ("" if c.path.is_file()
+                                                            else ": no such file"))
+    if isinstance(c, SimInputConfig):
+        return Check(True, "simulated, always there")
+    return Check(True, "no check for this input type")
+
+
+def check_serial(port: str) -> Check:
+    path = Path(port)
+    if not path.exists():
+        return Check(False, f"{port}: no such device; plug it in, and for the stable "
+                            "/dev/livegen-* names install devices/99-livegen.rules")
+    target = os.path.realpath(path)
+    if not stat.S_ISCHR(os.stat(path).st_mode):
+        return Check(False, f"{port} -> {target} is not a serial device")
+    if not os.access(path, os.R_OK | os.W_OK):
+        return Check(False, f"{port}: no permission; add your user to group 'dialout' "
+                            "and log in again")
+    shown = port if target == port else f"{port} -> {target}"
+    return Check(True, shown)
+
+
+def check_camera(index: int) -> Check:
+    device = Path(f"/dev/video{index}")
+    if Path("/sys/class/video4linux").is_dir():
+        if not device.exists():
+            return Check(False, f"{device}: no such camera (see 'cameras' above)")
+        if not os.access(device, os.R_OK | os.W_OK):
+            return Check(False, f"{device}: no permission; add your user to group 'video'")
+        return Check(True, str(device))
+    return Check(True, f"camera {index} (cannot check without /sys/class/video4linux)")
+
+
+def check_camera_node(path: Path) -> Check:
+    if not os.access(path, os.R_OK | os.W_OK):
+        return Check(False, f"{path}: no permission; add your user to group 'video'")
+    return Check(True, f"{path} -> {os.path.realpath(path)}")
+
+
+def check_video_file(path: Path) -> Check:
+    if not path.is_file():
+        return Check(False, f"{path}: no such file")
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    try:
+        ok, frame = capture.read()
+        if not ok:
+            return Check(False, f"{path}: OpenCV cannot read a frame from it")
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        return Check(True, f"{path}: {frame.shape[1]}x{frame.shape[0]} at {fps:g} fps")
+    finally:
+        capture.release()
+
+
+def check_osc(c: OscInputConfig) -> Check:
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.bind((c.host, c.port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return Check(False, f"port {c.port} is in use (is livegen already running?)")
+        if exc.errno == errno.EADDRNOTAVAIL:
+            return Check(False, f"{c.host} is not an address of this machine")
+        return Check(False, f"cannot listen on {c.host}:{c.port}: {exc.strerror}")
+    finally:
+        probe.close()
+    return Check(True, f"can listen on {c.host}:{c.port}")
+
+
+def check_midi_input(c: MidiInputConfig) -> Check:
+    try:
+        import rtmidi
+    except ImportError:
+        return Check(False, "python-rtmidi is not importable")
+    if c.virtual:
+        return Check(True, "opens its own virtual port")
+    ports: list[str] = []
+    for api in rtmidi.get_compiled_api():
+        if api == rtmidi.API_UNIX_JACK and not jack_server_running():
+            continue
+        with contextlib.suppress(Exception), _quiet_stderr():
+            ports += rtmidi.MidiIn(api, name="livegen-devices").get_ports()
+    matches = [p for p in ports if c.port.lower() in p.lower()]
+    if matches:
+        return Check(True, f"port {matches[0]!r}")
+    return Check(False, f"no MIDI input port contains {c.port!r} (see 'MIDI' above)")
+
+
+def check_brainflow(c: EmgInputConfig) -> Check:
+    try:
+        import brainflow  # noqa: F401
+    except ImportError:
+        return Check(False, "BrainFlow is not installed: pip install 'livegen[sensors]'")
+    if c.board == "synthetic":
+        return Check(True, "BrainFlow's synthetic board")
+    return check_serial(c.port) if c.port else Check(True, f"BrainFlow board {c.board}")
+
+
+def profile_mappings(name: str, c: InputConfig) -> list[str]:
+    """The profile's suggested [[map]] rules, with this input's name filled in."""
+    if c.profile is None:
+        return []
+    try:
+        profile = tomllib.loads(c.profile.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return []
+    rules = profile.get("map", [])
+    if not rules:
+        return []
+    lines = [f"suggested mappings from {c.profile.name}:"]
+    for rule in rules:
+        if isinstance(rule, dict) and "source" in rule:
+            items = {**rule, "source": f"{name}.{rule['source']}"}
+            lines.append("[[map]] " + ", ".join(f"{k} = {_toml(v)}" for k, v in items.items()))
+    return lines
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    return str(value)
