@@ -470,3 +470,19 @@ def test_calibrate_emg_guides_rest_then_squeeze_and_writes_the_file(tmp_path: Pa
                    base_dir=tmp_path)
     emg = EmgInput("arm", config.inputs["arm"])
     np.testing.assert_allclose(emg.calibration().rest, rest)
+
+
+# ---------------------------------------------------------------- BrainFlow (optional extra)
+
+def test_brainflow_synthetic_board_streams_normalised_channels() -> None:
+    pytest.importorskip("brainflow", reason="the [sensors] extra is not installed")
+    emg = EmgInput("arm", EmgInputConfig(type="emg", protocol="brainflow", board="synthetic",
+                                         port=""))
+    readings = run_input(emg, lambda: emg.stats.readings >= 40, timeout=10)
+    assert len(readings) >= 40
+    assert emg.stats.restarts == 0
+    for reading in readings:
+        assert set(reading.values) == {f"ch{i}" for i in range(8)} | {"total"}
+        assert all(0.0 <= v <= 1.0 for v in reading.values.values())
+    # The synthetic board's channels carry signal: some reading is above rest.
+    assert max(r.values["total"] for r in readings) > 0.0
