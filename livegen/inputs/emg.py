@@ -103,8 +103,12 @@ class Framer:
         skipped = 0
         while buffer:
             if not self.is_start(buffer[0]):
-                del buffer[0]
-                skipped += 1
+                # Skip the whole run at once: deleting byte by byte is quadratic in it.
+                run = 1
+                while run < len(buffer) and not self.is_start(buffer[run]):
+                    run += 1
+                del buffer[:run]
+                skipped += run
                 continue
             size = self.length(buffer, 0)
             if size is None or len(buffer) < size:
