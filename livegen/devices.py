@@ -322,13 +322,13 @@ def check_serial(port: str) -> Check:
 
 def check_camera(index: int) -> Check:
     device = Path(f"/dev/video{index}")
-    if Path("/sys/class/video4linux").is_dir():
-        if not device.exists():
-            return Check(False, f"{device}: no such camera (see 'cameras' above)")
-        if not os.access(device, os.R_OK | os.W_OK):
-            return Check(False, f"{device}: no permission; add your user to group 'video'")
-        return Check(True, str(device))
-    return Check(True, f"camera {index} (cannot check without /sys/class/video4linux)")
+    if not sys.platform.startswith("linux"):
+        return Check(True, f"camera {index} (not checked: listing cameras needs Linux)")
+    if not Path("/sys/class/video4linux").is_dir() or not device.exists():
+        return Check(False, f"{device}: no such camera (see 'cameras' above)")
+    if not os.access(device, os.R_OK | os.W_OK):
+        return Check(False, f"{device}: no permission; add your user to group 'video'")
+    return Check(True, str(device))
 
 
 def check_camera_node(path: Path) -> Check:
@@ -408,11 +408,12 @@ def profile_mappings(name: str, c: InputConfig) -> list[str]:
     rules = profile.get("map", [])
     if not rules:
         return []
-    lines = [f"suggested mappings from {c.profile.name}:"]
+    lines = [f"suggested mappings from {c.profile.name} (paste into the config):"]
     for rule in rules:
         if isinstance(rule, dict) and "source" in rule:
             items = {**rule, "source": f"{name}.{rule['source']}"}
-            lines.append("[[map]] " + ", ".join(f"{k} = {_toml(v)}" for k, v in items.items()))
+            lines.append("[[map]]")
+            lines += [f"{key} = {_toml(value)}" for key, value in items.items()]
     return lines
 
 

@@ -102,7 +102,7 @@ def test_devices_reports_each_configured_input_and_whether_it_is_reachable(
     assert f"can listen on 127.0.0.1:{rig['free_port']}" in line_of(text, "inputs.phone")
     assert "is in use" in line_of(text, "inputs.busy")
     # The profile's suggested mappings, with the input's name filled in.
-    assert '[[map]] source = "arm.total", target = "velocity"' in text
+    assert '[[map]]\n      source = "arm.total"\n      target = "velocity"' in text
 
 
 def test_devices_lists_onnx_providers_and_every_midi_system(rig: dict[str, object]) -> None:
