@@ -99,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
                                   "the config's output")
     p.set_defaults(handler=_handler("livegen.output:panic_command"))
 
+    p = sub.add_parser("play", help="play a MIDI file through the configured output "
+                                    "(to test a rig); SIGINT/SIGTERM end every note")
+    p.add_argument("file", type=Path, help="the .mid file")
+    _config_option(p)
+    p.add_argument("--loop", action="store_true",
+                   help="play it again and again until SIGINT/SIGTERM")
+    p.set_defaults(handler=_handler("livegen.play:play_command"))
+
     p = sub.add_parser("install-service", help="install the systemd unit, config, models "
                                                "and udev rules (under --root, default /)")
     p.add_argument("--root", type=Path, default=Path("/"),

@@ -141,7 +141,8 @@ ALL_CHANNELS = tuple(range(1, 17))
 class OutputConfig:
     api: Literal["auto", "jack", "alsa", "coremidi"] = setting(
         "auto", doc="MIDI system; auto tries JACK, then ALSA, then CoreMIDI")
-    port: str = setting("livegen", doc="name of the virtual port livegen opens ('' = none)")
+    port: str = setting("livegen", doc="name of the virtual port livegen opens, shown as "
+                                       "NAME:out ('' = none)")
     connect: tuple[str, ...] = setting(
         (), doc="existing ports (name substrings) to send to as well, e.g. a synth's input")
     channel: int = setting(1, lo=1, hi=16, doc="MIDI channel the generators play on")
@@ -153,8 +154,10 @@ class OutputConfig:
     require_port: bool = setting(
         False, doc="refuse to start without a MIDI system (else: warn, record only)")
     realtime: bool = setting(True, doc="ask for SCHED_FIFO for the output thread")
-    spin_ms: float = setting(1.0, lo=0.0, hi=20.0,
-                             doc="the output thread stops sleeping this long before a due time")
+    spin_ms: float = setting(
+        0.8, lo=0.0, hi=20.0,
+        doc="the output thread takes the GIL this long before a due time; best about "
+            "1.6 x engine.switch_interval_ms")
 
 
 @dataclass(frozen=True, slots=True)
