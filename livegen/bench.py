@@ -1,0 +1,382 @@
+"""The benchmarks behind `livegen bench WHAT`: timing figures, printed as tables.
+
+Each bench is a function that takes its own argv (`livegen bench WHAT -h` shows it) and
+returns an exit status. Adding one: write the function, add it to BENCHES.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from livegen.config import OutputConfig
+from livegen.errors import LivegenError
+from livegen.timeline import Message
+
+log = logging.getLogger(__name__)
+
+JACKD_COMMAND = ("jackd", "-d", "dummy", "-r", "48000", "-p", "64")
+
+
+# ---------------------------------------------------------------- a JACK server
+
+def jack_running(env: dict[str, str] | None = None) -> bool:
+    """True when a JACK server answers (the one JACK_DEFAULT_SERVER names, or 'default')."""
+    try:
+        done = subprocess.run(["jack_lsp"], env=env, capture_output=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+@contextlib.contextmanager
+def jack_server(name: str | None = None, timeout: float = 10.0) -> Iterator[bool]:
+    """A running JACK server for the block: the one already running, or `jackd -d dummy
+    -r 48000 -p 64` started here (named `name` if given) and stopped at the end. Yields
+    whether it was started here. Raises LivegenError when jackd is missing or fails."""
+    env = dict(os.environ)
+    if name:
+        env["JACK_DEFAULT_SERVER"] = name
+    if jack_running(env):
+        yield False
+        return
+    if shutil.which("jackd") is None:
+        raise LivegenError("jackd is not installed: install jackd2 "
+                           "(Debian: apt-get install jackd2)")
+    command = list(JACKD_COMMAND)
+    if name:
+        command[1:1] = ["-n", name]
+    log.info("starting %s", " ".join(command))
+    jackd = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + timeout
+        while not jack_running(env):
+            if jackd.poll() is not None:
+                reason = jackd.stderr.read().decode(errors="replace").strip().splitlines()
+                raise LivegenError(f"jackd exited at start ({reason[-1] if reason else '?'})")
+            if time.monotonic() > deadline:
+                raise LivegenError(f"jackd did not answer within {timeout:.0f} s")
+            time.sleep(0.05)
+        yield True
+    finally:
+        jackd.terminate()
+        try:
+            jackd.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            jackd.kill()
+            jackd.wait()
+
+
+def jack_period_s() -> float:
+    """The running JACK server's period in seconds (buffer size / sample rate)."""
+    frames = subprocess.run(["jack_bufsize"], capture_output=True, text=True, timeout=5)
+    rate = subprocess.run(["jack_samplerate"], capture_output=True, text=True, timeout=5)
+    return int(frames.stdout.split()[-1]) / int(rate.stdout.split()[-1])
+
+
+# ---------------------------------------------------------------- the receiving process
+
+RECEIVER_CODE = "from livegen.bench import receive; receive()"
+
+
+def receive() -> None:
+    """The receiving JACK client of `bench output`, run as its own process.
+
+    Opens a virtual input port (argv[1]:in), says 'ready' on stdout, timestamps every
+    message with time.monotonic() as it arrives, and at a line on stdin writes the
+    arrivals as JSON [[t, [bytes...]], ...] on stdout. CLOCK_MONOTONIC is system-wide, so
+    the sender can compare these times with its due times.
+    """
+    import rtmidi
+
+    arrivals: list[tuple[float, list[int]]] = []
+    monotonic = time.monotonic
+    midi_in = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=sys.argv[1])
+    midi_in.set_callback(lambda event, _: arrivals.append((monotonic(), event[0])))
+    midi_in.open_virtual_port("in")
+    print("ready", flush=True)
+    sys.stdin.readline()
+    midi_in.close_port()
+    json.dump(arrivals, sys.stdout)
+
+
+class Receiver:
+    """`receive()` in a separate process, with a virtual input port NAME:in (on the JACK
+    server that `env`'s JACK_DEFAULT_SERVER names)."""
+
+    def __init__(self, name: str, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.port = f"{name}:in"
+        self._env = env
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", RECEIVER_CODE, name], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True, env=env)
+        line = self._process.stdout.readline().strip()
+        if line != "ready":
+            self._process.kill()
+            raise LivegenError(f"bench: the receiving client did not start ({line!r})")
+
+    def connect(self, source: str) -> None:
+        done = subprocess.run(["jack_connect", source, self.port], capture_output=True,
+                              text=True, timeout=10, env=self._env)
+        if done.returncode != 0:
+            raise LivegenError(f"bench: jack_connect {source} {self.port} failed: "
+                               f"{done.stderr.strip() or done.stdout.strip()}")
+
+    def arrivals(self) -> list[tuple[float, tuple[int, ...]]]:
+        out, _ = self._process.communicate("\n", timeout=30)
+        return [(t, tuple(message)) for t, message in json.loads(out)]
+
+
+# ---------------------------------------------------------------- bench output
+
+@dataclass(frozen=True, slots=True)
+class LatenessRow:
+    switch_ms: float
+    where: str
+    received: int
+    expected: int
+    lateness_ms: np.ndarray
+
+    def cells(self) -> str:
+        late = self.lateness_ms
+        if late.size == 0:
+            return "     -       -       -"
+        p50, p99 = np.percentile(late, [50, 99])
+        return f"{p50:7.3f} {p99:7.3f} {late.max():7.3f}"
+
+
+def bench_plan(count: int, rate_hz: float, t0: float) -> list[tuple[float, Message]]:
+    """`count` messages `1/rate_hz` apart from t0: note-on, note-off, next note, ... Each
+    (status, pitch, velocity) is unique within 6096 notes (48 pitches x 127 velocities,
+    note-offs carry their note's velocity), so arrivals can be matched even if one is lost."""
+    plan = []
+    for k in range(count):
+        note = k // 2
+        pitch, velocity = 36 + note % 48, 1 + note % 127
+        status = 0x90 if k % 2 == 0 else 0x80
+        plan.append((t0 + k / rate_hz, (status, pitch, velocity)))
+    return plan
+
+
+def _busy(stop: threading.Event) -> None:
+    # Pure Python work holds the GIL like the Python parts of inference do.
+    while not stop.is_set():
+        sum(i * i for i in range(500))
+
+
+def _one_run(cfg_output: OutputConfig, switch_ms: float, count: int, rate_hz: float, busy: bool,
+             run_name: str) -> tuple[LatenessRow, LatenessRow, bool]:
+    from livegen.output import Output
+    from livegen.timeline import Timeline
+
+    output_cfg = dataclasses.replace(cfg_output, api="jack", port=run_name, connect=(),
+                                     record=None, require_port=True)
+    receiver = Receiver(f"{run_name}-rx")
+    timeline = Timeline()
+    output = Output.open(output_cfg, timeline)
+    stop_busy = threading.Event()
+    previous = sys.getswitchinterval()
+    try:
+        receiver.connect(f"{run_name}:out")
+        sys.setswitchinterval(switch_ms / 1000)
+        if busy:
+            threading.Thread(target=_busy, args=(stop_busy,), daemon=True).start()
+        output.start()
+        plan = bench_plan(count, rate_hz, time.monotonic() + 0.5)
+        timeline.add_many(plan, tag="bench")
+        time.sleep(max(0.0, plan[-1][0] - time.monotonic()) + 0.2)
+    finally:
+        stop_busy.set()
+        realtime = output.stats().realtime
+        output.close()
+        sys.setswitchinterval(previous)
+    sent = output.lateness()[-count:] * 1000
+    arrivals = receiver.arrivals()
+    due_of = {message: due for due, message in plan}
+    seen: set[tuple[int, ...]] = set()
+    rx = []
+    for t, message in arrivals:
+        if message in due_of and message not in seen:
+            seen.add(message)
+            rx.append((t - due_of[message]) * 1000)
+    return (LatenessRow(switch_ms, "output thread", len(sent), count, sent),
+            LatenessRow(switch_ms, "receiver", len(rx), count, np.array(rx)), realtime)
+
+
+def bench_output(argv: Sequence[str]) -> int:
+    """`livegen bench output`: send lateness through a real JACK port, in the output thread
+    and in a receiving client in another process, at Python's default switch interval and
+    at engine.switch_interval_ms, each with a CPU-bound Python thread alongside."""
+    from livegen import config
+
+    parser = argparse.ArgumentParser(prog="livegen bench output",
+                                     description=bench_output.__doc__)
+    parser.add_argument("--config", "-c", type=Path, default=None, metavar="PATH")
+    parser.add_argument("--messages", type=int, default=2000, help="per run (default 2000)")
+    parser.add_argument("--rate", type=float, default=500.0, help="messages/s (default 500)")
+    parser.add_argument("--runs", type=int, default=1, help="repeat each setting (default 1)")
+    parser.add_argument("--switch-ms", type=float, action="append", metavar="MS",
+                        help="switch intervals to compare (default: 5.0 and "
+                             "engine.switch_interval_ms)")
+    parser.add_argument("--spin-ms", type=float, help="override output.spin_ms")
+    parser.add_argument("--idle", action="store_true", help="no CPU-bound thread alongside")
+    args = parser.parse_args(argv)
+    cfg = config.load(args.config)
+    output_cfg = cfg.output
+    if args.spin_ms is not None:
+        output_cfg = dataclasses.replace(output_cfg, spin_ms=args.spin_ms)
+    intervals = args.switch_ms or [5.0, cfg.engine.switch_interval_ms]
+
+    with jack_server() as started:
+        period_ms = jack_period_s() * 1000
+        rows: list[LatenessRow] = []
+        realtime = False
+        for run in range(args.runs):
+            for switch_ms in intervals:
+                name = f"livegen-bench-{os.getpid()}-{run}-{switch_ms:g}"
+                out_row, rx_row, realtime = _one_run(output_cfg, switch_ms, args.messages,
+                                                     args.rate, not args.idle, name)
+                rows.extend((out_row, rx_row))
+    load = "idle" if args.idle else "a CPU-bound Python thread alongside"
+    print(f"livegen bench output: {args.messages} messages at {args.rate:g}/s per run "
+          f"through JACK ({'started here' if started else 'already running'}; period "
+          f"{period_ms:.3f} ms); {load}; output.spin_ms {output_cfg.spin_ms:g}; "
+          f"SCHED_FIFO {'yes' if realtime else 'no'}")
+    print()
+    print("switch interval  measured in     received   p50 ms  p99 ms  max ms")
+    for row in rows:
+        print(f"{row.switch_ms:8.2f} ms      {row.where:<15} "
+              f"{row.received:4d}/{row.expected:<4d} {row.cells()}")
+    print()
+    print(f"targets: output thread p99 <= 0.300 ms; receiver p99 <= {period_ms + 0.2:.3f} ms "
+          "(the JACK period + 0.2 ms)")
+    return 0
+
+
+# ---------------------------------------------------------------- bench camera
+
+def hand_scene(frames: int, width: int = 640, height: int = 480,
+               seed: int = 1) -> tuple[list[np.ndarray], list[tuple[float, float] | None]]:
+    """Synthetic camera frames: a hand (palm and five fingers) moving on a figure of eight
+    over a textured background with sensor noise, after half a second of empty scene.
+    Returns the frames and the hand's true position per frame (0..1, y up; None: absent)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    blotches = rng.integers(0, 255, (height // 16, width // 16, 3), dtype=np.uint8)
+    background = cv2.resize(blotches, (width, height), interpolation=cv2.INTER_CUBIC)
+    background = (background * 0.5 + np.array([90, 110, 40])).clip(0, 255).astype(np.uint8)
+    noise = rng.normal(0.0, 6.0, (height + 16, width + 16, 3)).astype(np.int16)
+    scale = height / 480
+    palm, finger, thickness = round(38 * scale), 62 * scale, max(1, round(15 * scale))
+    lead_in = 15
+    images, truth = [], []
+    for i in range(frames):
+        image = background.copy()
+        mask = np.zeros((height, width), np.uint8)
+        if i >= lead_in:
+            t = (i - lead_in) / 150
+            cx = width * (0.5 + 0.32 * np.sin(2 * np.pi * t))
+            cy = height * (0.55 + 0.25 * np.sin(4 * np.pi * t + 0.5))
+            for target, colour in ((image, (120, 150, 210)), (mask, 255)):
+                cv2.circle(target, (round(cx), round(cy)), palm, colour, -1)
+                for degrees in np.linspace(-60, 60, 5):
+                    a = np.radians(degrees)
+                    base = (round(cx + np.sin(a) * palm * 0.7), round(cy - np.cos(a) * palm * 0.7))
+                    tip = (round(cx + np.sin(a) * (palm + finger)),
+                           round(cy - np.cos(a) * (palm + finger)))
+                    cv2.line(target, base, tip, colour, thickness)
+            (x, y), _ = cv2.minEnclosingCircle(cv2.findNonZero(mask))
+            truth.append((x / width, 1.0 - y / height))
+        else:
+            truth.append(None)
+        dy, dx = rng.integers(0, 16, 2)
+        images.append((image + noise[dy:dy + height, dx:dx + width]).clip(0, 255)
+                      .astype(np.uint8))
+    return images, truth
+
+
+def bench_camera(argv: Sequence[str]) -> int:
+    """`livegen bench camera`: hand-tracking time per frame (scale-down, mask, clean-up,
+    contour, enclosing circle, finger count) on 640x480 frames, for each detector, with the
+    tracking error against the known path as a check that the work measured is real."""
+    import cv2
+
+    from livegen.config import CameraInputConfig
+    from livegen.inputs.camera import HandTracker
+
+    parser = argparse.ArgumentParser(prog="livegen bench camera",
+                                     description=bench_camera.__doc__)
+    parser.add_argument("--frames", type=int, default=600, help="per run (default 600)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per detector (default 3)")
+    parser.add_argument("--detector", choices=["mog2", "skin", "both"], default="both")
+    parser.add_argument("--process-width", type=int, default=320,
+                        help="tracking width (default 320, the config's default)")
+    parser.add_argument("--size", default="640x480", help="frame size (default 640x480)")
+    args = parser.parse_args(argv)
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    images, truth = hand_scene(args.frames, width, height)
+    detectors = ["mog2", "skin"] if args.detector == "both" else [args.detector]
+    print(f"livegen bench camera: {args.frames} frames of {width}x{height} per run, tracked "
+          f"at width {args.process_width}; OpenCV {cv2.__version__}, "
+          f"{cv2.getNumThreads()} thread(s), {os.cpu_count()} CPU(s)")
+    print()
+    print("detector  run  p50 ms  p99 ms  max ms  mean error  found")
+    worst_p99 = 0.0
+    for detector in detectors:
+        for run in range(1, args.runs + 1):
+            config = CameraInputConfig(type="camera", detector=detector,
+                                       process_width=args.process_width)
+            tracker = HandTracker(config)
+            times, errors, found = [], [], 0
+            for image, expected in zip(images, truth, strict=True):
+                began = time.perf_counter()
+                hand = tracker.track(image)
+                times.append((time.perf_counter() - began) * 1000)
+                if expected is not None and hand is not None:
+                    found += 1
+                    errors.append(np.hypot(hand.x - expected[0], hand.y - expected[1]))
+            ms = np.array(times)
+            p50, p99 = np.percentile(ms, [50, 99])
+            worst_p99 = max(worst_p99, p99)
+            with_hand = sum(e is not None for e in truth)
+            error = f"{np.mean(errors):10.3f}" if errors else "         -"
+            print(f"{detector:<8} {run:4d} {p50:7.2f} {p99:7.2f} {ms.max():7.2f} {error}  "
+                  f"{found}/{with_hand}")
+    print()
+    print(f"target: p99 <= 10 ms per {width}x{height} frame; worst p99 here {worst_p99:.2f} ms "
+          f"({'met' if worst_p99 <= 10.0 else 'NOT met'}); error is in fractions of the frame")
+    return 0
+
+
+# ---------------------------------------------------------------- the table of benches
+
+BENCHES: dict[str, Callable[[Sequence[str]], int]] = {
+    "output": bench_output,
+    "camera": bench_camera,
+}
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    """`livegen bench WHAT [options]`: run the bench named `args.what` with `args.rest`."""
+    bench = BENCHES.get(args.what)
+    if bench is None:
+        raise LivegenError(f"bench {args.what}: not written yet "
+                           f"(benches: {', '.join(sorted(BENCHES))})")
+    return bench(list(args.rest))
