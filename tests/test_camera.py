@@ -243,3 +243,18 @@ def test_jevois_mode_takes_the_newest_position_each_poll(tmp_path: Path) -> None
     assert present[-1]["hand.y"] == pytest.approx(0.75)
     assert emitted[-1] == {"hand.present": 0.0, "hand.fingers": 0.0}  # lines stopped
     assert camera.stats.dropped["garbage"] == 1
+
+
+def test_bench_camera_measures_tracking_that_works(capsys: pytest.CaptureFixture[str]) -> None:
+    from livegen.bench import bench_camera
+
+    assert bench_camera(["--frames", "45", "--runs", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()
+            if line.startswith(("mog2 ", "skin "))}
+    assert set(rows) == {"mog2", "skin"}
+    for cells in rows.values():
+        p50, p99, found = float(cells[2]), float(cells[3]), cells[6]
+        assert 0 < p50 <= p99
+        assert found == "30/30"  # the hand was found in every frame it was in
+    assert "target: p99 <= 10 ms per 640x480 frame" in out
