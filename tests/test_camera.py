@@ -98,11 +98,19 @@ def hand_video(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
     return path, write_video(path)
 
 
+class Collector(list):
+    """An `emit` that keeps the values (and checks each reading's time stamp)."""
+
+    def __call__(self, values: Mapping[str, float], t: float | None = None) -> None:
+        assert t is None or t <= time.monotonic()
+        self.append(values)
+
+
 def collect(camera: CameraInput) -> list[Mapping[str, float]]:
     """Run the capture thread's body to the file's end, one emitted value set per frame."""
-    emitted: list[Mapping[str, float]] = []
+    emitted = Collector()
     with contextlib.suppress(Exception):
-        camera.run(emitted.append, threading.Event())
+        camera.run(emitted, threading.Event())
     return emitted
 
 
@@ -184,9 +192,9 @@ def test_realtime_file_plays_at_its_own_frame_rate(hand_video: tuple[Path, list]
     path, _ = hand_video
     camera = CameraInput("cam", CameraInputConfig(type="camera", path=path, realtime=True,
                                                   loop=True, detector="skin"))
-    emitted: list[Mapping[str, float]] = []
+    emitted = Collector()
     stopping = threading.Event()
-    thread = threading.Thread(target=camera.run, args=(emitted.append, stopping))
+    thread = threading.Thread(target=camera.run, args=(emitted, stopping))
     thread.start()
     time.sleep(1.0)
     stopping.set()
@@ -198,7 +206,7 @@ def test_realtime_file_plays_at_its_own_frame_rate(hand_video: tuple[Path, list]
 def test_a_missing_camera_raises_for_the_supervisor(tmp_path: Path) -> None:
     camera = CameraInput("cam", CameraInputConfig(type="camera", path=tmp_path / "no.avi"))
     with pytest.raises(OSError, match="no such file"):
-        camera.run(lambda values: None, threading.Event())
+        camera.run(Collector(), threading.Event())
 
 
 # ---------------------------------------------------------------- JeVois over serial
@@ -219,9 +227,9 @@ def test_jevois_mode_takes_the_newest_position_each_poll(tmp_path: Path) -> None
     tty.setraw(slave)
     camera = CameraInput("cam", CameraInputConfig(type="camera", mode="jevois",
                                                   port=os.ttyname(slave), poll_s=0.1))
-    emitted: list[Mapping[str, float]] = []
+    emitted = Collector()
     stopping = threading.Event()
-    thread = threading.Thread(target=camera.run, args=(emitted.append, stopping))
+    thread = threading.Thread(target=camera.run, args=(emitted, stopping))
     thread.start()
     try:
         time.sleep(0.3)  # the port is open

@@ -105,13 +105,20 @@ class LineReader:
         return text
 
 
+class Emit(Protocol):
+    """How a reader thread hands over one observation. `t` is when its data entered the
+    process (a camera frame's arrival, before tracking); None means now."""
+
+    def __call__(self, values: Mapping[str, float], t: float | None = None) -> None: ...
+
+
 class ThreadedInput:
     """Base for inputs whose driver blocks: subclasses implement `run(emit, stopping)`.
 
-    `run` is called in a daemon thread; it calls `emit(values)` for each observation and
-    returns (or raises) when its source ends or fails, which ends `readings()` with an
-    exception so the supervisor restarts the input. It must return soon after
-    `stopping.is_set()`.
+    `run` is called in a daemon thread; it calls `emit(values)` (or `emit(values, t)`) for
+    each observation and returns (or raises) when its source ends or fails, which ends
+    `readings()` with an exception so the supervisor restarts the input. It must return
+    soon after `stopping.is_set()`.
     """
 
     name: str
@@ -121,8 +128,7 @@ class ThreadedInput:
         self.name = name
         self.stats = InputStats()
 
-    def run(self, emit: Callable[[Mapping[str, float]], None],
-            stopping: threading.Event) -> None:
+    def run(self, emit: Emit, stopping: threading.Event) -> None:
         raise NotImplementedError
 
     async def readings(self) -> AsyncIterator[Reading]:
@@ -136,8 +142,9 @@ class ThreadedInput:
                 self.stats.drop("overflow")
             queue.put_nowait(item)
 
-        def emit(values: Mapping[str, float]) -> None:
-            t = time.monotonic()
+        def emit(values: Mapping[str, float], t: float | None = None) -> None:
+            if t is None:
+                t = time.monotonic()
             clean = finite_values(values, self.stats)
             if clean is not None and not stopping.is_set():
                 loop.call_soon_threadsafe(put, Reading(self.name, t, clean))

@@ -27,7 +27,6 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +34,7 @@ import cv2
 import numpy as np
 
 from livegen.config import CameraInputConfig
-from livegen.inputs.base import InputEnded, InputStats, LineReader, ThreadedInput
+from livegen.inputs.base import Emit, InputEnded, InputStats, LineReader, ThreadedInput
 
 log = logging.getLogger(__name__)
 
@@ -235,15 +234,13 @@ class CameraInput(ThreadedInput):
         super().__init__(name)
         self.config = config
 
-    def run(self, emit: Callable[[Mapping[str, float]], None],
-            stopping: threading.Event) -> None:
+    def run(self, emit: Emit, stopping: threading.Event) -> None:
         if self.config.mode == "jevois":
             self.run_jevois(emit, stopping)
         else:
             self.run_capture(emit, stopping)
 
-    def run_capture(self, emit: Callable[[Mapping[str, float]], None],
-                    stopping: threading.Event) -> None:
+    def run_capture(self, emit: Emit, stopping: threading.Event) -> None:
         """Read, track and emit one reading per frame until the source ends or fails."""
         config = self.config
         capture, what = open_capture(config)
@@ -269,7 +266,8 @@ class CameraInput(ThreadedInput):
                 began = time.perf_counter()
                 hand = tracker.track(frame)
                 times.add(arrived, time.perf_counter() - began)
-                emit(hand.values() if hand is not None else NO_HAND)
+                # Stamped with the frame's arrival: tracking time is part of the latency.
+                emit(hand.values() if hand is not None else NO_HAND, arrived)
                 shown += 1
                 if is_file and config.realtime:
                     stopping.wait(max(0.0, started + shown * period - time.monotonic()))
@@ -277,8 +275,7 @@ class CameraInput(ThreadedInput):
             times.publish()
             capture.release()
 
-    def run_jevois(self, emit: Callable[[Mapping[str, float]], None],
-                   stopping: threading.Event) -> None:
+    def run_jevois(self, emit: Emit, stopping: threading.Event) -> None:
         """Take the newest "x|y" line every poll_s; a poll without one means no hand."""
         import serial  # only a JeVois rig needs pyserial here
 

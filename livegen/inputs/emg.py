@@ -45,7 +45,7 @@ import numpy as np
 
 from livegen.config import EmgInputConfig
 from livegen.errors import LivegenError
-from livegen.inputs.base import InputEnded, InputStats, LineReader, ThreadedInput
+from livegen.inputs.base import Emit, InputEnded, InputStats, LineReader, ThreadedInput
 
 log = logging.getLogger(__name__)
 
@@ -692,8 +692,7 @@ class EmgInput(ThreadedInput):
         finally:
             source.close()
 
-    def run(self, emit: Callable[[Mapping[str, float]], None],
-            stopping: threading.Event) -> None:
+    def run(self, emit: Emit, stopping: threading.Event) -> None:
         # Read the calibration at each (re)start, so a new one applies after a replug.
         calibration = self.calibration()
         keys = [f"ch{i}" for i in range(self.config.channels)]
