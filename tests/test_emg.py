@@ -231,6 +231,12 @@ def bgapi(event: bool, cls: int, cmd: int, payload: bytes) -> bytes:
     return bytes([0x80 if event else 0x00, len(payload), cls, cmd]) + payload
 
 
+def notification(handle: int, rows: np.ndarray) -> bytes:
+    """An attclient_attribute_value event carrying EMG samples as int8."""
+    value = np.clip(np.round(rows), -128, 127).astype(np.int8).tobytes()
+    return bgapi(True, 4, 5, struct.pack("<BHBB", 0, handle, 1, len(value)) + value)
+
+
 class FakeBled112:
     """A BLED112 with a Myo in range: answers the host's BGAPI commands as the dongle
     does and, once EMG is switched on, notifies EMG samples (two per notification)."""
@@ -284,9 +290,31 @@ class FakeBled112:
             if handle == 0x19 and value[:1] == b"\x01" and value[2] in (2, 3):
                 self.streaming = True
 
-    def notification(self, handle: int, rows: np.ndarray) -> bytes:
-        value = np.clip(np.round(rows), -128, 127).astype(np.int8).tobytes()
-        return bgapi(True, 4, 5, struct.pack("<BHBB", 0, handle, 1, len(value)) + value)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(max_size=30).map(lambda b: bytes(c for c in b if c not in (0, 0x80))),
+                min_size=1, max_size=6),
+       st.integers(1, 40))
+def test_bgapi_framer_keeps_every_packet_that_garbage_does_not_touch(garbage: list[bytes],
+                                                                     chunk: int) -> None:
+    stats = InputStats()
+    framer = BgapiFramer(stats)
+    # EMG notifications whose samples are full of 0x00 and 0x80, the bytes that also start
+    # BGAPI headers.
+    rows = [np.array([[0, -128, i, 0, 0, -128, 0, 1]] * 2) for i in range(len(garbage))]
+    packets = [notification(0x2B, r) for r in rows]
+    stream = b"".join(g + packet for g, packet in zip(garbage, packets, strict=True))
+    found = []
+    for i in range(0, len(stream), chunk):
+        found += framer.feed(stream[i:i + chunk])
+    found += framer.feed(b"", idle=True)
+    kept = [i for i in range(len(packets)) if i + 1 == len(packets) or not garbage[i + 1]]
+    assert found == [packets[i] for i in kept]
+    # A lost packet's bytes count as garbage, or as partial packets where they start with
+    # 0x00 or 0x80; every garbage byte is counted.
+    assert stats.dropped["garbage"] >= sum(len(g) for g in garbage)
+    assert stats.dropped["partial packet"] >= len(packets) - len(kept)
 
 
 def test_myo_over_bled112_connects_streams_and_reconnects(tmp_path: Path) -> None:
@@ -302,7 +330,7 @@ def test_myo_over_bled112_connects_streams_and_reconnects(tmp_path: Path) -> Non
             handshakes.append(list(dongle.writes))
             dongle.writes.clear()
             rows = np.array(list(signal(script, 45.0, 1.0, seed=10 + part)))
-            events = [dongle.notification((0x2B, 0x2E, 0x31, 0x34)[i % 4], rows[j:j + 2])
+            events = [notification((0x2B, 0x2E, 0x31, 0x34)[i % 4], rows[j:j + 2])
                       for i, j in enumerate(range(0, len(rows) - 1, 2))]
             for i in range(0, len(events), 5):
                 chunk = b"".join(events[i:i + 5])
