@@ -117,3 +117,58 @@ def test_cancelling_the_supervisor_stops_the_reader_thread(tmp_path: Path) -> No
     asyncio.run(asyncio.wait_for(main(), 10))
     assert not [t for t in threading.enumerate() if t.name == "input-cam" and t.is_alive()]
     assert camera.stats.restarts == 0  # a looping file never ends
+
+
+def test_camera_and_osc_readings_record_and_replay(tmp_path: Path) -> None:
+    """Their readings are plain Readings: a trace written while they run plays back the
+    same values through the replay input."""
+    from livegen.config import ReplayInputConfig
+    from livegen.inputs.replay import ReplayInput, TraceWriter
+
+    clip = tmp_path / "loop.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 30, (320, 240))
+    for i in range(10):
+        frame = np.full((240, 320, 3), (40, 90, 30), np.uint8)
+        cv2.circle(frame, (60 + 20 * i, 120), 30, (120, 150, 210), -1)
+        writer.write(frame)
+    writer.release()
+    camera = CameraInput("cam", CameraInputConfig(type="camera", path=clip, realtime=False,
+                                                  loop=True, detector="skin"))
+    osc = OscInput("phone", OscInputConfig(type="osc", port=0))
+    trace = tmp_path / "trace.jsonl"
+    recorded: list[Reading] = []
+
+    async def record() -> None:
+        origin = time.monotonic()
+        writer = TraceWriter(trace, origin, ["cam", "phone"])
+
+        def deliver(reading: Reading) -> None:
+            recorded.append(reading)
+            writer.write(reading)
+
+        tasks = [asyncio.create_task(supervise(s, deliver)) for s in (camera, osc)]
+        await asyncio.wait_for(osc.bound.wait(), 5)
+        assert osc.address is not None
+        SimpleUDPClient(*osc.address).send_message("/livegen/in/pad", [0.25, 0.75])
+        while len(recorded) < 20 or not any(r.source == "phone" for r in recorded):
+            await asyncio.sleep(0.02)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        writer.close()
+
+    asyncio.run(record())
+
+    async def replay(name: str, count: int) -> list[Reading]:
+        source = ReplayInput(name, ReplayInputConfig(type="replay", path=trace, speed=50.0))
+        played = []
+        async for reading in source.readings():
+            played.append(reading)
+            if len(played) == count:
+                break
+        return played
+
+    for name in ("cam", "phone"):
+        original = [r for r in recorded if r.source == name]
+        played = asyncio.run(replay(name, len(original)))
+        assert played and [dict(r.values) for r in played] == [dict(r.values) for r in original]
