@@ -2,8 +2,10 @@
 
 Generators (in the event loop or their inference threads) add planned messages and roll
 them back when the controls change; the output thread takes what is due. Due times are
-`time.monotonic()` seconds. A message is a tuple of ints `(status, data1, data2)`: no
-per-event objects beyond the one tuple each event is stored as.
+`time.monotonic()` seconds. A message is a tuple of ints, `(status, data1, data2)`, or
+shorter for the messages that are (program change and channel pressure take one data
+byte, real-time messages such as clock none): no per-event objects beyond the one tuple
+each event is stored as.
 
 Events with the same due time come out in the order they were added, so a note-off and a
 note-on of the same pitch planned for the same instant keep their meaning.
@@ -18,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
-Message = tuple[int, int, int]
+Message = tuple[int, ...]
 
 
 class Event(NamedTuple):
