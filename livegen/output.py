@@ -51,7 +51,8 @@ CC_SUSTAIN = 64
 CC_ALL_NOTES_OFF = 123
 
 LATENESS_RING = 1 << 16      # send lateness of the last 65536 messages
-RT_PRIORITY = 5              # SCHED_FIFO priority, below JACK's own threads (10 and up)
+RT_PRIORITY = 2              # SCHED_FIFO: above every normal thread, below JACK's clients
+                             # (the server's priority - 5: 5 for jackd's default 10)
 WAKE_TOLERANCE_S = 0.0005
 KEEPER_TICK_S = 0.25         # how often the keeper checks sinks and retries failed ones
 BACKOFF_FIRST_S = 0.5
@@ -245,16 +246,18 @@ def open_virtual_port(api: str, port: str) -> PortSink:
     return PortSink(out, got, f"{got} port {port}:out")
 
 
-def open_connection(api: str, pattern: str, client_name: str = "livegen-connect") -> PortSink:
+def open_connection(api: str, pattern: str, client_name: str = "livegen-connect",
+                    setting: str = "output.connect") -> PortSink:
     """Connect to the first existing output port whose name contains `pattern`
-    (case-insensitive). Raises LivegenError listing the ports when none matches."""
+    (case-insensitive). Raises LivegenError, naming `setting` and listing the ports, when
+    none matches."""
     out, got = midi_client(api, client_name)
     ports = out.get_ports()
     matches = [i for i, name in enumerate(ports) if pattern.lower() in name.lower()]
     if not matches:
         del out
         listed = ", ".join(repr(p) for p in ports) or "none"
-        raise LivegenError(f"output.connect: no {got} MIDI port matches {pattern!r} "
+        raise LivegenError(f"{setting}: no {got} MIDI port matches {pattern!r} "
                            f"(ports: {listed}); see `livegen devices`")
     if len(matches) > 1:
         log.info("output.connect %r matches %s; using %r", pattern,
@@ -854,7 +857,7 @@ def panic_command(args: argparse.Namespace) -> int:
     sinks: list[PortSink] = []
     try:
         if args.port:
-            sinks.append(open_connection(cfg.api, args.port, "livegen-panic"))
+            sinks.append(open_connection(cfg.api, args.port, "livegen-panic", "panic --port"))
         else:
             sinks.extend(open_connection(cfg.api, pattern, "livegen-panic")
                          for pattern in cfg.connect)

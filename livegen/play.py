@@ -87,6 +87,6 @@ def play_command(args: argparse.Namespace) -> int:
                 break
             start = end
         stats = output.stats()
-    log.info("played %d messages; send lateness p50 %.3f ms, p99 %.3f ms",
+    log.info("sent %d messages; send lateness p50 %.3f ms, p99 %.3f ms",
              stats.messages, stats.lateness_p50_ms, stats.lateness_p99_ms)
     return 0
