@@ -53,7 +53,7 @@ CC_ALL_NOTES_OFF = 123
 LATENESS_RING = 1 << 16      # send lateness of the last 65536 messages
 RT_PRIORITY = 2              # SCHED_FIFO: above every normal thread, below JACK's clients
                              # (the server's priority - 5: 5 for jackd's default 10)
-WAKE_TOLERANCE_S = 0.0005
+WAKE_TOLERANCE_S = 0.0005   # a coarse wake this much early still goes on to the hold
 KEEPER_TICK_S = 0.25         # how often the keeper checks sinks and retries failed ones
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 8.0
@@ -248,9 +248,9 @@ def open_virtual_port(api: str, port: str) -> PortSink:
 
 def open_connection(api: str, pattern: str, client_name: str = "livegen-connect",
                     setting: str = "output.connect") -> PortSink:
-    """Connect to the first existing output port whose name contains `pattern`
-    (case-insensitive). Raises LivegenError, naming `setting` and listing the ports, when
-    none matches."""
+    """Connect to the first existing port that takes MIDI in (a synth's input, a DAW's
+    track) whose name contains `pattern`, ignoring case. Raises LivegenError, naming
+    `setting` and listing the ports, when none matches."""
     out, got = midi_client(api, client_name)
     ports = out.get_ports()
     matches = [i for i, name in enumerate(ports) if pattern.lower() in name.lower()]
@@ -260,7 +260,7 @@ def open_connection(api: str, pattern: str, client_name: str = "livegen-connect"
         raise LivegenError(f"{setting}: no {got} MIDI port matches {pattern!r} "
                            f"(ports: {listed}); see `livegen devices`")
     if len(matches) > 1:
-        log.info("output.connect %r matches %s; using %r", pattern,
+        log.info("%s %r matches %s; using %r", setting, pattern,
                  ", ".join(ports[i] for i in matches), ports[matches[0]])
     out.open_port(matches[0], "out")
     return PortSink(out, got, f"{got} connection to {ports[matches[0]]}", ports[matches[0]])
@@ -279,15 +279,20 @@ class MidiFileRecorder:
         self.name = f"file {self.path}"
         self._chunks: list[tuple[np.ndarray, np.ndarray]] = []
         self._new_chunk()
+        self._too_long = 0
         self._closed = False
 
     def _new_chunk(self) -> None:
         self._times = np.empty(self.CHUNK, np.float64)
-        self._bytes = np.full((self.CHUNK, 3), -1, np.int16)  # -1: a 2-byte message
+        self._bytes = np.full((self.CHUNK, 3), -1, np.int16)  # -1: past a short message
         self._chunks.append((self._times, self._bytes))
         self._i = 0
 
     def send(self, message: Message, t: float) -> None:
+        if len(message) > 3:
+            # Never raise: a recorder "reopened" after a failure would start a new file.
+            self._too_long += 1
+            return
         if self._i == self.CHUNK:
             self._new_chunk()
         i = self._i
@@ -317,7 +322,7 @@ class MidiFileRecorder:
         track.append(mido.MetaMessage("set_tempo", tempo=self.TEMPO, time=0))
         ticks_per_second = self.TICKS_PER_BEAT * 1_000_000 / self.TEMPO
         t0 = recorded[0][0] if recorded else 0.0
-        last_tick, skipped = 0, 0
+        last_tick, skipped = 0, self._too_long
         for t, message in recorded:
             try:
                 midi_message = mido.Message.from_bytes(list(message))
@@ -340,7 +345,8 @@ class MidiFileRecorder:
                       exc.strerror or exc, fallback)
             self._save(midi, fallback)
             self.path = fallback
-        log.info("recorder: wrote %d messages to %s", len(recorded) - skipped, self.path)
+        log.info("recorder: wrote %d messages to %s", len(recorded) + self._too_long - skipped,
+                 self.path)
 
     @staticmethod
     def _save(midi: Any, path: Path) -> None:
@@ -530,9 +536,11 @@ class Output:
         openers: list[Callable[[], Sink]] = []
         pending: list[tuple[str, Callable[[], Sink]]] = []
         api = cfg.api  # 'auto' is settled by the first port opened, then kept for reopening
+        opened: list[Sink] = []
         try:
             if cfg.port:
                 sink = open_virtual_port(api, cfg.port)
+                opened.append(sink)
                 api = sink.api
                 openers.append(_opened(sink, functools.partial(open_virtual_port, api,
                                                                cfg.port)))
@@ -548,15 +556,22 @@ class Output:
                     pending.append((f"connection to {pattern!r}",
                                     functools.partial(open_connection, api, pattern)))
                 else:
+                    opened.append(sink)
                     api = sink.api
                     openers.append(_opened(sink, functools.partial(open_connection, api,
                                                                    pattern)))
         except NoMidiSystemError as exc:
-            if cfg.require_port:
+            if cfg.require_port or opened:
+                for sink in opened:
+                    sink.close()
                 raise
             where = f"playing to {record_path} only" if record_path else (
                 "nothing will sound or be recorded")
             log.warning("%s; %s", exc, where)
+        except BaseException:
+            for sink in opened:
+                sink.close()
+            raise
         if record_path is not None:
             openers.append(lambda: MidiFileRecorder(record_path))
         return cls(cfg, timeline, openers=openers, pending=pending)

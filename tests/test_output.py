@@ -193,6 +193,7 @@ def test_the_recorder_writes_what_was_sent_as_a_midi_file(tmp_path: Path) -> Non
             (11.25, (OFF, 60, 0))]
     for t, message in sent:
         recorder.send(message, t)
+    recorder.send((0xF0, 1, 2, 3, 0xF7), 11.5)  # longer than a plan's message: left out
     recorder.close()
     midi = mido.MidiFile(path)
     seconds, read = 0.0, []
