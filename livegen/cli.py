@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     _config_option(p)
     p.add_argument("--record", type=Path, metavar="PATH",
                    help="write every input reading to this JSONL trace (for replay)")
+    p.add_argument("--replay", type=Path, metavar="PATH",
+                   help="replace every input by a replay of this trace")
     p.add_argument("--stats", type=float, metavar="SECONDS", default=0.0,
                    help="log timing, CPU and memory figures every SECONDS")
     p.add_argument("--stats-json", type=Path, metavar="PATH",

@@ -5,9 +5,10 @@ in an inference thread of its own: it keeps the plan `lookahead` ahead of the pl
 puts every planned MIDI message into the timeline with its due time, and keeps the
 generator's state after every step. When the controls change enough to matter, the
 planned messages due after `now + commit` are dropped and the music is regenerated from
-the state saved at that moment, under the new controls (rollback). Control latency, from
-the reading that caused a change to the first message planned under it, is measured for
-every rollback.
+the state saved at that moment, under the new controls (rollback). Control latency is
+measured for every rollback, from the reading that caused the change to the moment the
+first step under the new controls is in the plan: a note, or the model's decision to
+rest (a rest puts no message in the timeline, yet it is the answer to the change).
 
 The contract with a step generator (see `StepGenerator`): a step either emits events at
 the state's current time or advances the time without emitting (the event vocabulary
@@ -80,7 +81,7 @@ class Checkpoint:
 @dataclass(slots=True)
 class PlayerStats:
     step: Samples            # seconds per generator step
-    control_latency: Samples  # seconds from Reading.t to the first re-planned message
+    control_latency: Samples  # seconds from Reading.t to the first step planned under it
     steps: int = 0
     rollbacks: int = 0
     budget_overruns: int = 0  # control latencies over the budget
@@ -226,9 +227,11 @@ class StepPlayer:
             if events:
                 self.timeline.add_many(
                     [(origin + e.time, self._message(e, controls)) for e in events], self.tag)
-                if latency_from is not None:
-                    self._record_latency(self.clock() - latency_from)
-                    latency_from = None
+            if latency_from is not None:
+                # The first step under the new controls is in the plan (a note, or the
+                # decision to rest): the change has been answered.
+                self._record_latency(self.clock() - latency_from)
+                latency_from = None
             checkpoints.append(Checkpoint(index, origin + state.time, origin, state))
             while len(checkpoints) > 1 and checkpoints[1].at < now - KEEP_BEHIND_S:
                 checkpoints.popleft()

@@ -1,0 +1,346 @@
+"""The daemon: inputs -> control -> generators -> timeline -> output, on one asyncio loop.
+
+Threads (DESIGN.md): the event loop runs the inputs, the mapper, reloads, stats and
+sd_notify; each generator plans in an inference thread of its own (StepPlayer); the
+output thread sends. Signals: SIGINT/SIGTERM stop (every sounding note ended, the
+recorder closed, exit 0); SIGHUP reloads the config without closing the output port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from livegen import config as config_module
+from livegen import inputs as inputs_module
+from livegen.clock import Clock
+from livegen.config import Config, ConfigError, ReplayInputConfig
+from livegen.control import Controls, Mapper
+from livegen.generators.step import StepPlayer
+from livegen.inputs.base import Input, Reading, supervise
+from livegen.inputs.replay import ReplayInput, TraceWriter
+from livegen.output import Output
+from livegen.service import Notifier
+from livegen.stats import ProcessMeter
+from livegen.timeline import Timeline
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.05          # the loop's housekeeping period: staleness, watchdog, duration
+START_LEAD_S = 0.15    # the music starts this long after the engine is ready
+
+
+@dataclass
+class RunOptions:
+    """How one run differs from what the config says (command-line flags, the demo)."""
+
+    record_trace: Path | None = None   # write every Reading to this JSONL trace
+    replay: Path | None = None         # replace every input by a replay of this trace
+    record_midi: Path | None = None    # also record the output to this .mid file
+    stats_every: float = 0.0           # log figures every N seconds (0: never)
+    stats_json: Path | None = None     # write the figures as JSON at exit
+    duration: float | None = None      # stop by itself after N seconds
+    seed: int | None = None            # overrides engine.seed
+    on_reading: list[Callable[[Reading], None]] = field(default_factory=list)
+    on_controls: list[Callable[[Controls], None]] = field(default_factory=list)
+    on_tick: list[Callable[[float], None]] = field(default_factory=list)
+
+
+class Engine:
+    """One run of the daemon. `await engine.run()` returns the exit status."""
+
+    def __init__(self, cfg: Config, options: RunOptions | None = None) -> None:
+        self.cfg = cfg
+        self.options = options or RunOptions()
+        self.seed = self._choose_seed()
+        self.timeline = Timeline()
+        self.notifier = Notifier()
+        self.meter = ProcessMeter()
+        self.mapper = Mapper(cfg)
+        self.clock = Clock(cfg.clock.bpm, cfg.clock.beats_per_bar, time.monotonic())
+        self.output: Output | None = None
+        self.players: dict[str, StepPlayer] = {}
+        self.inputs: dict[str, tuple[Input, asyncio.Task[None]]] = {}
+        self.trace: TraceWriter | None = None
+        self.last_readings: dict[str, Reading] = {}
+        self.origin = 0.0               # the generators' time zero (monotonic)
+        self.output_started = 0.0       # when the output sent its first message
+        self.started = time.monotonic()
+        self.ready_s: float | None = None
+        self._stop = asyncio.Event()
+        self._reloads = 0
+        self._reload_failures = 0
+
+    def _choose_seed(self) -> int:
+        if self.options.seed is not None:
+            return self.options.seed
+        if self.cfg.engine.seed is not None:
+            return self.cfg.engine.seed
+        return int.from_bytes(os.urandom(4), "little")
+
+    # ------------------------------------------------------------ the run
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        previous_switch = sys.getswitchinterval()
+        sys.setswitchinterval(self.cfg.engine.switch_interval_ms / 1000.0)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop, sig.name)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        try:
+            self._start()
+            self.ready_s = time.monotonic() - self.started
+            self.notifier.notify("READY=1", f"STATUS=playing ({self.describe_output()})")
+            log.info("ready in %.2f s: %s; seed %d", self.ready_s, self.describe_output(),
+                     self.seed)
+            await self._housekeeping()
+        finally:
+            self.notifier.notify("STOPPING=1")
+            await self._shutdown()
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            sys.setswitchinterval(previous_switch)
+        return 0
+
+    def stop(self, why: str = "stop") -> None:
+        log.info("%s: stopping; every sounding note is ended", why)
+        self._stop.set()
+
+    def describe_output(self) -> str:
+        names = self.output.sink_names if self.output else []
+        return ", ".join(names) or "no output"
+
+    def _start(self) -> None:
+        cfg = self.cfg
+        # Models first: a bad model is an error before any port opens or note sounds.
+        generators = {name: build_generator(cfg, name, self.seed)
+                      for name in (cfg.engine.generator,)}
+        self.output = Output.open(cfg.output, self.timeline, record=self.options.record_midi)
+        self.origin = time.monotonic() + START_LEAD_S
+        controls = self.mapper.controls
+        for name, generator in generators.items():
+            settings = getattr(cfg.generators, name)
+            player = StepPlayer(
+                generator, self.timeline,
+                channel=settings.channel or cfg.output.channel,
+                lookahead_s=cfg.engine.lookahead_ms / 1e3,
+                commit_s=cfg.engine.commit_ms / 1e3,
+                latency_budget_s=cfg.engine.latency_budget_ms / 1e3,
+                rollback_threshold=cfg.engine.rollback_threshold,
+                controls=controls, release=self.output.release)
+            self.players[name] = player
+        self.output_started = time.monotonic()
+        self.output.start()
+        for player in self.players.values():
+            player.start(self.origin)
+        if self.options.record_trace is not None:
+            self.trace = TraceWriter(self.options.record_trace, self.origin, cfg.inputs)
+        for name, input_cfg in cfg.inputs.items():
+            self._start_input(name, input_cfg)
+
+    def _start_input(self, name: str, input_cfg: Any) -> None:
+        if self.options.replay is not None:
+            source: Input = ReplayInput(name, ReplayInputConfig(
+                type="replay", stale_after=input_cfg.stale_after, path=self.options.replay))
+        else:
+            source = inputs_module.create(name, input_cfg)
+        if isinstance(source, ReplayInput):
+            source.origin = self.origin
+        task = asyncio.get_running_loop().create_task(supervise(source, self._on_reading),
+                                                      name=f"input-{name}")
+        self.inputs[name] = (source, task)
+
+    def _on_reading(self, reading: Reading) -> None:
+        self.last_readings[reading.source] = reading
+        if self.trace is not None:
+            self.trace.write(reading)
+        for hook in self.options.on_reading:
+            hook(reading)
+        controls = self.mapper.update(reading)
+        if controls is not None:
+            self._apply(controls)
+
+    def _apply(self, controls: Controls) -> None:
+        player = self.players.get(controls.generator)
+        if player is not None:
+            player.set_controls(controls)
+        for hook in self.options.on_controls:
+            hook(controls)
+
+    async def _housekeeping(self) -> None:
+        watchdog = self.notifier.watchdog_interval()
+        next_watchdog = 0.0
+        next_stats = time.monotonic() + self.options.stats_every
+        end = (self.origin + self.options.duration) if self.options.duration else None
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), TICK_S)
+            now = time.monotonic()
+            controls = self.mapper.tick(now)
+            if controls is not None:
+                self._apply(controls)
+            for hook in self.options.on_tick:
+                hook(now)
+            if watchdog is not None and now >= next_watchdog and self.healthy():
+                self.notifier.notify("WATCHDOG=1")
+                next_watchdog = now + watchdog
+            if self.options.stats_every and now >= next_stats:
+                log.info("stats: %s", format_stats(self.figures()))
+                next_stats = now + self.options.stats_every
+            if end is not None and now >= end:
+                self.stop(f"{self.options.duration:g} s played")
+
+    def healthy(self) -> bool:
+        """The loop is turning (we are in it) and the output thread and players live."""
+        return (self.output is not None and self.output.alive
+                and all(p.running for p in self.players.values()))
+
+    async def _shutdown(self) -> None:
+        for _source, task in self.inputs.values():
+            task.cancel()
+        for _source, task in self.inputs.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for player in self.players.values():
+            player.stop()
+        if self.output is not None:
+            self.output.close()
+        if self.trace is not None:
+            self.trace.close()
+        if self.options.stats_json is not None:
+            self.options.stats_json.parent.mkdir(parents=True, exist_ok=True)
+            self.options.stats_json.write_text(json.dumps(self.figures(), indent=2) + "\n")
+        self.notifier.close()
+
+    # ------------------------------------------------------------ reload (SIGHUP)
+
+    def reload(self) -> None:
+        """Re-read the config; apply mappings, inputs and generator settings. An invalid
+        config keeps the running one and says why."""
+        source = self.cfg.source
+        self.notifier.notify("RELOADING=1")
+        try:
+            new = config_module.load(source)
+        except ConfigError as exc:
+            self._reload_failures += 1
+            for problem in exc.problems:
+                log.error("reload: %s: %s", exc.source, problem)
+            log.error("reload: keeping the running config")
+            self.notifier.notify("READY=1", "STATUS=playing (reload failed: config invalid)")
+            return
+        self._apply_config(new)
+        self._reloads += 1
+        log.info("reload: %s applied", source)
+        self.notifier.notify("READY=1", f"STATUS=playing ({self.describe_output()})")
+
+    def _apply_config(self, new: Config) -> None:
+        old = self.cfg
+        for section in ("output", "clock"):
+            if getattr(new, section) != getattr(old, section):
+                log.warning("reload: [%s] changes take effect at restart (the port stays "
+                            "open)", section)
+        if new.engine.generator != old.engine.generator or any(
+                getattr(new.generators, n).model != getattr(old.generators, n).model
+                for n in self.players):
+            log.warning("reload: a new generator or model takes effect at restart")
+        for player in self.players.values():
+            player.lookahead_s = new.engine.lookahead_ms / 1e3
+            player.commit_s = new.engine.commit_ms / 1e3
+            player.latency_budget_s = new.engine.latency_budget_ms / 1e3
+            player.rollback_threshold = new.engine.rollback_threshold
+        # Inputs: restart those whose settings changed, start new ones, stop removed ones.
+        for name in list(self.inputs):
+            if new.inputs.get(name) != old.inputs.get(name):
+                self.inputs.pop(name)[1].cancel()
+        for name, input_cfg in new.inputs.items():
+            if name not in self.inputs:
+                self._start_input(name, input_cfg)
+        self.cfg = new
+        version = self.mapper.controls.version
+        self.mapper = Mapper(new)
+        # Re-apply the latest reading of each input so the controls do not jump to
+        # neutral and back while the inputs catch up; versions keep counting up.
+        for reading in self.last_readings.values():
+            self.mapper.update(reading)
+        self.mapper.controls = dataclasses.replace(self.mapper.controls, version=version + 1,
+                                                   t=time.monotonic())
+        self._apply(self.mapper.controls)
+
+    # ------------------------------------------------------------ figures
+
+    def figures(self) -> dict[str, Any]:
+        out = self.output.stats().as_dict() if self.output else {}
+        players = {}
+        for name, player in self.players.items():
+            s = player.stats
+            players[name] = {
+                "step_ms": s.step.summary(),
+                "control_latency_ms": s.control_latency.summary(),
+                "steps": s.steps, "rollbacks": s.rollbacks,
+                "budget_overruns": s.budget_overruns, "late": s.late, "stalls": s.stalls,
+                "failures": s.failures,
+            }
+        inputs = {name: {"readings": src.stats.readings, "restarts": src.stats.restarts,
+                         "dropped": dict(src.stats.dropped), **src.stats.figures}
+                  for name, (src, _task) in self.inputs.items()}
+        return {
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "ready_s": self.ready_s,
+            "seed": self.seed,
+            "cpu_percent": round(self.meter.cpu_percent(), 1),
+            "rss_mb": round(self.meter.rss_mb(), 1),
+            "output": out,
+            "generators": players,
+            "inputs": inputs,
+            "reloads": self._reloads,
+            "reload_failures": self._reload_failures,
+        }
+
+
+def format_stats(figures: dict[str, Any]) -> str:
+    """One log line of the figures."""
+    parts = []
+    for name, g in figures["generators"].items():
+        step, lat = g["step_ms"], g["control_latency_ms"]
+        parts.append(
+            f"{name} step p50 {step.get('p50', float('nan')):.2f} p99 "
+            f"{step.get('p99', float('nan')):.2f} ms, control latency p50 "
+            f"{lat.get('p50', float('nan')):.1f} p99 {lat.get('p99', float('nan')):.1f} ms "
+            f"(over budget {g['budget_overruns']}/{lat.get('n', 0)}), late {g['late']}, "
+            f"stalls {g['stalls']}")
+    out = figures["output"]
+    if out:
+        parts.append(f"send lateness p50 {out['lateness_p50_ms']:.2f} p99 "
+                     f"{out['lateness_p99_ms']:.2f} max {out['lateness_max_ms']:.2f} ms, "
+                     f"{out['messages']} sent")
+    parts.append(f"cpu {figures['cpu_percent']:.0f}% rss {figures['rss_mb']:.0f} MB")
+    return " | ".join(parts)
+
+
+def build_generator(cfg: Config, name: str, seed: int) -> Any:
+    """The step generator `name`, its model loaded and checked (errors before any note)."""
+    if name == "charrnn":
+        from livegen.generators.charrnn_step import CharRNNStep
+
+        return CharRNNStep.from_config(cfg.generators.charrnn, seed=seed)
+    raise ConfigError(str(cfg.source), [f"engine.generator: {name!r} cannot play yet"])
+
+
+def run_command(args: argparse.Namespace) -> int:
+    cfg = config_module.load(args.config)
+    options = RunOptions(record_trace=args.record, replay=args.replay,
+                         stats_every=args.stats, stats_json=args.stats_json,
+                         duration=args.duration)
+    return asyncio.run(Engine(cfg, options).run())
