@@ -398,11 +398,110 @@ def bench_camera(argv: Sequence[str]) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- charrnn
+
+def _percentiles_ms(seconds: np.ndarray) -> tuple[float, float, float]:
+    ms = np.asarray(seconds) * 1e3
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), float(ms.mean())
+
+
+def _torch_step_latencies(model, steps: int, warmup: int) -> dict[str, np.ndarray]:
+    """Per-step seconds of the same weights under torch eager, one thread: the exported
+    step module, and the training net's nn.LSTM fed one event at a time."""
+    import torch
+
+    from livegen.generators.charrnn import control_vector, sample, uniform
+    from livegen.train.export import net_from_onnx
+    from livegen.train.nets import CharRNNStep, NetShape
+
+    torch.set_num_threads(1)
+    fp32 = model.path.parent / model.manifest["files"]["fp32"]["path"]
+    net = net_from_onnx(fp32, NetShape(**model.manifest["net"]))
+    step = CharRNNStep(net).eval()
+    controls = torch.from_numpy(control_vector(0.5, 0.5, np.zeros(12)))[None]
+    results = {}
+    with torch.inference_mode():
+        for name in ("torch eager, step module", "torch eager, nn.LSTM"):
+            h = torch.zeros(model.layers, 1, model.hidden_size)
+            c = torch.zeros_like(h)
+            token = model.primer_token
+            timings = np.empty(steps)
+            for i in range(warmup + steps):
+                started = time.perf_counter()
+                if name.endswith("module"):
+                    logits, h, c = step(torch.tensor([token]), controls, h, c)
+                    logits = logits[0]
+                else:
+                    out, (h, c) = net(torch.tensor([[token]]), controls[None], (h, c))
+                    logits = out[0, 0]
+                row = logits.numpy()
+                if i >= warmup:
+                    timings[i - warmup] = time.perf_counter() - started
+                token = sample(row, top_p=0.95, uniform=uniform(0, i))
+            results[name] = timings
+    return results
+
+
+def bench_charrnn(argv: Sequence[str]) -> int:
+    """`livegen bench charrnn`: per-step latency of the Char-RNN under ONNX Runtime (each
+    shipped variant) and torch eager, one thread each, side by side."""
+    from livegen import config as config_module
+    from livegen.generators.charrnn import CharRNN, probabilities, step_latencies
+
+    parser = argparse.ArgumentParser(prog="livegen bench charrnn",
+                                     description="Char-RNN per-step latency: ONNX Runtime "
+                                                 "vs torch eager, one thread each.")
+    parser.add_argument("--config", "-c", type=Path, default=None)
+    parser.add_argument("--model", type=Path, help="manifest (default: the config's)")
+    parser.add_argument("--steps", type=int, default=5000, help="timed steps per row")
+    parser.add_argument("--warmup", type=int, default=500, help="untimed steps first")
+    parser.add_argument("--no-torch", action="store_true", help="skip the torch rows")
+    options = parser.parse_args(argv)
+    manifest = options.model or config_module.load(options.config).generators.charrnn.model
+    rows: dict[str, np.ndarray] = {}
+    first = None
+    for variant in sorted(CharRNN(manifest).manifest["files"]):
+        model = CharRNN(manifest, variant=variant, threads=1)
+        first = first or model
+        rows[f"onnxruntime {variant}"] = step_latencies(model, options.steps, options.warmup)
+    logits = np.random.default_rng(0).normal(size=388).astype(np.float32)
+    sampling = np.empty(options.steps)
+    for i in range(options.steps):
+        started = time.perf_counter()
+        probabilities(logits, temperature=1.0, top_p=0.95)
+        sampling[i] = time.perf_counter() - started
+    if not options.no_torch:
+        try:
+            rows.update(_torch_step_latencies(first, options.steps, options.warmup))
+        except ImportError as exc:
+            log.warning("torch rows skipped (%s); install the train extra", exc)
+    print(f"Char-RNN per-step latency, {first.layers} x {first.hidden_size} LSTM, one thread, "
+          f"{options.steps} steps after {options.warmup} warm-up, own samples fed back")
+    print(f"{'runtime':28s} {'p50 ms':>8s} {'p99 ms':>8s} {'mean ms':>8s}")
+    for name, timings in rows.items():
+        p50, p99, mean = _percentiles_ms(timings)
+        print(f"{name:28s} {p50:8.3f} {p99:8.3f} {mean:8.3f}")
+    p50, p99, mean = _percentiles_ms(sampling)
+    print(f"{'(sampling, numpy top-p)':28s} {p50:8.3f} {p99:8.3f} {mean:8.3f}")
+    default = f"onnxruntime {first.manifest['default_variant']}"
+    onnx_p50, onnx_p99, _ = _percentiles_ms(rows[default])
+    torch_rows = [r for r in rows if r.startswith("torch")]
+    print(f"target: ONNX p99 <= 1 ms: {default} p99 {onnx_p99:.3f} ms "
+          f"({'met' if onnx_p99 <= 1.0 else 'NOT met'})")
+    if torch_rows:
+        fastest_torch = min(_percentiles_ms(rows[r])[0] for r in torch_rows)
+        speedup = fastest_torch / onnx_p50
+        print(f"target: >= 5x faster than torch eager (p50): {speedup:.1f}x "
+              f"({'met' if speedup >= 5 else 'NOT met'})")
+    return 0
+
+
 # ---------------------------------------------------------------- the table of benches
 
 BENCHES: dict[str, Callable[[Sequence[str]], int]] = {
     "output": bench_output,
     "camera": bench_camera,
+    "charrnn": bench_charrnn,
 }
 
 

@@ -1,0 +1,116 @@
+"""Training and export: the only package that imports torch (inside the commands, so that
+`livegen.train.data` stays importable by evaluation without torch).
+
+    livegen train charrnn [options]     train (out/charrnn/conditional; --no-controls:
+                                        out/charrnn/ablation), resumable with --resume
+    livegen export charrnn [options]    best checkpoints -> models/charrnn.onnx (+ int8 if
+                                        it qualifies), models/charrnn-ablation.onnx and the
+                                        manifests, after the torch/ONNX parity check
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+from pathlib import Path
+
+from livegen.errors import LivegenError
+
+log = logging.getLogger(__name__)
+
+
+def _need_torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise LivegenError("training needs torch: install the train extra "
+                           "(`pip install -e '.[train]'`, or scripts/setup)") from None
+
+
+def train_command(args: argparse.Namespace) -> int:
+    """`livegen train charrnn [options]`."""
+    _need_torch()
+    import torch
+
+    from livegen.train.charrnn import TrainOptions, train
+
+    defaults = TrainOptions()
+    parser = argparse.ArgumentParser(
+        prog="livegen train charrnn",
+        description="Train the conditional Char-RNN on the music21 corpus (Bach chorales, "
+                    "Essen, O'Neill, Ryan). Stops after --epochs or --minutes, whichever "
+                    "comes first; the best checkpoint by validation NLL is OUT/best.pt.")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="checkpoint folder (default out/charrnn/conditional, or "
+                             "out/charrnn/ablation with --no-controls)")
+    parser.add_argument("--device", default=defaults.device,
+                        help="auto (cuda if torch sees a GPU, else cpu), cpu, cuda, cuda:1")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--minutes", type=float, default=defaults.minutes,
+                        help="wall-clock budget including validation (default %(default)s; "
+                             "0 = none)")
+    parser.add_argument("--hidden", type=int, default=defaults.hidden, help="LSTM width")
+    parser.add_argument("--layers", type=int, default=defaults.layers, help="LSTM layers")
+    parser.add_argument("--embedding", type=int, default=defaults.embedding)
+    parser.add_argument("--dropout", type=float, default=defaults.dropout)
+    parser.add_argument("--window", type=int, default=defaults.window,
+                        help="events per training window")
+    parser.add_argument("--batch", type=int, default=defaults.batch, help="windows per batch")
+    parser.add_argument("--lr", type=float, default=defaults.lr, help="peak Adam step size")
+    parser.add_argument("--clip", type=float, default=defaults.clip, help="gradient norm clip")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--no-controls", action="store_true",
+                        help="the ablation: the same net trained with all-zero controls")
+    parser.add_argument("--resume", action="store_true", help="continue OUT/last.pt")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes for the first corpus parse (default: all cores)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice)")
+    options = parser.parse_args(args.rest)
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    out = options.out or Path("out/charrnn") / ("ablation" if options.no_controls
+                                                else "conditional")
+    train_options = TrainOptions(
+        out=out, device=options.device, epochs=options.epochs,
+        minutes=options.minutes or None, hidden=options.hidden, layers=options.layers,
+        embedding=options.embedding, dropout=options.dropout, window=options.window,
+        batch=options.batch, lr=options.lr, clip=options.clip, seed=options.seed,
+        no_controls=options.no_controls, workers=options.workers, resume=options.resume,
+        command=shlex.join(["livegen", "train", "charrnn", *args.rest]))
+    try:
+        best = train(train_options)
+    except ValueError as exc:
+        raise LivegenError(str(exc)) from None
+    print(f"best checkpoint: {best}")
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    """`livegen export charrnn [options]`."""
+    _need_torch()
+    from livegen.train.ship import ship
+
+    parser = argparse.ArgumentParser(
+        prog="livegen export charrnn",
+        description="Export the best checkpoints to ONNX with manifests; checks torch/ONNX "
+                    "parity, quantizes to int8 and ships that too if it qualifies.")
+    parser.add_argument("--checkpoint", type=Path,
+                        default=Path("out/charrnn/conditional/best.pt"))
+    parser.add_argument("--ablation", default="out/charrnn/ablation/best.pt",
+                        help="the zeroed-controls checkpoint ('' to skip)")
+    parser.add_argument("--models", type=Path, default=Path("models"),
+                        help="folder to write NAME.onnx and NAME.json to")
+    parser.add_argument("--name", default="charrnn")
+    parser.add_argument("--int8", choices=["auto", "yes", "no"], default="auto",
+                        help="auto: ship int8 only if its held-out NLL is within 1%% of fp32 "
+                             "and it is faster")
+    options = parser.parse_args(args.rest)
+    ablation = Path(options.ablation) if options.ablation else None
+    for path in (options.checkpoint, ablation):
+        if path is not None and not path.is_file():
+            raise LivegenError(f"{path}: no such checkpoint; train first "
+                               "(`livegen train charrnn`, README: The Char-RNN)")
+    ship(options.checkpoint, ablation, options.models, options.name, options.int8)
+    return 0
