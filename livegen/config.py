@@ -207,9 +207,10 @@ class ReplayInputConfig(InputConfig):
 
 @dataclass(frozen=True, slots=True)
 class MidiInputConfig(InputConfig):
-    port: str = setting("", doc="existing input port to listen to (name substring)")
-    virtual: bool = setting(False, doc="open a virtual input port (client 'livegen-in') "
-                                       "instead, for a controller or DAW to connect to")
+    port: str = setting("", doc="existing input port to listen to (name substring); with "
+                                "virtual = true, the name of livegen's own input client")
+    virtual: bool = setting(False, doc="open a virtual input port (NAME:in, NAME = port or "
+                                       "'livegen-in') for a controller or DAW to connect to")
     api: Literal["auto", "jack", "alsa", "coremidi"] = setting("auto")
     channel: int = setting(0, lo=0, hi=16, doc="listen to this channel only (0 = all)")
     # A knob sends only when moved and keeps its place: its controls hold for an hour.

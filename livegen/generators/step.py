@@ -114,8 +114,7 @@ class StepPlayer:
         self.clock = clock
         self.stats = PlayerStats.empty()
         self._controls = controls
-        self._pending: Controls | None = None
-        self._lock = threading.Lock()
+        self._pending: deque[Controls] = deque()
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -130,9 +129,9 @@ class StepPlayer:
         self._thread.start()
 
     def set_controls(self, controls: Controls) -> None:
-        """Hand new controls to the inference thread (the latest one wins)."""
-        with self._lock:
-            self._pending = controls
+        """Hand new controls to the inference thread. Every change is judged in order, so
+        the music does not depend on how often the inference thread happens to wake."""
+        self._pending.append(controls)  # deque.append is atomic: no lock needed
         self._wake.set()
 
     def stop(self, timeout: float = 2.0) -> None:
@@ -169,85 +168,21 @@ class StepPlayer:
         self.release(self.tag)
 
     def _plan(self, origin: float) -> None:
-        gen = self.generator
-        state = gen.initial()
-        index = 0
-        controls = self._controls
-        basis = controls  # the controls the plan was last (re)generated under
-        checkpoints: deque[Checkpoint] = deque([Checkpoint(0, origin + state.time, origin,
-                                                           state)])
-        latency_from: float | None = None  # Reading.t of a change not yet heard
+        plan = _Plan(self, origin)
         while not self._stopping.is_set():
             now = self.clock()
             self.alive_at = now
-            with self._lock:
-                pending, self._pending = self._pending, None
-            if pending is not None:
-                # Against the basis, not the last controls: a slow drift accumulates until
-                # it matters, then rolls back once.
-                if gen.changed(basis, pending, self.rollback_threshold):
-                    basis = pending
-                    cut = max(pending.t + self.commit_s, now + MIN_LEAD_S)
-                    restored = self._roll_back(checkpoints, cut)
-                    if restored is not None:
-                        index, origin, state = restored.index, restored.origin, restored.state
-                        if origin + state.time < cut:
-                            state = gen.wait_until(state, cut - origin, pending, index)
-                            index += 1
-                            checkpoints.append(Checkpoint(index, origin + state.time, origin,
-                                                          state))
-                    latency_from = pending.t
-                controls = self._controls = pending
-
-            planned_until = origin + state.time
+            while self._pending:
+                plan.change(self._pending.popleft(), now)
+            planned_until = plan.until
             if planned_until >= now + self.lookahead_s:
                 self._wake.wait(planned_until - now - self.lookahead_s + 0.001)
                 self._wake.clear()
                 continue
             if planned_until < now + MIN_LEAD_S:
-                behind = now + MIN_LEAD_S - planned_until
-                if behind > STALL_S:
-                    self.stats.stalls += 1
-                    log.warning("%s fell %.0f ms behind: its notes are ended and it starts "
-                                "again", self.tag, behind * 1e3)
-                    self._restart_cleanly()
-                    state, index = gen.initial(), 0
-                    origin = now + MIN_LEAD_S
-                else:
-                    self.stats.late += 1
-                    origin += behind  # play on from now: a short pause, no pile-up
-                checkpoints.clear()
-                checkpoints.append(Checkpoint(index, origin + state.time, origin, state))
-
-            started = time.perf_counter()
-            state, events = gen.step(state, controls, index)
-            self.stats.step.record(time.perf_counter() - started)
-            self.stats.steps += 1
-            index += 1
-            if events:
-                self.timeline.add_many(
-                    [(origin + e.time, self._message(e, controls)) for e in events], self.tag)
-            if latency_from is not None:
-                # The first step under the new controls is in the plan (a note, or the
-                # decision to rest): the change has been answered.
-                self._record_latency(self.clock() - latency_from)
-                latency_from = None
-            checkpoints.append(Checkpoint(index, origin + state.time, origin, state))
-            while len(checkpoints) > 1 and checkpoints[1].at < now - KEEP_BEHIND_S:
-                checkpoints.popleft()
-
-    def _roll_back(self, checkpoints: deque[Checkpoint], cut: float) -> Checkpoint | None:
-        """Drop the plan after `cut`; the checkpoint to regenerate from, or None when
-        nothing was planned after `cut`."""
-        if checkpoints[-1].at <= cut or checkpoints[0].at > cut:
-            # Nothing planned after the cut, or (just after a restart) no state saved
-            # before it: the new controls take over from the next step.
-            return None
-        while len(checkpoints) > 1 and checkpoints[-1].at > cut:
-            checkpoints.pop()
-        self.timeline.drop_after(cut, self.tag)
-        self.stats.rollbacks += 1
-        return checkpoints[-1]
+                plan.fell_behind(now + MIN_LEAD_S - planned_until, now)
+            plan.step()
+            plan.forget_before(now - KEEP_BEHIND_S)
 
     def _record_latency(self, latency: float) -> None:
         self.stats.control_latency.record(latency)
@@ -259,3 +194,112 @@ class StepPlayer:
             return (NOTE_OFF | self.channel, event.pitch, 0)
         velocity = round(event.velocity * controls.velocity_scale)
         return (NOTE_ON | self.channel, event.pitch, min(127, max(1, velocity)))
+
+
+class _Plan:
+    """The inference thread's plan: the generator's state, where it stands in time, and
+    the state saved after every step (for rollback)."""
+
+    def __init__(self, player: StepPlayer, origin: float) -> None:
+        self.player = player
+        self.gen = player.generator
+        self.origin = origin          # monotonic time of the generator's time zero
+        self.state = self.gen.initial()
+        self.index = 0                # steps taken: seeds the step's randomness
+        self.controls = player._controls
+        self.basis = self.controls    # the controls the plan was last regenerated under
+        self.checkpoints: deque[Checkpoint] = deque()
+        self.latency_from: float | None = None  # Reading.t of a change not yet answered
+        self._save()
+
+    @property
+    def until(self) -> float:
+        return self.origin + self.state.time
+
+    def _save(self) -> None:
+        self.checkpoints.append(Checkpoint(self.index, self.until, self.origin, self.state))
+
+    def step(self, controls: Controls | None = None) -> None:
+        player = self.player
+        controls = controls or self.controls
+        started = time.perf_counter()
+        self.state, events = self.gen.step(self.state, controls, self.index)
+        player.stats.step.record(time.perf_counter() - started)
+        player.stats.steps += 1
+        self.index += 1
+        if events:
+            player.timeline.add_many(
+                [(self.origin + e.time, player._message(e, controls)) for e in events],
+                player.tag)
+        if self.latency_from is not None:
+            # The first step under the new controls is in the plan (a note, or the
+            # decision to rest): the change has been answered.
+            player._record_latency(player.clock() - self.latency_from)
+            self.latency_from = None
+        self._save()
+
+    def change(self, new: Controls, now: float) -> None:
+        """Apply new controls: regenerate after now + commit if the change matters.
+
+        Judged against the basis, not the last controls: a slow drift accumulates until it
+        matters, then rolls back once.
+        """
+        player = self.player
+        if self.gen.changed(self.basis, new, player.rollback_threshold):
+            cut = max(new.t + player.commit_s, now + MIN_LEAD_S)
+            first = self.checkpoints[0]
+            if first.index == 0 and cut <= first.at:
+                # The music has not started yet: start it under the new controls.
+                player.timeline.drop_tag(player.tag)
+                self.state, self.index = first.state, 0
+                self.checkpoints.clear()
+                self._save()
+            # Plan up to the cut under the controls in force, as a plan that had kept up
+            # would have: the music then depends on the changes, not on when this thread
+            # woke to see them.
+            while self.until <= cut < now + player.lookahead_s:
+                self.step()
+            if self._roll_back(cut) and self.until < cut:
+                self.state = self.gen.wait_until(self.state, cut - self.origin, new,
+                                                 self.index)
+                self.index += 1
+                self._save()
+            self.basis = new
+            self.latency_from = new.t
+        self.controls = player._controls = new
+
+    def _roll_back(self, cut: float) -> bool:
+        """Drop the plan after `cut` and return to the state saved there; False when
+        nothing was planned after `cut`."""
+        checkpoints = self.checkpoints
+        if checkpoints[-1].at <= cut or checkpoints[0].at > cut:
+            # Nothing planned after the cut, or (just after a restart) no state saved
+            # before it: the new controls take over from the next step.
+            return False
+        while len(checkpoints) > 1 and checkpoints[-1].at > cut:
+            checkpoints.pop()
+        self.player.timeline.drop_after(cut, self.player.tag)
+        self.player.stats.rollbacks += 1
+        restored = checkpoints[-1]
+        self.index, self.origin, self.state = restored.index, restored.origin, restored.state
+        return True
+
+    def fell_behind(self, behind: float, now: float) -> None:
+        player = self.player
+        if behind > STALL_S:
+            player.stats.stalls += 1
+            log.warning("%s fell %.0f ms behind: its notes are ended and it starts again",
+                        player.tag, behind * 1e3)
+            player._restart_cleanly()
+            self.state, self.index = self.gen.initial(), 0
+            self.origin = now + MIN_LEAD_S
+        else:
+            player.stats.late += 1
+            self.origin += behind  # play on from now: a short pause, no pile-up
+        self.checkpoints.clear()
+        self._save()
+
+    def forget_before(self, t: float) -> None:
+        checkpoints = self.checkpoints
+        while len(checkpoints) > 1 and checkpoints[1].at < t:
+            checkpoints.popleft()

@@ -59,11 +59,11 @@ def values_of(message: mido.Message) -> dict[str, float] | None:
     return None
 
 
-def open_midi_in(cfg: MidiInputConfig,
-                 client_name: str = "livegen-in") -> tuple[Any, str, str | None]:
-    """Open the configured input: a virtual port, or the first port matching cfg.port.
-    Returns the rtmidi client, a description, and the name of the port it connected to
-    (None for a virtual port)."""
+def open_midi_in(cfg: MidiInputConfig) -> tuple[Any, str, str | None]:
+    """Open the configured input: a virtual port (client cfg.port, default 'livegen-in'),
+    or the first existing port whose name contains cfg.port. Returns the rtmidi client, a
+    description, and the name of the port it connected to (None for a virtual port)."""
+    client_name = (cfg.port or "livegen-in") if cfg.virtual else "livegen-in"
     midi_in, api = midi_client(cfg.api, client_name, kind=rtmidi.MidiIn)
     # Receive sysex and timing too: sysex to count it, timing for the clock.
     midi_in.ignore_types(sysex=False, timing=False, active_sense=True)
