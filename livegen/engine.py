@@ -25,7 +25,7 @@ from typing import Any
 
 from livegen import config as config_module
 from livegen import inputs as inputs_module
-from livegen.clock import Clock
+from livegen.clock import CLOCK_START, CLOCK_STOP, CLOCK_TICK, Clock
 from livegen.config import Config, ConfigError, ReplayInputConfig
 from livegen.control import Controls, Mapper
 from livegen.generators.step import StepPlayer
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.05          # the loop's housekeeping period: staleness, watchdog, duration
 START_LEAD_S = 0.15    # the music starts this long after the engine is ready
+CLOCK_TAG = "clock"    # timeline tag of outgoing MIDI clock
 
 
 @dataclass
@@ -70,6 +71,8 @@ class Engine:
         self.meter = ProcessMeter()
         self.mapper = Mapper(cfg)
         self.clock = Clock(cfg.clock.bpm, cfg.clock.beats_per_bar, time.monotonic())
+        self.clock_follower: ClockFollower | None = None
+        self.clock_sent_until: float | None = None  # MIDI clock pulses are planned to here
         self.output: Output | None = None
         self.players: dict[str, StepPlayer] = {}
         self.inputs: dict[str, tuple[Input, asyncio.Task[None]]] = {}
@@ -145,6 +148,12 @@ class Engine:
         self.output.start()
         for player in self.players.values():
             player.start(self.origin)
+        self.clock = Clock(cfg.clock.bpm, cfg.clock.beats_per_bar, self.origin)
+        if cfg.clock.source == "midi":
+            self.clock_follower = ClockFollower(cfg, self.clock, asyncio.get_running_loop())
+        if cfg.clock.send:
+            self.timeline.add(self.origin, (CLOCK_START,), CLOCK_TAG)
+            self.clock_sent_until = self.origin
         if self.options.record_trace is not None:
             self.trace = TraceWriter(self.options.record_trace, self.origin, cfg.inputs)
         for name, input_cfg in cfg.inputs.items():
@@ -173,6 +182,8 @@ class Engine:
             self._apply(controls)
 
     def _apply(self, controls: Controls) -> None:
+        if controls.tempo != self.clock.bpm and not self.clock.following:
+            self.clock.set_tempo(controls.tempo, max(controls.t, self.clock_sent_until or 0))
         player = self.players.get(controls.generator)
         if player is not None:
             player.set_controls(controls)
@@ -191,6 +202,8 @@ class Engine:
             controls = self.mapper.tick(now)
             if controls is not None:
                 self._apply(controls)
+            if self.clock_sent_until is not None:
+                self._send_clock(now)
             for hook in self.options.on_tick:
                 hook(now)
             if watchdog is not None and now >= next_watchdog and self.healthy():
@@ -202,12 +215,24 @@ class Engine:
             if end is not None and now >= end:
                 self.stop(f"{self.options.duration:g} s played")
 
+    def _send_clock(self, now: float) -> None:
+        """Plan MIDI clock pulses (24 per beat) as far ahead as the music is planned."""
+        until = now + self.cfg.engine.lookahead_ms / 1e3
+        pulses = self.clock.pulses_between(self.clock_sent_until, until)
+        self.timeline.add_many([(t, (CLOCK_TICK,)) for t in pulses], CLOCK_TAG)
+        self.clock_sent_until = until
+
     def healthy(self) -> bool:
         """The loop is turning (we are in it) and the output thread and players live."""
         return (self.output is not None and self.output.alive
                 and all(p.running for p in self.players.values()))
 
     async def _shutdown(self) -> None:
+        if self.clock_follower is not None:
+            self.clock_follower.close()
+        if self.clock_sent_until is not None:
+            self.timeline.drop_tag(CLOCK_TAG)
+            self.timeline.add(time.monotonic(), (CLOCK_STOP,), CLOCK_TAG)
         for _source, task in self.inputs.values():
             task.cancel()
         for _source, task in self.inputs.values():
@@ -307,6 +332,30 @@ class Engine:
             "reloads": self._reloads,
             "reload_failures": self._reload_failures,
         }
+
+
+class ClockFollower:
+    """Listens to clock.follow_port and hands MIDI clock and transport to the Clock on the
+    event loop (rtmidi calls back from its own thread)."""
+
+    def __init__(self, cfg: Config, clock: Clock, loop: asyncio.AbstractEventLoop) -> None:
+        from livegen.config import MidiInputConfig
+        from livegen.inputs.midi_in import REALTIME, open_midi_in
+
+        port_cfg = MidiInputConfig(type="midi", port=cfg.clock.follow_port, api=cfg.output.api)
+        self.midi_in, description, _ = open_midi_in(port_cfg)
+
+        def callback(event: tuple[list[int], float], _data: object = None) -> None:
+            status = event[0][0] if event[0] else 0
+            if status in REALTIME:
+                loop.call_soon_threadsafe(clock.on_midi, status, time.monotonic())
+
+        self.midi_in.set_callback(callback)
+        log.info("clock: following MIDI clock from %s", description)
+
+    def close(self) -> None:
+        self.midi_in.cancel_callback()
+        self.midi_in.close_port()
 
 
 def format_stats(figures: dict[str, Any]) -> str:

@@ -324,6 +324,8 @@ class MidiFileRecorder:
         t0 = recorded[0][0] if recorded else 0.0
         last_tick, skipped = 0, self._too_long
         for t, message in recorded:
+            if message[0] >= 0xF1:
+                continue  # clock and other system messages have no place in a MIDI file
             try:
                 midi_message = mido.Message.from_bytes(list(message))
             except ValueError:
@@ -345,8 +347,7 @@ class MidiFileRecorder:
                       exc.strerror or exc, fallback)
             self._save(midi, fallback)
             self.path = fallback
-        log.info("recorder: wrote %d messages to %s", len(recorded) + self._too_long - skipped,
-                 self.path)
+        log.info("recorder: wrote %d messages to %s", len(track) - 2, self.path)
 
     @staticmethod
     def _save(midi: Any, path: Path) -> None:

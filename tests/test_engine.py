@@ -4,6 +4,7 @@ determinism, sd_notify, and the demo."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -308,3 +309,46 @@ def test_demo_plays_records_and_draws_without_importing_torch(tmp_path: Path) ->
     assert "no torch" in done.stdout
     assert (tmp_path / "demo.png").stat().st_size > 10_000
     assert read_midi(tmp_path / "demo.mid"), "the demo recorded no notes"
+
+
+@pytest.mark.jack
+def test_follows_incoming_midi_clock_and_sends_it_on(
+        tmp_path: Path, jack_receiver: JackReceiver, daemons: list[Daemon]) -> None:
+    import rtmidi
+
+    trace = write_trace(tmp_path / "t.jsonl", [(0.0, {"y": 0.5, "x": 0.5})])
+    port, master = unique_name("livegen-e2e"), unique_name("livegen-master")
+    sender = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name=master)
+    sender.open_virtual_port("out")
+    try:
+        config = write_config(tmp_path / "c.toml", trace, port=port, extra=f"""
+[clock]
+bpm = 120
+source = "midi"
+follow_port = "{master}"
+send = true
+""")
+        daemon = Daemon(config)
+        daemons.append(daemon)
+        jack_receiver.connect(f"{port}:out")
+        daemon.wait_for_log("following MIDI clock")
+        pulse = 60.0 / 90.0 / 24  # the master plays at 90 bpm
+        sender.send_message([0xFA])
+        next_pulse = time.monotonic()
+        for _ in range(24 * 6):  # six beats
+            next_pulse += pulse
+            time.sleep(max(0.0, next_pulse - time.monotonic()))
+            sender.send_message([0xF8])
+        assert daemon.stop() == 0, daemon.text()
+    finally:
+        sender.close_port()
+        del sender
+    jack_receiver.settle()
+    clock = [(t, m[0]) for t, m in jack_receiver.arrivals if m[0] >= 0xF8]
+    assert clock[0][1] == 0xFA and clock[-1][1] == 0xFC
+    ticks = [t for t, status in clock if status == 0xF8]
+    # The last two beats, once the tempo estimate has settled on the master's.
+    tail = [b - a for a, b in itertools.pairwise(ticks)][-48:-4]
+    assert len(tail) > 30
+    mean = sum(tail) / len(tail)
+    assert abs(mean - pulse) < 0.1 * pulse, (mean, pulse)
