@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -496,12 +497,141 @@ def bench_charrnn(argv: Sequence[str]) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- bench engine
+
+def engine_trace(path: Path, seconds: float, change_every: float, seed: int = 3) -> None:
+    """A replay trace of a hand that jumps to a new height and side every `change_every`
+    seconds (each jump changes the pitch or density bin: a rollback), 30 readings/s."""
+    rng = np.random.default_rng(seed)
+    lines = [json.dumps({"livegen_trace": 1, "created": "bench", "inputs": ["hand"]})]
+    y, x = 0.5, 0.5
+    for k in range(int(seconds * 30)):
+        t = k / 30
+        if k % max(1, round(change_every * 30)) == 0:
+            y, x = float(rng.uniform(0.05, 0.95)), float(rng.uniform(0.3, 0.95))
+        lines.append(json.dumps({"t": round(t, 4), "source": "hand",
+                                 "values": {"y": y, "x": x}}))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def bench_engine(argv: Sequence[str]) -> int:
+    """`livegen bench engine`: `livegen run` with the Char-RNN playing into a real JACK
+    port, a listener connected, steered by a replayed hand that jumps every half second:
+    control latency, generator step, send lateness, the daemon's CPU and memory, and the
+    time from start to READY (sd_notify on a real socket)."""
+    import socket
+
+    from livegen import config
+
+    parser = argparse.ArgumentParser(prog="livegen bench engine",
+                                     description=bench_engine.__doc__)
+    parser.add_argument("--config", "-c", type=Path, default=None, metavar="PATH",
+                        help="takes the model and engine settings from here")
+    parser.add_argument("--seconds", type=float, default=30.0, help="length (default 30)")
+    parser.add_argument("--change-every", type=float, default=0.5, metavar="S",
+                        help="seconds between hand jumps (default 0.5)")
+    args = parser.parse_args(argv)
+    cfg = config.load(args.config)
+    name = f"livegen-bench-engine-{os.getpid()}"
+    with tempfile.TemporaryDirectory() as tmp, jack_server():
+        folder = Path(tmp)
+        engine_trace(folder / "trace.jsonl", args.seconds + 5, args.change_every)
+        e = cfg.engine
+        (folder / "config.toml").write_text(f"""
+[engine]
+seed = 1
+lookahead_ms = {e.lookahead_ms}
+commit_ms = {e.commit_ms}
+latency_budget_ms = {e.latency_budget_ms}
+switch_interval_ms = {e.switch_interval_ms}
+
+[output]
+api = "jack"
+port = "{name}"
+require_port = true
+
+[generators.charrnn]
+model = "{cfg.generators.charrnn.model}"
+variant = "{cfg.generators.charrnn.variant}"
+
+[inputs.hand]
+type = "replay"
+path = "{folder / 'trace.jsonl'}"
+
+[[map]]
+source = "hand.y"
+target = "pitch"
+
+[[map]]
+source = "hand.x"
+target = "density"
+""")
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(str(folder / "notify"))
+        notify.settimeout(60)
+        receiver = Receiver(f"{name}-rx")
+        started = time.monotonic()
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "livegen.cli", "-q", "run", "--config",
+             str(folder / "config.toml"), "--duration", str(args.seconds),
+             "--stats-json", str(folder / "stats.json")],
+            env={**os.environ, "NOTIFY_SOCKET": str(folder / "notify")})
+        try:
+            while not notify.recv(4096).startswith(b"READY=1"):
+                pass
+            spawn_to_ready = time.monotonic() - started
+            receiver.connect(f"{name}:out")
+            daemon.wait(args.seconds + 60)
+        finally:
+            notify.close()
+            if daemon.poll() is None:
+                daemon.kill()
+        received = receiver.arrivals()
+        figures = json.loads((folder / "stats.json").read_text())
+    _print_engine_table(args, cfg, figures, spawn_to_ready, received)
+    return 0
+
+
+def _print_engine_table(args: argparse.Namespace, cfg: Any, figures: dict[str, Any],
+                        spawn_to_ready: float, received: list) -> None:
+    player = figures["generators"]["charrnn"]
+    latency, step = player["control_latency_ms"], player["step_ms"]
+    out = figures["output"]
+    budget = cfg.engine.latency_budget_ms
+    notes = sum(1 for _, m in received if m[0] & 0xF0 == 0x90 and m[2] > 0)
+
+    def row(what: str, p50: float, p99: float, worst: float, target: str) -> None:
+        print(f"{what:<28}{p50:9.3f} {p99:9.3f} {worst:9.3f}   {target}")
+
+    print(f"livegen bench engine: {args.seconds:g} s of the Char-RNN "
+          f"({cfg.generators.charrnn.variant}) through JACK, the hand jumping every "
+          f"{args.change_every:g} s; lookahead {cfg.engine.lookahead_ms:g} ms, commit "
+          f"{cfg.engine.commit_ms:g} ms; {notes} note-ons received by a second client")
+    print()
+    print(f"{'':<28}{'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}   target")
+    row(f"control latency (n={latency.get('n', 0)})", latency.get("p50", np.nan),
+        latency.get("p99", np.nan), latency.get("max", np.nan), f"p99 <= {budget:g} ms")
+    row(f"generator step (n={step.get('n', 0)})", step.get("p50", np.nan),
+        step.get("p99", np.nan), step.get("max", np.nan), "")
+    row(f"send lateness (n={out['messages']})", out["lateness_p50_ms"],
+        out["lateness_p99_ms"], out["lateness_max_ms"], "p99 <= 1 ms")
+    print()
+    print(f"over the latency budget: {player['budget_overruns']} of {latency.get('n', 0)}; "
+          f"rollbacks {player['rollbacks']}; plan ran dry {player['late']}; "
+          f"stalls {player['stalls']}")
+    print(f"daemon CPU {figures['cpu_percent']:.1f}% of one core; RSS {figures['rss_mb']:.0f} "
+          f"MB (peak {figures['peak_rss_mb']:.0f} MB; target <= 300 MB)")
+    print(f"start to READY: {spawn_to_ready:.2f} s from spawning the process "
+          f"({figures['ready_s']:.2f} s inside it; target <= 2 s)")
+
+
 # ---------------------------------------------------------------- the table of benches
 
 BENCHES: dict[str, Callable[[Sequence[str]], int]] = {
     "output": bench_output,
     "camera": bench_camera,
     "charrnn": bench_charrnn,
+    "engine": bench_engine,
 }
 
 

@@ -326,6 +326,7 @@ class Engine:
             "seed": self.seed,
             "cpu_percent": round(self.meter.cpu_percent(), 1),
             "rss_mb": round(self.meter.rss_mb(), 1),
+            "peak_rss_mb": round(self.meter.peak_rss_mb(), 1),
             "output": out,
             "generators": players,
             "inputs": inputs,

@@ -65,6 +65,11 @@ class ProcessMeter:
         return 100.0 * (cpu - last_cpu) / max(wall - last_wall, 1e-9)
 
     @staticmethod
+    def peak_rss_mb() -> float:
+        """The most resident memory the process has used, in MB (Linux counts KiB)."""
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+
+    @staticmethod
     def rss_mb() -> float:
         """Resident set size now, in MB (from /proc; peak RSS where /proc is missing)."""
         try:
@@ -72,4 +77,4 @@ class ProcessMeter:
                 pages = int(statm.read().split()[1])
             return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
         except OSError:
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+            return ProcessMeter.peak_rss_mb()
