@@ -48,8 +48,8 @@ def train_command(args: argparse.Namespace) -> int:
                         help="auto (cuda if torch sees a GPU, else cpu), cpu, cuda, cuda:1")
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--minutes", type=float, default=defaults.minutes,
-                        help="wall-clock budget including validation (default %(default)s; "
-                             "0 = none)")
+                        help="wall-clock budget of the whole command: a first corpus parse, "
+                             "training and validation (default %(default)s; 0 = none)")
     parser.add_argument("--hidden", type=int, default=defaults.hidden, help="LSTM width")
     parser.add_argument("--layers", type=int, default=defaults.layers, help="LSTM layers")
     parser.add_argument("--embedding", type=int, default=defaults.embedding)
