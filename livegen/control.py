@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from livegen.config import NOISE_SIZE, TARGETS, Config, MapRule, OneEuroConfig, parse_target
@@ -231,10 +231,3 @@ def neutral_controls(config: Config) -> Controls:
         tempo=config.clock.bpm,
         generator=generator,
     )
-
-
-def describe(controls: Controls) -> Mapping[str, float]:
-    """A flat view of a snapshot for logs, traces and plots."""
-    return {"pitch": controls.pitch, "density": controls.density, "key": controls.key,
-            "temperature": controls.temperature, "top_p": controls.top_p,
-            "velocity": controls.velocity, "tempo": controls.tempo}

@@ -70,7 +70,7 @@ class Engine:
         self.notifier = Notifier()
         self.meter = ProcessMeter()
         self.mapper = Mapper(cfg)
-        self.clock = Clock(cfg.clock.bpm, cfg.clock.beats_per_bar, time.monotonic())
+        self.clock = Clock(cfg.clock.bpm, cfg.clock.beats_per_bar)  # anchored at the start
         self.clock_follower: ClockFollower | None = None
         self.clock_sent_until: float | None = None  # MIDI clock pulses are planned to here
         self.output: Output | None = None

@@ -625,7 +625,8 @@ class Output:
             messages=self._sent, lateness_p50_ms=p50, lateness_p99_ms=p99,
             lateness_max_ms=worst, notes_sounding=len(self._sounding),
             notes_released=self._notes_released, sink_failures=self._sink_failures,
-            sinks_down=sum(1 for s in self._slots if s.sink is None), realtime=self._realtime)
+            sinks_down=0 if self._closed else sum(1 for s in self._slots if s.sink is None),
+            realtime=self._realtime)
 
     def lateness(self) -> np.ndarray:
         """Send lateness in seconds of the last messages sent (up to 65536), oldest first."""
