@@ -179,7 +179,7 @@ def test_sighup_applies_a_valid_config_and_keeps_the_running_one_for_an_invalid_
     reloaded_at = time.monotonic()
     daemon.send(signal.SIGHUP)
     daemon.wait_for_log("reload: ")
-    time.sleep(2.5)
+    time.sleep(4.0)
     config.write_text(config.read_text().replace('target = "density"', 'target = "densty"'))
     daemon.send(signal.SIGHUP)
     daemon.wait_for_log("keeping the running config")
@@ -191,7 +191,8 @@ def test_sighup_applies_a_valid_config_and_keeps_the_running_one_for_an_invalid_
     assert "applied" in log and "did you mean 'density'?" in log
     arrivals = jack_receiver.arrivals
     low = note_ons(arrivals, reloaded_at - 2.0, reloaded_at)
-    high = note_ons(arrivals, reloaded_at + 1.0, reloaded_at + 2.5)
+    # The Char-RNN moves to a new register within a second or two.
+    high = note_ons(arrivals, reloaded_at + 2.0, reloaded_at + 4.0)
     assert low and high, (low, high)
     # Same port, new mapping: the music moved up.
     assert sum(high) / len(high) >= sum(low) / len(low) + 8, (low, high)
