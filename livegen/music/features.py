@@ -107,11 +107,19 @@ def controls_to_vector(
     normalised (all zeros -> uniform)."""
     if math.isnan(pitch) or math.isnan(density):
         raise ValueError(f"controls pitch={pitch}, density={density} must not be NaN")
-    return control_vector(
-        math.floor(min(max(pitch, 0.0), 1.0) * (PITCH_BINS - 1) + 0.5),
-        math.floor(min(max(density, 0.0), 1.0) * (DENSITY_BINS - 1) + 0.5),
-        key_histogram,
-    )
+    return control_vector(control_bin(pitch, PITCH_BINS), control_bin(density, DENSITY_BINS),
+                          key_histogram)
+
+
+def control_bin(value: float, bins: int) -> int:
+    """The bin a normalised control (0..1, clamped) selects: round(value * (bins - 1)),
+    halves up."""
+    return math.floor(min(max(value, 0.0), 1.0) * (bins - 1) + 0.5)
+
+
+def pitch_bin_centre(pitch_bin: int) -> float:
+    """The MIDI pitch at the middle of a pitch bin."""
+    return PITCH_LOW + (pitch_bin + 0.5) * PITCH_BIN_WIDTH
 
 
 def _window_steps(window_s: float) -> int:
