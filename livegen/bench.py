@@ -489,10 +489,12 @@ def bench_charrnn(argv: Sequence[str]) -> int:
     torch_rows = [r for r in rows if r.startswith("torch")]
     print(f"target: ONNX p99 <= 1 ms: {default} p99 {onnx_p99:.3f} ms "
           f"({'met' if onnx_p99 <= 1.0 else 'NOT met'})")
-    if torch_rows:
-        fastest_torch = min(_percentiles_ms(rows[r])[0] for r in torch_rows)
-        speedup = fastest_torch / onnx_p50
-        print(f"target: >= 5x faster than torch eager (p50): {speedup:.1f}x "
+    # Both torch forms are shown: the training net stepped one event at a time (how torch
+    # would run this model as trained), and the fused step module (the same Gemms as the
+    # ONNX graph), against which only framework overhead and kernels differ.
+    for name in torch_rows:
+        speedup = _percentiles_ms(rows[name])[0] / onnx_p50
+        print(f"target: >= 5x faster than {name} (p50): {speedup:.1f}x "
               f"({'met' if speedup >= 5 else 'NOT met'})")
     return 0
 
