@@ -363,10 +363,10 @@ def evaluate(model_path: Path, *, ablation_path: Path | None, seconds: float = 3
     from livegen.train import data
 
     started = time.monotonic()
+    model = CharRNN(model_path, threads=threads)  # a bad model fails before the corpus loads
     corpus = data.load_corpus()
     train = [p.tokens for p in corpus.train]
     test = [p.tokens for p in corpus.test]
-    model = CharRNN(model_path, threads=threads)
     report: dict[str, Any] = {"model": str(model_path), "variant": model.variant,
                               "test": {"pieces": len(test),
                                        "events": int(sum(len(t) - 1 for t in test))}}

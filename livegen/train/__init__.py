@@ -68,6 +68,9 @@ def train_command(args: argparse.Namespace) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice)")
     options = parser.parse_args(args.rest)
+    if options.device.startswith("cuda") and not torch.cuda.is_available():
+        raise LivegenError(f"--device {options.device}: torch {torch.__version__} sees no GPU "
+                           "here; use --device cpu (or auto)")
     if options.threads:
         torch.set_num_threads(options.threads)
     out = options.out or Path("out/charrnn") / ("ablation" if options.no_controls
