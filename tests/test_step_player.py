@@ -176,7 +176,7 @@ def test_a_plan_that_runs_dry_is_counted(stall_s: float) -> None:
     try:
         wait_for(lambda: player.stats.late + player.stats.stalls >= 1)
         if stall_s > 0.25:
-            wait_for(lambda: player.stats.stalls == 1)
-            assert released.tags == ["arp"]
+            wait_for(lambda: player.stats.stalls >= 1)
+            assert set(released.tags) == {"arp"}
     finally:
         player.stop()
