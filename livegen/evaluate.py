@@ -354,6 +354,44 @@ def generate_minutes(model: CharRNN, test: Sequence[np.ndarray], minutes: float,
                     temperature=temperature, top_p=top_p)
 
 
+# ---------------------------------------------------------------- a register change, live
+
+REGISTER_WINDOWS = ((0.0, 0.5), (0.5, 1.0), (1.0, 2.0), (2.0, 4.0))
+
+
+def register_change(model: CharRNN, *, seeds: int = 8, settle_s: float = 10.0,
+                    low: float = 0.1, high: float = 0.9) -> dict[str, Any]:
+    """How fast the music follows a jump of the pitch control, as the engine plays it (the
+    step generator, one step at a time), with and without steering: the mean pitch of the
+    note-ons in windows after the jump, low -> high and high -> low, over `seeds` runs
+    that settle for `settle_s` first."""
+    from livegen.control import Controls
+    from livegen.generators.charrnn_step import CharRNNStep
+
+    end = settle_s + REGISTER_WINDOWS[-1][1]
+    result: dict[str, Any] = {"seeds": seeds, "windows_s": [list(w) for w in REGISTER_WINDOWS],
+                              "targets": {}}
+    for name, start, goal in (("up", low, high), ("down", high, low)):
+        controls = (Controls(pitch=start, density=0.6), Controls(pitch=goal, density=0.6))
+        result["targets"][name] = features.pitch_bin_centre(
+            features.control_bin(goal, features.PITCH_BINS))
+        for steer in (False, True):
+            onsets: list[tuple[float, int]] = []
+            for seed in range(seeds):
+                gen = CharRNNStep(model, seed=seed, steer=steer)
+                state, index = gen.initial(), 0
+                while state.time < end:
+                    state, played = gen.step(state, controls[state.time >= settle_s], index)
+                    index += 1
+                    onsets += [(e.time - settle_s, e.pitch) for e in played if e.velocity]
+            means = []
+            for a, b in REGISTER_WINDOWS:
+                pitches = [p for t, p in onsets if a <= t < b]
+                means.append(round(float(np.mean(pitches)), 1) if pitches else None)
+            result[f"{name}_{'steered' if steer else 'free'}"] = means
+    return result
+
+
 # ---------------------------------------------------------------- the command
 
 def evaluate(model_path: Path, *, ablation_path: Path | None, seconds: float = 30.0,
@@ -398,6 +436,7 @@ def evaluate(model_path: Path, *, ablation_path: Path | None, seconds: float = 3
     report["bleu"] = {"generated_vs_held_out": weighted_bleu(generated_tokens, test),
                       "held_out_vs_train": weighted_bleu(test, train),
                       "generated_vs_train": weighted_bleu(generated_tokens, train)}
+    report["register_change"] = register_change(model, seeds=seeds)
     report["seconds"] = round(time.monotonic() - started, 1)
     return report
 
@@ -435,8 +474,19 @@ def format_report(report: dict[str, Any]) -> str:
     lines += ["weighted BLEU (n = 2..9, SEEDS.md section 5):",
               f"  generated vs held-out {bleu['generated_vs_held_out']:.4f}   "
               f"held-out real vs train {bleu['held_out_vs_train']:.4f}   "
-              f"generated vs train {bleu['generated_vs_train']:.4f}",
-              f"({report['seconds']:.0f} s)"]
+              f"generated vs train {bleu['generated_vs_train']:.4f}"]
+    change = report.get("register_change")
+    if change:
+        windows = "  ".join(f"{a:g}-{b:g} s" for a, b in change["windows_s"])
+        lines.append(f"a jump of the pitch control, as the engine plays it ({change['seeds']} "
+                     f"seeds): mean note-on pitch after the jump, {windows}")
+        for name in ("up", "down"):
+            for how in ("free", "steered"):
+                means = "  ".join(f"{m:6.1f}" if m is not None else "     -"
+                                  for m in change[f"{name}_{how}"])
+                lines.append(f"  {name:4s} {how:8s} {means}   (target "
+                             f"{change['targets'][name]:.0f})")
+    lines.append(f"({report['seconds']:.0f} s)")
     return "\n".join(lines)
 
 
