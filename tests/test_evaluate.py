@@ -1,8 +1,10 @@
-"""The evaluation's own arithmetic: ranks and Spearman, shared runs, weighted BLEU."""
+"""The evaluation's own arithmetic: ranks and Spearman, shared runs, weighted BLEU; and
+the register-change figure on the shipped model."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,3 +80,14 @@ def test_unigram_nll_of_a_constant_stream_is_small():
     train = [np.array([300] * 1000)]
     assert evaluate.unigram_nll(train, [np.array([300] * 10)]) < 0.5
     assert evaluate.unigram_nll(train, [np.array([5] * 10)]) > evaluate.UNIFORM_NLL
+
+
+def test_register_change_is_answered_at_once_when_steered() -> None:
+    from livegen.generators.charrnn import CharRNN
+
+    model = CharRNN(Path(__file__).resolve().parents[1] / "models" / "charrnn.json")
+    change = evaluate.register_change(model, seeds=2, settle_s=4.0)
+    for name in ("up", "down"):
+        target = change["targets"][name]
+        steered, free = change[f"{name}_steered"][0], change[f"{name}_free"][0]
+        assert abs(steered - target) < abs(free - target) - 10, change
