@@ -23,7 +23,6 @@ import ctypes.util
 import errno
 import functools
 import logging
-import math
 import os
 import sys
 import tempfile
@@ -40,6 +39,7 @@ import rtmidi
 
 from livegen.config import OutputConfig
 from livegen.errors import LivegenError
+from livegen.stats import Samples
 from livegen.timeline import Event, Message, Timeline
 
 log = logging.getLogger(__name__)
@@ -508,8 +508,7 @@ class Output:
         self._slot_lock = threading.Lock()
         self._sounding: dict[int, list[Any]] = {}  # channel << 7 | pitch -> [count, t, tag]
         self._releases: deque[str] = deque()
-        self._lateness = np.zeros(LATENESS_RING, np.float64)
-        self._late_n = 0
+        self._lateness = Samples(LATENESS_RING)
         self._sent = 0
         self._notes_released = 0
         self._sink_failures = 0
@@ -614,13 +613,7 @@ class Output:
         self.timeline.wake()
 
     def stats(self) -> OutputStats:
-        n = min(self._late_n, LATENESS_RING)
-        if n:
-            late = self._lateness[:n] * 1000.0
-            p50, p99 = np.percentile(late, [50, 99]).tolist()
-            worst = float(late.max())
-        else:
-            p50 = p99 = worst = math.nan
+        p50, p99, worst = self._lateness.percentiles()
         return OutputStats(
             messages=self._sent, lateness_p50_ms=p50, lateness_p99_ms=p99,
             lateness_max_ms=worst, notes_sounding=len(self._sounding),
@@ -630,11 +623,7 @@ class Output:
 
     def lateness(self) -> np.ndarray:
         """Send lateness in seconds of the last messages sent (up to 65536), oldest first."""
-        n = self._late_n
-        if n <= LATENESS_RING:
-            return self._lateness[:n].copy()
-        i = n % LATENESS_RING
-        return np.concatenate([self._lateness[i:], self._lateness[:i]])
+        return self._lateness.values()
 
     def close(self) -> None:
         """Stop: note-offs for every sounding note, all-notes-off on output.panic_channels,
@@ -745,9 +734,7 @@ class Output:
                 if entry[0]:
                     return
                 del self._sounding[key]
-        i = self._late_n
-        self._lateness[i % LATENESS_RING] = now - event.due
-        self._late_n = i + 1
+        self._lateness.record(now - event.due)
         self._emit(message, now)
 
     def _emit(self, message: Message, t: float) -> None:

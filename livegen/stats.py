@@ -7,9 +7,9 @@ report asks.
 
 from __future__ import annotations
 
+import math
 import os
 import resource
-import threading
 import time
 
 import numpy as np
@@ -20,8 +20,9 @@ class Samples:
 
     def __init__(self, capacity: int = 8192) -> None:
         self._values = np.zeros(capacity, dtype=np.float64)
+        # One writer (the thread that measures), no lock: a report taken while it records
+        # may miss or half-see the newest value, which does not move a percentile.
         self._count = 0
-        self._lock = threading.Lock()  # only for readers that copy while a writer records
 
     def record(self, value: float) -> None:
         self._values[self._count % self._values.size] = value
@@ -33,18 +34,27 @@ class Samples:
         return self._count
 
     def values(self) -> np.ndarray:
-        with self._lock:
-            held = min(self._count, self._values.size)
-            return self._values[:held].copy()
+        """The held values, oldest first (a copy)."""
+        count, size = self._count, self._values.size
+        if count <= size:
+            return self._values[:count].copy()
+        start = count % size
+        return np.concatenate([self._values[start:], self._values[:start]])
+
+    def percentiles(self, scale: float = 1e3) -> tuple[float, float, float]:
+        """p50, p99 and max of the held values times `scale` (s -> ms); NaN when empty."""
+        values = self.values()
+        if values.size == 0:
+            return math.nan, math.nan, math.nan
+        p50, p99 = np.percentile(values, [50, 99])
+        return float(p50 * scale), float(p99 * scale), float(values.max() * scale)
 
     def summary(self, scale: float = 1e3) -> dict[str, float]:
         """p50, p99, max and count of the held values, times `scale` (default: s -> ms)."""
-        values = self.values()
-        if values.size == 0:
+        if self._count == 0:
             return {"n": 0}
-        p50, p99 = np.percentile(values, [50, 99])
-        return {"n": int(self._count), "p50": float(p50 * scale), "p99": float(p99 * scale),
-                "max": float(values.max() * scale)}
+        p50, p99, worst = self.percentiles(scale)
+        return {"n": int(self._count), "p50": p50, "p99": p99, "max": worst}
 
 
 class ProcessMeter:
