@@ -136,6 +136,18 @@ def run_input(emg: EmgInput, until: Callable[[], bool], timeout: float) -> list[
     return readings
 
 
+def feed_and_read(emg: EmgInput, device: PtyDevice, feed: Callable[[], None],
+                  done: threading.Event, timeout: float) -> list[Reading]:
+    """Run `feed` (which writes to the device, then sets `done`) in a thread while the
+    input runs under the supervisor; unplug the device after. The input's readings."""
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    readings = run_input(emg, done.is_set, timeout=timeout)
+    writer.join(1)
+    device.unplug()
+    return readings
+
+
 def emg_config(device: PtyDevice, **keys: object) -> EmgInputConfig:
     return EmgInputConfig(type="emg", port=str(device.link), stall_s=1.0, **keys)
 
@@ -168,11 +180,7 @@ def test_cyton_envelopes_follow_bursts_through_garbage_and_a_replug(tmp_path: Pa
                 device.replug()
         done.set()
 
-    writer = threading.Thread(target=cyton, daemon=True)
-    writer.start()
-    readings = run_input(emg, done.is_set, timeout=20)
-    writer.join(1)
-    device.unplug()
+    readings = feed_and_read(emg, device, cyton, done, timeout=20)
 
     assert burst_sequence(readings) == BURST_ORDER
     assert emg.stats.restarts >= 1
@@ -344,11 +352,7 @@ def test_myo_over_bled112_connects_streams_and_reconnects(tmp_path: Path) -> Non
                 device.replug()
         done.set()
 
-    writer = threading.Thread(target=bled112, daemon=True)
-    writer.start()
-    readings = run_input(emg, done.is_set, timeout=25)
-    writer.join(1)
-    device.unplug()
+    readings = feed_and_read(emg, device, bled112, done, timeout=25)
 
     assert len(handshakes) == 2
     for writes in handshakes:
@@ -384,11 +388,7 @@ def test_csv_lines_with_nan_garbage_and_a_hangup(tmp_path: Path) -> None:
                 device.replug()
         done.set()
 
-    writer = threading.Thread(target=arduino, daemon=True)
-    writer.start()
-    readings = run_input(emg, done.is_set, timeout=20)
-    writer.join(1)
-    device.unplug()
+    readings = feed_and_read(emg, device, arduino, done, timeout=20)
 
     assert burst_sequence(readings) == BURST_ORDER
     assert emg.stats.restarts >= 1

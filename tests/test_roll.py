@@ -149,7 +149,7 @@ def test_transpositions_of_hand_made_voices():
 
 def chorale_voices(name: str) -> list[list[GridNote]]:
     """The four parts of a music21 corpus chorale as notes on the 16th grid."""
-    corpus = pytest.importorskip("music21.corpus")
+    from music21 import corpus  # a dev dependency: the tests always have it
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         score = corpus.parse(name)

@@ -16,7 +16,6 @@ from livegen.train import data
 @pytest.fixture(scope="module")
 def chorale() -> data.Piece:
     """One real piece, parsed from music21's bundled corpus the way training parses it."""
-    pytest.importorskip("music21")
     [(piece_id, collection, notes)] = data._parse_source(("chorales", "bach/bwv269"))
     return data.Piece(piece_id, collection, data._tokens_of(notes))
 
@@ -107,7 +106,8 @@ def test_training_stream_stays_in_range_and_is_seeded(chorale):
 
 
 def test_a_tiny_run_trains_checkpoints_and_resumes(tmp_path, monkeypatch, chorale):
-    torch = pytest.importorskip("torch")
+    import torch  # the [train] extra, part of dev
+
     from livegen.train.charrnn import TrainOptions, load_checkpoint, train
 
     pieces = tuple(data.Piece(f"chorales/{i}", "chorales", chorale.tokens) for i in range(3))
