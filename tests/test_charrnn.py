@@ -26,7 +26,8 @@ SHIPPED = ROOT / "models" / "charrnn.json"
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """(torch net, manifest path) of a freshly exported 2 x 24 net with random weights."""
-    torch = pytest.importorskip("torch")
+    import torch  # the [train] extra, part of dev
+
     from livegen.train.export import export_onnx
     from livegen.train.nets import CharRNN as TorchCharRNN
     from livegen.train.nets import NetShape
@@ -172,7 +173,6 @@ def test_manifest_records_the_shapes_the_graph_has(tiny):
     assert manifest["controls"]["density_edges"] == list(features.DENSITY_EDGES)
 
 
-@pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped model yet")
 def test_the_shipped_model_loads_verified_and_plays():
     model = CharRNN(SHIPPED)
     result = charrnn.generate(model, 5.0, control_vector(0.5, 0.5, major_scale(0)),

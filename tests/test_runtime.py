@@ -17,9 +17,6 @@ from livegen.generators.charrnn import CharRNN
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "models" / "charrnn.json"
 
-pytestmark = pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped model yet")
-
-
 @pytest.fixture
 def copy(tmp_path) -> Path:
     """A copy of the shipped manifest and its ONNX files in tmp_path."""
