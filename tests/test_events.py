@@ -461,7 +461,7 @@ REAL_PIECES = [
 @pytest.fixture(scope="session")
 def real_midi_files(tmp_path_factory):
     """Each corpus piece written once as MIDI by music21: (name, path, notes in the score)."""
-    corpus = pytest.importorskip("music21.corpus")
+    from music21 import corpus  # a dev dependency: the tests always have it
     folder = tmp_path_factory.mktemp("real_midi")
     files = []
     with warnings.catch_warnings():
