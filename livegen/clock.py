@@ -68,7 +68,8 @@ class Clock:
         """Feed one realtime message (tick, start, continue, stop) received at time t.
 
         After Start the first pulse is beat 0; after Continue, pulses carry on from where
-        Stop left off. Each pulse anchors the position exactly (pulse k = beat k/24), so
+        Stop left off; pulses without a Start (a clock already running) carry on from the
+        position the clock had. Each pulse anchors the position exactly (pulse k = beat k/24), so
         tempo estimates never accumulate into drift; between pulses the position moves at
         the tempo measured over the last beat.
         """
@@ -82,7 +83,12 @@ class Clock:
             self._anchor_beat = self.beat_at(t)
             self._anchor_t = t
             self.running = False
-        elif status == CLOCK_TICK and self.following:
+        elif status == CLOCK_TICK:
+            if not self.following:
+                # Joining a clock that is already running (its Start came before we
+                # listened): carry on from the pulse nearest our own position.
+                self.following = True
+                self._next_pulse_beat = round(self.beat_at(t) * PPQN) / PPQN
             if self._pulses and t - self._pulses[-1] > _MAX_PULSE_GAP_S:
                 self._pulses.clear()
             self._pulses.append(t)

@@ -26,7 +26,7 @@ from typing import Any
 from livegen import config as config_module
 from livegen import inputs as inputs_module
 from livegen.clock import CLOCK_START, CLOCK_STOP, CLOCK_TICK, Clock
-from livegen.config import Config, ConfigError, ReplayInputConfig
+from livegen.config import Config, ConfigError, MidiInputConfig, ReplayInputConfig
 from livegen.control import Controls, Mapper
 from livegen.generators.step import StepPlayer
 from livegen.inputs.base import Input, Reading, supervise
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 TICK_S = 0.05          # the loop's housekeeping period: staleness, watchdog, duration
 START_LEAD_S = 0.15    # the music starts this long after the engine is ready
 CLOCK_TAG = "clock"    # timeline tag of outgoing MIDI clock
+CLOCK_SILENCE_S = 2.0  # a followed clock port silent this long is reopened
 
 
 @dataclass
@@ -71,7 +72,7 @@ class Engine:
         self.meter = ProcessMeter()
         self.mapper = Mapper(cfg)
         self.clock = Clock(cfg.clock.bpm, cfg.clock.beats_per_bar)  # anchored at the start
-        self.clock_follower: ClockFollower | None = None
+        self.clock_follower: asyncio.Task[None] | None = None
         self.clock_sent_until: float | None = None  # MIDI clock pulses are planned to here
         self.output: Output | None = None
         self.players: dict[str, StepPlayer] = {}
@@ -150,7 +151,7 @@ class Engine:
             player.start(self.origin)
         self.clock = Clock(cfg.clock.bpm, cfg.clock.beats_per_bar, self.origin)
         if cfg.clock.source == "midi":
-            self.clock_follower = ClockFollower(cfg, self.clock, asyncio.get_running_loop())
+            self._follow_clock()
         if cfg.clock.send:
             self.timeline.add(self.origin, (CLOCK_START,), CLOCK_TAG)
             self.clock_sent_until = self.origin
@@ -158,6 +159,22 @@ class Engine:
             self.trace = TraceWriter(self.options.record_trace, self.origin, cfg.inputs)
         for name, input_cfg in cfg.inputs.items():
             self._start_input(name, input_cfg)
+
+    def _follow_clock(self) -> None:
+        """Listen to clock.follow_port (supervised like any input) and hand its clock and
+        transport messages to the Clock on the loop; its other messages are ignored."""
+        from livegen.inputs.midi_in import MidiInput
+
+        loop = asyncio.get_running_loop()
+        port = MidiInputConfig(type="midi", port=self.cfg.clock.follow_port,
+                               api=self.cfg.output.api)
+        follower = MidiInput(CLOCK_TAG, port, on_clock=lambda status, t: (
+            loop.call_soon_threadsafe(self.clock.on_midi, status, t)),
+            reopen_after_silence_s=CLOCK_SILENCE_S)
+        self.clock_follower = loop.create_task(supervise(follower, lambda reading: None),
+                                               name="clock-follower")
+        log.info("clock: following MIDI clock from the port matching %r",
+                 self.cfg.clock.follow_port)
 
     def _start_input(self, name: str, input_cfg: Any) -> None:
         if self.options.replay is not None:
@@ -229,7 +246,9 @@ class Engine:
 
     async def _shutdown(self) -> None:
         if self.clock_follower is not None:
-            self.clock_follower.close()
+            self.clock_follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.clock_follower
         if self.clock_sent_until is not None:
             self.timeline.drop_tag(CLOCK_TAG)
             self.timeline.add(time.monotonic(), (CLOCK_STOP,), CLOCK_TAG)
@@ -330,33 +349,11 @@ class Engine:
             "output": out,
             "generators": players,
             "inputs": inputs,
+            "clock": {"bpm": round(self.clock.bpm, 2), "following": self.clock.following,
+                      "running": self.clock.running},
             "reloads": self._reloads,
             "reload_failures": self._reload_failures,
         }
-
-
-class ClockFollower:
-    """Listens to clock.follow_port and hands MIDI clock and transport to the Clock on the
-    event loop (rtmidi calls back from its own thread)."""
-
-    def __init__(self, cfg: Config, clock: Clock, loop: asyncio.AbstractEventLoop) -> None:
-        from livegen.config import MidiInputConfig
-        from livegen.inputs.midi_in import REALTIME, open_midi_in
-
-        port_cfg = MidiInputConfig(type="midi", port=cfg.clock.follow_port, api=cfg.output.api)
-        self.midi_in, description, _ = open_midi_in(port_cfg)
-
-        def callback(event: tuple[list[int], float], _data: object = None) -> None:
-            status = event[0][0] if event[0] else 0
-            if status in REALTIME:
-                loop.call_soon_threadsafe(clock.on_midi, status, time.monotonic())
-
-        self.midi_in.set_callback(callback)
-        log.info("clock: following MIDI clock from %s", description)
-
-    def close(self) -> None:
-        self.midi_in.cancel_callback()
-        self.midi_in.close_port()
 
 
 def format_stats(figures: dict[str, Any]) -> str:

@@ -24,6 +24,7 @@ import errno
 import functools
 import logging
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -180,6 +181,39 @@ def midi_client(api: str, client_name: str, kind: type = rtmidi.MidiOut) -> tupl
                             f"{', or '.join(fixes)}")
 
 
+_listers: dict[tuple[str, str], Any] = {}
+_listers_lock = threading.Lock()
+
+
+def current_ports(api: str, kind: type = rtmidi.MidiOut) -> list[str] | None:
+    """The ports a client of `kind` could open now (MidiOut: destinations; MidiIn:
+    sources), for health checks; None when it cannot be told.
+
+    With JACK the list comes from `jack_lsp`, in a process of its own: asking libjack from
+    inside this process while one of its clients is running (get_ports, or opening another
+    client) sometimes stalls that client's process thread for good (seen here: a clock
+    input that received nothing for a whole run, once in four starts). Other systems are
+    asked through a client kept for nothing else."""
+    if api == "jack":
+        try:
+            done = subprocess.run(["jack_lsp"], capture_output=True, text=True, timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.splitlines() if done.returncode == 0 else []
+    key = (api, kind.__name__)
+    with _listers_lock:
+        lister = _listers.get(key)
+        try:
+            if lister is None:
+                suffix = "in" if kind is rtmidi.MidiIn else "out"
+                lister, _ = midi_client(api, f"livegen-ports-{suffix}", kind)
+                _listers[key] = lister
+            return lister.get_ports()
+        except Exception:
+            _listers.pop(key, None)  # made anew next time
+            return None
+
+
 class _JackServerWatch:
     """Notices that the JACK server went away or restarted, which rtmidi does not report.
 
@@ -226,7 +260,10 @@ class PortSink:
         """False once the MIDI server went away or the connected port disappeared."""
         if self._watch is not None and not self._watch.alive():
             return False
-        return not self.target or self.target in self._out.get_ports()
+        if not self.target:
+            return True
+        ports = current_ports(self.api)
+        return ports is None or self.target in ports
 
     def close(self) -> None:
         out, self._out = self._out, None

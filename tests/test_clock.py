@@ -43,3 +43,11 @@ def test_pulses_to_send_fall_on_the_24_ppqn_grid() -> None:
     assert len(pulses) == 2 * PPQN
     assert pulses[1] - pulses[0] == pytest.approx(0.5 / PPQN)
     assert clock.pulses_between(1.0, 1.0) == []
+
+
+def test_joins_a_clock_that_is_already_running_without_a_start() -> None:
+    clock = Clock(bpm=120, origin=0.0)
+    pulse = 60.0 / 100.0 / PPQN
+    for i in range(2 * PPQN):
+        clock.on_midi(CLOCK_TICK, 1.0 + i * pulse)
+    assert clock.following and clock.bpm == pytest.approx(100.0, rel=1e-6)

@@ -29,13 +29,14 @@ import rtmidi
 from livegen import config as config_module
 from livegen.config import MidiInputConfig, parse_target
 from livegen.errors import LivegenError
-from livegen.inputs.base import ThreadedInput
-from livegen.output import midi_client
+from livegen.inputs.base import InputEnded, ThreadedInput
+from livegen.output import current_ports, midi_client
 
 log = logging.getLogger(__name__)
 
 REALTIME = frozenset({0xF8, 0xFA, 0xFB, 0xFC, 0xFE, 0xFF})
-HEALTH_CHECK_S = 0.5
+HEALTH_CHECK_S = 2.0  # how often a connected input checks that its source port is there
+POLL_S = 0.001  # how long the reader sleeps when no message is waiting
 
 
 def values_of(message: mido.Message) -> dict[str, float] | None:
@@ -59,17 +60,18 @@ def values_of(message: mido.Message) -> dict[str, float] | None:
     return None
 
 
-def open_midi_in(cfg: MidiInputConfig) -> tuple[Any, str, str | None]:
+def open_midi_in(cfg: MidiInputConfig) -> tuple[Any, str, str, str | None]:
     """Open the configured input: a virtual port (client cfg.port, default 'livegen-in'),
-    or the first existing port whose name contains cfg.port. Returns the rtmidi client, a
-    description, and the name of the port it connected to (None for a virtual port)."""
+    or the first existing port whose name contains cfg.port. Returns the rtmidi client, the
+    MIDI API it got, a description, and the name of the port it connected to (None for a
+    virtual port)."""
     client_name = (cfg.port or "livegen-in") if cfg.virtual else "livegen-in"
     midi_in, api = midi_client(cfg.api, client_name, kind=rtmidi.MidiIn)
     # Receive sysex and timing too: sysex to count it, timing for the clock.
     midi_in.ignore_types(sysex=False, timing=False, active_sense=True)
     if cfg.virtual:
         midi_in.open_virtual_port("in")
-        return midi_in, f"{api} port {client_name}:in", None
+        return midi_in, api, f"{api} port {client_name}:in", None
     ports = midi_in.get_ports()
     matches = [i for i, name in enumerate(ports) if cfg.port.lower() in name.lower()]
     if not matches:
@@ -78,17 +80,23 @@ def open_midi_in(cfg: MidiInputConfig) -> tuple[Any, str, str | None]:
         raise LivegenError(f"no {api} MIDI input port matches {cfg.port!r} (ports: {listed}); "
                            "connect the controller or see `livegen devices`")
     midi_in.open_port(matches[0], "in")
-    return midi_in, f"{api} port {ports[matches[0]]}", ports[matches[0]]
+    return midi_in, api, f"{api} port {ports[matches[0]]}", ports[matches[0]]
 
 
 class MidiInput(ThreadedInput):
     """A MIDI controller: rtmidi calls back from its own thread; we parse and emit."""
 
     def __init__(self, name: str, config: MidiInputConfig,
-                 on_clock: Callable[[int, float], None] | None = None) -> None:
+                 on_clock: Callable[[int, float], None] | None = None,
+                 reopen_after_silence_s: float | None = None) -> None:
         super().__init__(name)
         self.config = config
-        self.on_clock = on_clock  # called with (status, monotonic time) from rtmidi's thread
+        self.on_clock = on_clock  # called with (status, monotonic time) from the reader thread
+        # For a source that never falls silent while it runs (a clock master): hearing
+        # nothing this long reopens the port. JACK sometimes leaves a freshly opened rtmidi
+        # input that never runs (the server reports it "not finished" every cycle; not
+        # understood yet); a new client heals it.
+        self.reopen_after_silence_s = reopen_after_silence_s
         self.description = ""
 
     def handle(self, data: list[int], emit: Callable[[Mapping[str, float]], None]) -> None:
@@ -117,23 +125,36 @@ class MidiInput(ThreadedInput):
 
     def run(self, emit: Callable[[Mapping[str, float]], None],
             stopping: threading.Event) -> None:
-        midi_in, self.description, connected = open_midi_in(self.config)
+        # Polled, not a callback: with JACK, rtmidi runs its callback in JACK's real-time
+        # process thread, which then waits for the GIL; a busy interpreter makes it miss
+        # cycles until JACK drops the client. Unpolled messages wait in rtmidi's queue.
+        midi_in, api, self.description, connected = open_midi_in(self.config)
         log.info("input %s: listening on %s", self.name, self.description)
-
-        def callback(event: tuple[list[int], float], _data: object = None) -> None:
-            try:
-                self.handle(event[0], emit)
-            except Exception:  # never let one odd message kill rtmidi's thread
-                self.stats.drop("error")
-                log.debug("input %s: could not handle %r", self.name, event[0], exc_info=True)
-
-        midi_in.set_callback(callback)
+        next_check = heard = time.monotonic()
         try:
-            while not stopping.wait(HEALTH_CHECK_S):
-                if connected is not None and connected not in midi_in.get_ports():
-                    raise ConnectionError(f"{self.description} went away")
+            while not stopping.is_set():
+                event = midi_in.get_message()
+                if event is None:
+                    stopping.wait(POLL_S)
+                    now = time.monotonic()
+                    silence = self.reopen_after_silence_s
+                    if silence is not None and now - heard > silence:
+                        raise InputEnded(f"{self.description}: nothing heard for "
+                                         f"{silence:g} s; reopening")
+                    if now >= next_check:
+                        next_check = now + HEALTH_CHECK_S
+                        ports = current_ports(api, rtmidi.MidiIn) if connected else None
+                        if ports is not None and connected not in ports:
+                            raise ConnectionError(f"{self.description} went away")
+                    continue
+                heard = time.monotonic()
+                try:
+                    self.handle(event[0], emit)
+                except Exception:  # one odd message must not end the input
+                    self.stats.drop("error")
+                    log.debug("input %s: could not handle %r", self.name, event[0],
+                              exc_info=True)
         finally:
-            midi_in.cancel_callback()
             midi_in.close_port()
             midi_in.delete()
 
