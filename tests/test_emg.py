@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import io
 import json
+import logging
 import math
 import os
 import select
@@ -397,12 +398,38 @@ def test_csv_lines_with_nan_garbage_and_a_hangup(tmp_path: Path) -> None:
     assert emg.stats.dropped["short line"] >= 1
 
 
-def test_a_missing_port_fails_and_is_retried_with_backoff(tmp_path: Path) -> None:
-    emg = EmgInput("arm", EmgInputConfig(type="emg", port=str(tmp_path / "nothing-here")))
-    readings = run_input(emg, lambda: emg.stats.restarts >= 3, timeout=5)
+def test_a_missing_port_fails_and_is_retried_with_backoff(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    port = str(tmp_path / "nothing-here")
+    emg = EmgInput("arm", EmgInputConfig(type="emg", port=port))
+    with caplog.at_level(logging.WARNING, logger="livegen.inputs.base"):
+        readings = run_input(emg, lambda: emg.stats.restarts >= 3, timeout=5)
     assert not readings
     assert emg.stats.restarts >= 3
-    assert "nothing-here" in emg.stats.last_error
+    # One line that names the port once, the problem and the fix.
+    assert emg.stats.last_error.count(port) == 1
+    assert "no such device; plug the EMG receiver in" in emg.stats.last_error
+    logged = [r.getMessage() for r in caplog.records if port in r.getMessage()]
+    assert logged
+    assert all(line.count(port) == 1 and "\n" not in line for line in logged)
+
+
+def test_a_port_in_use_says_so_naming_it_once(tmp_path: Path) -> None:
+    import serial
+
+    device = PtyDevice(tmp_path)
+    emg = EmgInput("arm", emg_config(device, protocol="csv"))
+    # Another program holds the port, with the lock pyserial takes (as livegen itself does).
+    other = serial.Serial(str(device.link), exclusive=True)
+    try:
+        with pytest.raises(OSError) as failure:
+            next(emg.envelopes(threading.Event()))
+    finally:
+        other.close()
+        device.unplug()
+    message = str(failure.value)
+    assert message.count(str(device.link)) == 1
+    assert "in use by another program" in message
 
 
 # ---------------------------------------------------------------- the signal chain

@@ -26,9 +26,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import errno
 import json
 import logging
 import math
+import os
 import struct
 import sys
 import threading
@@ -303,13 +305,31 @@ class SampleSource(Protocol):
 
 
 def open_serial(config: EmgInputConfig) -> Any:
+    """The configured serial port, opened. Raises OSError with one line for people."""
     import serial  # imported here so `livegen --help` stays light
 
     try:
         return serial.Serial(config.port, config.baud, timeout=READ_TIMEOUT_S,
                              exclusive=True)
     except serial.SerialException as exc:
-        raise OSError(f"{config.port}: {exc}") from None
+        raise OSError(serial_open_problem(config.port, exc)) from None
+
+
+def serial_open_problem(port: str, exc: OSError) -> str:
+    """Why `port` would not open and what to do, naming the port once (pyserial's own
+    message names it twice more, in its text and in the OS error it quotes)."""
+    code = exc.errno
+    if code == errno.ENOENT:
+        return (f"{port}: no such device; plug the EMG receiver in, or set the input's port "
+                "to one that `livegen devices` lists")
+    if code == errno.EACCES:
+        return f"{port}: no permission; add your user to group 'dialout' and log in again"
+    if code == errno.EBUSY or "exclusively lock" in str(exc):
+        return f"{port}: in use by another program; close it (is livegen already running?)"
+    # pyserial quotes the port only in the messages that carry an errno.
+    reason = os.strerror(code) if code else str(exc)
+    return (f"{port}: cannot open it as a serial port ({reason}); check the input's port "
+            "with `livegen devices`")
 
 
 class CytonSource:
