@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from livegen.config import EmgInputConfig, loads
 from livegen.errors import LivegenError
 from livegen.inputs import create
+from livegen.inputs import emg as emg_module
 from livegen.inputs.base import Backoff, InputStats, Reading, supervise
 from livegen.inputs.emg import (
     BgapiFramer,
@@ -398,6 +399,74 @@ def test_csv_lines_with_nan_garbage_and_a_hangup(tmp_path: Path) -> None:
     assert emg.stats.dropped["short line"] >= 1
 
 
+# Lines an Arduino sketch with a bug might send: the largest doubles of both signs (which
+# overflowed the DC tracker to inf, then NaN, for good), other finite numbers no ADC can
+# produce, and NaN and infinities in several spellings ('1e999' parses to inf).
+EXTREME_LINES = [",".join([v] * 8) for v in ("1.7e308", "-1.7e308")] * 5
+HUGE_LINES = [*EXTREME_LINES, "-3e7,0,0,0,0,0,0,0", "0,0,0,0,0,0,0,4e7"]
+NAN_LINES = ["nan,1,2,3,4,5,6,7", "1,inf,2,3,4,5,6,7", "1,2,-inf,3,4,5,6,7",
+             "1e999,0,0,0,0,0,0,0", "0,0,0,0,0,0,0,NaN", "-1e999,0,0,0,0,0,0,0"]
+# Rest, the poison, then a burst on ch0 straight away: 40 samples (0.2 s), little more than
+# one envelope window (30 samples), so the chain must be whole again at once to show it.
+BEFORE_POISON = [(100, None)]
+AFTER_POISON = [(40, 0), (100, None), (150, 3), (100, None)]
+
+
+def feed_poisoned_csv(tmp_path: Path, poison: list[str]) -> tuple[EmgInput, list[Reading]]:
+    """Run a CSV input on a pty fed rest, the `poison` lines and NAN_LINES, then bursts;
+    the input and its readings."""
+    device = PtyDevice(tmp_path)
+    emg = EmgInput("arm", emg_config(device, protocol="csv", full_scale=100.0))
+    done = threading.Event()
+
+    def lines(script: list[tuple[int, int | None]], seed: int) -> list[str]:
+        return [",".join(f"{v:.2f}" for v in row)
+                for row in signal(script, 150.0, 3.0, seed=seed, offset=500.0)]
+
+    def arduino() -> None:
+        stream = lines(BEFORE_POISON, 40) + poison + NAN_LINES + lines(AFTER_POISON, 41)
+        for i in range(0, len(stream), 8):
+            device.write("".join(line + "\r\n" for line in stream[i:i + 8]).encode())
+            time.sleep(0.02)
+        done.set()
+
+    return emg, feed_and_read(emg, device, arduino, done, timeout=20)
+
+
+def test_csv_huge_nan_and_infinite_values_are_dropped_before_the_filters(
+        tmp_path: Path) -> None:
+    emg, readings = feed_poisoned_csv(tmp_path, HUGE_LINES)
+
+    assert burst_sequence(readings) == [0, 3]
+    assert all(0.0 <= v <= 1.0 for r in readings for v in r.values.values())
+    assert emg.stats.dropped["out of range"] == len(HUGE_LINES)
+    assert emg.stats.dropped["nan"] == len(NAN_LINES)
+    assert emg.stats.dropped["filter reset"] == 0  # nothing bad reached the filters
+    assert emg.stats.restarts == 0  # it recovered in place, without a restart
+    # Every good sample made its readings: 4 samples (200 Hz / 50 Hz) per reading.
+    good = sum(count for count, _ in BEFORE_POISON + AFTER_POISON)
+    assert len(readings) >= good // 4 - 2
+
+
+def test_a_filter_overflowed_past_the_sample_limit_resets_and_recovers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Lift the CSV limit so the largest doubles reach the DC tracker and overflow it, as a
+    # source with a wrong limit would: the chain resets instead of staying poisoned.
+    monkeypatch.setitem(emg_module.SAMPLE_LIMIT, "csv", math.inf)
+    with caplog.at_level(logging.WARNING, logger="livegen.inputs.emg"):
+        emg, readings = feed_poisoned_csv(tmp_path, EXTREME_LINES)
+
+    assert burst_sequence(readings) == [0, 3]
+    assert all(0.0 <= v <= 1.0 for r in readings for v in r.values.values())
+    assert emg.stats.dropped["filter reset"] >= 5
+    assert emg.stats.dropped["nan"] == len(NAN_LINES)
+    assert emg.stats.restarts == 0
+    warnings = [r for r in caplog.records if "reset" in r.getMessage()]
+    assert len(warnings) == 1  # logged once; the rest are counted
+    assert warnings[0].levelno == logging.WARNING
+
+
 def test_a_missing_port_fails_and_is_retried_with_backoff(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     port = str(tmp_path / "nothing-here")
@@ -445,6 +514,42 @@ def test_envelope_of_a_sine_over_a_dc_offset(method: str, expected: float) -> No
     envelope = chain.envelope()
     assert envelope[0] == pytest.approx(10.0 * expected, rel=0.03)
     assert envelope[1] == pytest.approx(0.0, abs=1e-6)
+
+
+NON_FINITE = [[np.nan], [np.inf], [-np.inf], [np.nan]]
+# The largest doubles overflow the RMS chain's square (and the DC tracker after them).
+OVERFLOWING = [[1.7e308], [-1.7e308], [1.7e308], [-1.7e308]]
+
+
+@pytest.mark.parametrize(("signal_kind", "method", "poison"), [
+    ("raw", "rms", OVERFLOWING + NON_FINITE), ("raw", "mav", NON_FINITE),
+    ("envelope", "rms", OVERFLOWING + NON_FINITE)])
+def test_a_chain_whose_state_turns_non_finite_resets_and_recovers(
+        signal_kind: str, method: str, poison: list[list[float]]) -> None:
+    # Straight into the chain, past the input's checks (the chain's own last defence):
+    # its state is finite again at once and its envelope right within a window and the DC
+    # tracker's settling.
+    config = EmgInputConfig(type="emg", signal=signal_kind, envelope=method, window_ms=50.0,
+                            highpass_hz=10.0)
+    chain = EnvelopeChain(1, 1000.0, config)
+    t = np.arange(1000) / 1000.0
+    offset = 3000.0 if signal_kind == "raw" else 0.0
+    sine = (10.0 * np.abs(np.sin(2 * np.pi * 80.0 * t)) + offset)[:, None]
+    chain.push(sine[:500])
+    clean = chain.envelope()
+    chain.push(np.array(poison))
+    assert np.isfinite(chain.envelope()).all()
+    assert chain.dc is None or np.isfinite(chain.dc).all()
+    chain.push(sine[500:700])  # 200 samples: 4 windows, 12 DC time constants
+    np.testing.assert_allclose(chain.envelope(), clean, rtol=0.05)
+    assert chain.resets >= len(NON_FINITE)  # counted, for the input's stats
+
+
+def test_a_calibration_whose_range_overflows_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "cal.json"
+    path.write_text('{"rest": [-1.7e308, 0], "max": [1.7e308, 5]}')
+    with pytest.raises(LivegenError, match="finite levels with max above rest"):
+        Calibration.load(path, 2)
 
 
 def test_calibration_normalises_rest_to_0_and_max_to_1(tmp_path: Path) -> None:

@@ -16,9 +16,12 @@ the RMS or mean absolute value over a window, normalise by the performer's calib
 (rest level -> 0, maximum contraction -> 1, clipped). Values: ch0 .. ch{n-1} and total
 (the mean of the channels). A reading leaves every 1 / rate_hz seconds of samples.
 
-Bad bytes never stop the input: garbage, cut-off packets and NaN are dropped and counted
-in `stats.dropped`; an unplugged port (the serial read fails) or a silent one (`stall_s`)
-ends the run, and the supervisor reopens the port with backoff.
+Bad bytes never stop the input: garbage, cut-off packets, NaN and samples beyond what the
+source can produce (`SAMPLE_LIMIT`) are dropped and counted in `stats.dropped` before they
+reach the filters; a sample that would still make a filter's state non-finite restarts that
+state instead ('filter reset'), so no input can leave the chain poisoned. An unplugged port
+(the serial read fails) or a silent one (`stall_s`) ends the run, and the supervisor reopens
+the port with backoff.
 """
 
 from __future__ import annotations
@@ -57,6 +60,15 @@ PROTOCOL_RATE = {"myo-bled112": 200.0, "cyton": 250.0, "csv": 200.0}
 # counts, Cyton and BrainFlow microvolts, Arduino ADC counts (0..1023 around mid-scale).
 FULL_SCALE = {"myo-bled112": 50.0, "cyton": 200.0, "csv": 300.0, "brainflow": 200.0}
 READ_TIMEOUT_S = 0.02  # a serial read returns after this long without data: "idle"
+CYTON_UV_PER_COUNT = 4.5 / 24.0 / (2**23 - 1) * 1e6  # Vref 4.5 V, gain 24, 24-bit ADC
+# The largest magnitude a sample of each source can have. A number beyond it is not a
+# measurement (a corrupted line, a driver's bug) and would only wreck the filters, so it is
+# dropped as 'out of range'. Myo: int8 counts. Cyton: its ADC's full scale at gain 24
+# (about 187,500 uV), which decoding cannot exceed. CSV: counts of an ADC of up to 24 bits,
+# or microvolts of the same size; Arduino boards send 10- to 16-bit counts. BrainFlow:
+# microvolts; 10 V is beyond the input range of any biopotential amplifier at any gain.
+SAMPLE_LIMIT = {"myo-bled112": 128.0, "cyton": 2**23 * CYTON_UV_PER_COUNT,
+                "csv": float(2**24), "brainflow": 1e7}
 
 
 # ---------------------------------------------------------------- framing
@@ -134,7 +146,6 @@ class Framer:
 
 CYTON_PACKET = 33
 CYTON_START = 0xA0
-CYTON_UV_PER_COUNT = 4.5 / 24.0 / (2**23 - 1) * 1e6  # Vref 4.5 V, gain 24, 24-bit ADC
 
 
 class CytonFramer(Framer):
@@ -561,8 +572,29 @@ def make_source(config: EmgInputConfig, stats: InputStats,
 
 # ---------------------------------------------------------------- the signal chain
 
+def plausible_samples(samples: np.ndarray, limit: float, stats: InputStats) -> np.ndarray:
+    """The rows of (n, channels) samples whose every value is finite and within +-limit;
+    the others are counted as dropped ('nan', 'out of range')."""
+    finite = np.isfinite(samples).all(axis=1)
+    plausible = finite & (np.abs(samples) <= limit).all(axis=1)
+    if plausible.all():
+        return samples
+    if not finite.all():
+        stats.drop("nan", int((~finite).sum()))
+    beyond = int((finite & ~plausible).sum())
+    if beyond:
+        stats.drop("out of range", beyond)
+    return samples[plausible]
+
+
 class EnvelopeChain:
-    """DC removal, rectification and a windowed RMS/MAV envelope, for all channels at once."""
+    """DC removal, rectification and a windowed RMS/MAV envelope, for all channels at once.
+
+    Whatever it is fed, its state stays finite: a sample that would make it non-finite
+    (an overflow, a NaN) restarts the DC tracker and is left out of the window, and
+    `resets` counts it. The window itself holds only finite values, so the envelope is
+    right again once the tracker has settled.
+    """
 
     def __init__(self, channels: int, sample_rate: float, config: EmgInputConfig) -> None:
         self.raw = config.signal == "raw"
@@ -574,18 +606,28 @@ class EnvelopeChain:
         # One-pole low-pass that tracks the DC level; the signal minus it is high-passed.
         self.alpha = 1.0 - math.exp(-2.0 * math.pi * config.highpass_hz / sample_rate)
         self.dc: np.ndarray | None = None
+        self.resets = 0
 
     def push(self, samples: np.ndarray) -> None:
         """Add (n, channels) samples in time order."""
         for row in samples:
-            if self.raw:
-                if self.dc is None:
-                    self.dc = row.copy()  # start at the first sample: no start-up transient
-                self.dc += self.alpha * (row - self.dc)
-                value = np.abs(row - self.dc)
-            else:
-                value = np.maximum(row, 0.0)
-            self.ring[self.position] = value * value if self.rms else value
+            # Overflow is handled below, by a reset; numpy's warning would only be noise.
+            with np.errstate(over="ignore", invalid="ignore"):
+                if self.raw:
+                    if self.dc is None:
+                        self.dc = row.copy()  # start at the first sample: no transient
+                    self.dc += self.alpha * (row - self.dc)
+                    value = np.abs(row - self.dc)
+                else:
+                    value = np.maximum(row, 0.0)
+                level = value * value if self.rms else value
+            # A non-finite DC level makes every later level non-finite too: the one check
+            # catches both, and the tracker starts afresh from the next sample.
+            if not np.isfinite(level).all():
+                self.dc = None
+                self.resets += 1
+                continue
+            self.ring[self.position] = level
             self.position = (self.position + 1) % len(self.ring)
             self.filled = min(self.filled + 1, len(self.ring))
 
@@ -630,11 +672,14 @@ class Calibration:
         if rest.ndim != 1 or rest.shape != top.shape or len(rest) < channels:
             raise LivegenError(f"{path} calibrates {len(rest)} channels, the input uses "
                                f"{channels}; {fix}")
-        if not (np.all(np.isfinite(rest)) and np.all(np.isfinite(top))
-                and np.all(top[:channels] > rest[:channels])):
+        rest, top = rest[:channels], top[:channels]
+        with np.errstate(over="ignore", invalid="ignore"):
+            spread = top - rest  # the divisor of every reading: it must be finite too
+        if not (np.all(np.isfinite(rest)) and np.all(np.isfinite(spread))
+                and np.all(spread > 0)):
             raise LivegenError(f"{path}: every channel needs finite levels with max above "
                                f"rest; {fix}")
-        return cls(rest[:channels], top[:channels])
+        return cls(rest, top)
 
     def save(self, path: Path, about: Mapping[str, Any]) -> None:
         """Write JSON, or TOML when the path ends in .toml; `about` records the settings."""
@@ -678,6 +723,7 @@ class EmgInput(ThreadedInput):
             what = source.open()
             log.info("emg input %s: %s", self.name, what)
             chain = EnvelopeChain(config.channels, source.sample_rate, config)
+            limit = SAMPLE_LIMIT[config.protocol]
             per_reading = max(1, round(source.sample_rate / config.rate_hz))
             due = per_reading
             last_sample = rate_since = time.monotonic()
@@ -686,10 +732,7 @@ class EmgInput(ThreadedInput):
                 samples = source.read()
                 now = time.monotonic()
                 if len(samples):
-                    finite = np.isfinite(samples).all(axis=1)
-                    if not finite.all():
-                        self.stats.drop("nan", int((~finite).sum()))
-                        samples = samples[finite]
+                    samples = plausible_samples(samples, limit, self.stats)
                 if not len(samples):
                     if now - last_sample > config.stall_s:
                         raise InputEnded(f"{what}: no samples for {config.stall_s:g} s")
@@ -704,6 +747,9 @@ class EmgInput(ThreadedInput):
                 while len(samples):
                     take = min(due, len(samples))
                     chain.push(samples[:take])
+                    if chain.resets:
+                        self.count_resets(chain.resets)
+                        chain.resets = 0
                     samples = samples[take:]
                     due -= take
                     if due == 0:
@@ -711,6 +757,15 @@ class EmgInput(ThreadedInput):
                         yield chain.envelope()
         finally:
             source.close()
+
+    def count_resets(self, resets: int) -> None:
+        """Count filter resets; the first of this input's life is logged, the rest are in
+        the stats (one line per sample would flood the log)."""
+        first = not self.stats.dropped["filter reset"]
+        self.stats.drop("filter reset", resets)
+        if first:
+            log.warning("emg input %s: a filter's state overflowed and was reset; further "
+                        "resets are counted as dropped 'filter reset'", self.name)
 
     def run(self, emit: Emit, stopping: threading.Event) -> None:
         # Read the calibration at each (re)start, so a new one applies after a replug.
