@@ -8,11 +8,20 @@ is kept as an anchor (time, beat) and a tempo, so a tempo change never makes it 
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 
 log = logging.getLogger(__name__)
 
 PPQN = 24
+# The tempi livegen plays at: the config's clock.bpm, a `tempo` rule's out_range and a
+# followed MIDI clock are all held to this range, so a beat is never zero or infinitely
+# long and the clock pulses planned ahead stay a handful.
+MIN_BPM, MAX_BPM = 20.0, 300.0
+# One call never plans more pulses than this (over 80 s at MAX_BPM): a caller that asks
+# for a span far longer than the lookahead gets its first pulses, never a list that
+# grows until memory runs out.
+MAX_PULSES_PER_CALL = 24_000
 CLOCK_TICK, CLOCK_START, CLOCK_CONTINUE, CLOCK_STOP = 0xF8, 0xFA, 0xFB, 0xFC
 # Incoming clock: tempo is the mean pulse interval over the last beat; pulses further
 # apart than this mean the sender stopped without saying so.
@@ -24,7 +33,9 @@ class Clock:
 
     def __init__(self, bpm: float, beats_per_bar: int = 4, origin: float = 0.0) -> None:
         self.beats_per_bar = beats_per_bar
-        self._bpm = bpm
+        if not math.isfinite(bpm):
+            raise ValueError(f"tempo {bpm!r} bpm is not a finite number")
+        self._bpm = bounded_bpm(bpm)
         self._anchor_t = origin
         self._anchor_beat = 0.0
         self.running = True
@@ -57,10 +68,16 @@ class Clock:
         return self.time_at(bar_beat)
 
     def set_tempo(self, bpm: float, t: float) -> None:
-        """Change tempo at time t without moving the position."""
+        """Change tempo at time t without moving the position. A tempo outside
+        MIN_BPM..MAX_BPM is held to the nearest end; a non-finite one (or time) is refused
+        with a warning and the tempo stays as it was."""
+        if not (math.isfinite(bpm) and math.isfinite(t)):
+            log.warning("clock: tempo %r at t=%r refused (not a finite number); staying at "
+                        "%.1f bpm", bpm, t, self._bpm)
+            return
         self._anchor_beat = self.beat_at(t)
         self._anchor_t = t
-        self._bpm = bpm
+        self._bpm = bounded_bpm(bpm)
 
     # ------------------------------------------------------------ following MIDI clock
 
@@ -95,7 +112,10 @@ class Clock:
             if len(self._pulses) >= 2:
                 interval = (self._pulses[-1] - self._pulses[0]) / (len(self._pulses) - 1)
                 if interval > 0:
-                    self._bpm = 60.0 / (interval * PPQN)
+                    # Pulses anchor the position themselves; the tempo only carries it
+                    # between pulses, so holding a runaway sender's tempo in range costs
+                    # nothing audible and keeps the pulses we send bounded.
+                    self._bpm = bounded_bpm(60.0 / (interval * PPQN))
             self._anchor_t, self._anchor_beat = t, self._next_pulse_beat
             self._next_pulse_beat += 1.0 / PPQN
             self.running = True
@@ -103,14 +123,22 @@ class Clock:
     # ------------------------------------------------------------ sending MIDI clock
 
     def pulses_between(self, start: float, end: float) -> list[float]:
-        """Times of the clock pulses (24 per beat) in [start, end)."""
-        if not self.running or end <= start:
+        """Times of the clock pulses (24 per beat) in [start, end), at most
+        MAX_PULSES_PER_CALL of them (the first ones)."""
+        if not self.running or not end > start:  # also refuses NaN
             return []
-        first = -(-self.beat_at(start) * PPQN // 1)
-        last_beat = self.beat_at(end) * PPQN
-        times = []
-        pulse = first
-        while pulse < last_beat:
-            times.append(self.time_at(pulse / PPQN))
-            pulse += 1
-        return times
+        first_pulse = self.beat_at(start) * PPQN
+        last_pulse = self.beat_at(end) * PPQN
+        if not (math.isfinite(first_pulse) and math.isfinite(last_pulse)):
+            return []
+        first = math.ceil(first_pulse)
+        count = min(MAX_PULSES_PER_CALL, max(0, math.ceil(last_pulse - first)))
+        if count == MAX_PULSES_PER_CALL:
+            log.warning("clock: %.0f s of clock pulses asked for at once; sending the "
+                        "first %d", end - start, count)
+        return [self.time_at((first + k) / PPQN) for k in range(count)]
+
+
+def bounded_bpm(bpm: float) -> float:
+    """bpm held to MIN_BPM..MAX_BPM (finite input expected)."""
+    return min(MAX_BPM, max(MIN_BPM, bpm))
