@@ -8,6 +8,8 @@ import asyncio
 import contextlib
 import math
 import os
+import subprocess
+import sys
 import threading
 import time
 import tty
@@ -207,6 +209,67 @@ def test_a_missing_camera_raises_for_the_supervisor(tmp_path: Path) -> None:
     camera = CameraInput("cam", CameraInputConfig(type="camera", path=tmp_path / "no.avi"))
     with pytest.raises(OSError, match="no such file"):
         camera.run(Collector(), threading.Event())
+
+
+# The camera input run in a process of its own, as in the daemon: each source it is given
+# (a video file, or a camera index) is run under the supervisor until it has failed twice.
+# Its log lines carry a mark, so that anything else on stderr shows.
+SUPERVISED = """
+import asyncio, contextlib, logging, sys, time
+from pathlib import Path
+from livegen.config import CameraInputConfig
+from livegen.inputs.base import Backoff, supervise
+from livegen.inputs.camera import CameraInput
+
+logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                    format="livegen-log %(levelname)s %(name)s: %(message)s")
+
+async def main():
+    for i, source in enumerate(sys.argv[1:]):
+        config = (CameraInputConfig(type="camera", device=int(source)) if source.isdigit()
+                  else CameraInputConfig(type="camera", path=Path(source), realtime=False,
+                                         detector="skin"))
+        camera = CameraInput(f"cam{i}", config)
+        task = asyncio.create_task(supervise(camera, lambda reading: None,
+                                             Backoff(first=0.05, cap=0.1)))
+        deadline = time.monotonic() + 20
+        while camera.stats.restarts < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+asyncio.run(main())
+"""
+
+
+def test_broken_video_and_a_missing_camera_log_only_livegens_own_lines(
+        hand_video: tuple[Path, list], tmp_path: Path) -> None:
+    path, _ = hand_video
+    data = path.read_bytes()
+    broken = {
+        "cut.avi": data[:len(data) // 2],  # ends mid-stream, without its index
+        "header.avi": data[:300],  # a header and nothing else
+        "noise.avi": np.random.default_rng(3).integers(0, 256, 5000, np.uint8).tobytes(),
+        # Frames and headers zeroed in the middle: FFmpeg complains while it reads on.
+        "zeroed.avi": data[:4000] + bytes(16000) + data[20000:],
+    }
+    for name, content in broken.items():
+        (tmp_path / name).write_bytes(content)
+    # Camera 63: there is no /dev/video63; /dev/null: a device node that is no camera.
+    sources = [*(str(tmp_path / name) for name in broken), "63", "/dev/null"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    done = subprocess.run([sys.executable, "-c", SUPERVISED, *sources], env=env,
+                          capture_output=True, text=True, errors="replace", timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    foreign = [line for line in lines if not line.startswith("livegen-log ")]
+    assert not foreign, "\n".join(foreign)
+    assert "[ WARN" not in done.stderr
+    # Each source did fail, and said so in livegen's own words.
+    for i in range(len(sources)):
+        assert any(line.startswith("livegen-log WARNING") and f"input cam{i}" in line
+                   for line in lines), done.stderr
 
 
 # ---------------------------------------------------------------- JeVois over serial

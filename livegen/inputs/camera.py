@@ -18,12 +18,19 @@ Values: hand.x, hand.y (0..1, y up), hand.size (the enclosing circle's diameter 
 fraction of the frame height), hand.present (1 or 0), hand.fingers (0..5). A frame without
 a hand yields only hand.present = 0 and hand.fingers = 0, so mappings from x and y hold.
 A JeVois gives x, y and present (and size when it sends a radius), no finger count.
+
+OpenCV's own logging and that of the FFmpeg inside it are silenced on import: their lines
+("[ WARN:0@0.2] global cap_v4l.cpp:914 open VIDEOIO(V4L2:/dev/video3): can't open camera
+by index", "[mjpeg @ 0x55d6] overread 8") would land in the performer's log beside livegen's
+one-line messages and say nothing those do not. Set OPENCV_LOG_LEVEL or
+OPENCV_FFMPEG_LOGLEVEL in the environment to see them again.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections import deque
@@ -38,7 +45,23 @@ from livegen.inputs.base import Emit, InputEnded, InputStats, LineReader, Thread
 
 log = logging.getLogger(__name__)
 
+
+def quiet_opencv() -> None:
+    """Silence OpenCV's and FFmpeg's native logging, unless the environment asks for it."""
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    # OpenCV reads this when it first starts its FFmpeg backend (the first capture), so
+    # setting it after the import still counts. -8 is FFmpeg's AV_LOG_QUIET.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+
+quiet_opencv()
+
 MAX_FINGERS = 5
+# Video files are read by FFmpeg alone: when it cannot open one, OpenCV would go on to try
+# its own AVI reader, which prints what it finds wrong straight to stderr, past any log level.
+FILE_BACKEND = cv2.CAP_FFMPEG if cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG) \
+    else cv2.CAP_ANY
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +237,7 @@ def open_capture(config: CameraInputConfig) -> tuple[cv2.VideoCapture, str]:
         what = f"video file {config.path}"
         if not config.path.is_file():
             raise OSError(f"{what}: no such file")
-        capture = cv2.VideoCapture(str(config.path))
+        capture = cv2.VideoCapture(str(config.path), FILE_BACKEND)
     if live and capture.isOpened():
         capture.set(cv2.CAP_PROP_FRAME_WIDTH, config.width)
         capture.set(cv2.CAP_PROP_FRAME_HEIGHT, config.height)
