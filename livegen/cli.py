@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the same figures as JSON at exit")
     p.add_argument("--duration", type=float, metavar="SECONDS",
                    help="stop by itself after SECONDS (default: run until signalled)")
-    p.set_defaults(handler=_handler("livegen.engine:run_command"))
+    p.set_defaults(handler=run_command)
 
     p = sub.add_parser("demo", help="the simulated performer through the engine: "
                                     "plays to the port if there is one, writes out/demo.mid "
@@ -142,9 +142,19 @@ def check_config_command(args: argparse.Namespace) -> int:
     from livegen import config
 
     cfg = config.load(args.path)
+    config.check_runnable(cfg)  # what `run` would refuse, refused here first
     print(f"# {cfg.source}: valid\n")
     print(config.dumps(cfg), end="")
     return 0
+
+
+def run_command(args: argparse.Namespace) -> int | None:
+    from livegen import config
+
+    # The model is checked as check-config checks it, with the same fix, before the
+    # engine starts anything (the engine reads the config itself).
+    config.check_runnable(config.load(args.config))
+    return _handler("livegen.engine:run_command")(args)
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:

@@ -23,11 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from livegen.clock import MAX_BPM, MIN_BPM
 from livegen.errors import LivegenError
 
 CONFIG_ENV = "LIVEGEN_CONFIG"
 CHECKOUT_ROOT = Path(__file__).resolve().parents[1]
 SYSTEM_CONFIG = Path("/etc/livegen/config.toml")
+SHARED_DATA = Path("/usr/share/livegen")  # what install-service puts beside /etc/livegen
 
 
 class ConfigError(LivegenError):
@@ -53,28 +55,42 @@ def setting(default: Any = dataclasses.MISSING, *, lo: float | None = None,
 
 
 # ---------------------------------------------------------------- mapping targets
-# What a [[map]] rule can drive. `range` is the default output range; `neutral` is where
-# the value rests when nothing drives it (None: the generator's own configured value).
+# What a [[map]] rule can drive. `range` is the default output range; `limits` is what the
+# target can take at all (an out_range must lie within it, and the mapper holds every
+# value to it at run time); `neutral` is where the value rests when nothing drives it
+# (None: the generator's own configured value).
 
 @dataclass(frozen=True, slots=True)
 class Target:
     name: str
     range: tuple[float, float]
+    limits: tuple[float, float]
     neutral: float | None
     doc: str
 
 
 NOISE_SIZE = 64  # the longest noise code any generator may take
+# Sampling settings, shared by the generator's own keys and the rules that drive them:
+# a temperature or top_p of 0 is no distribution at all.
+TEMPERATURE_LIMITS = (0.05, 5.0)
+TOP_P_LIMITS = (0.01, 1.0)
+# velocity scales the velocities played by velocity / 0.75; at 2 (x2.7) all but the
+# softest notes are already at 127.
+VELOCITY_LIMITS = (0.0, 2.0)
 TARGETS: dict[str, Target] = {t.name: t for t in (
-    Target("pitch", (0.0, 1.0), 0.5, "register: 0 = low, 1 = high (mean-pitch bin)"),
-    Target("density", (0.0, 1.0), 0.5, "notes per second: 0 = sparse, 1 = dense"),
-    Target("key", (0.0, 11.0), None, "root of a major scale, 0 = C .. 11 = B"),
-    Target("temperature", (0.3, 1.5), None, "sampling temperature"),
-    Target("top_p", (0.5, 1.0), None, "nucleus sampling mass"),
-    Target("velocity", (0.0, 1.0), 0.75, "loudness: scales the velocities played"),
-    Target("tempo", (60.0, 180.0), None, "tempo in bpm for segment generators"),
-    Target("generator", (0.0, 2.0), None, "index into engine.generators"),
-    Target("noise", (-1.0, 1.0), 0.0, "noise[i]: one value of the generator's noise code"),
+    Target("pitch", (0.0, 1.0), (0.0, 1.0), 0.5,
+           "register: 0 = low, 1 = high (mean-pitch bin)"),
+    Target("density", (0.0, 1.0), (0.0, 1.0), 0.5, "notes per second: 0 = sparse, 1 = dense"),
+    Target("key", (0.0, 11.0), (0.0, 11.0), None, "root of a major scale, 0 = C .. 11 = B"),
+    Target("temperature", (0.3, 1.5), TEMPERATURE_LIMITS, None, "sampling temperature"),
+    Target("top_p", (0.5, 1.0), TOP_P_LIMITS, None, "nucleus sampling mass"),
+    Target("velocity", (0.0, 1.0), VELOCITY_LIMITS, 0.75,
+           "loudness: scales the velocities played (0.75 = as the model plays them)"),
+    Target("tempo", (60.0, 180.0), (MIN_BPM, MAX_BPM), None,
+           "tempo in bpm for segment generators and the MIDI clock sent"),
+    Target("generator", (0.0, 2.0), (0.0, 2.0), None, "index into engine.generators"),
+    Target("noise", (-1.0, 1.0), (-1.0, 1.0), 0.0,
+           "noise[i]: one value of the generator's noise code"),
 )}
 _NOISE_TARGET = re.compile(r"^noise\[(\d+)\]$")
 
@@ -121,7 +137,7 @@ class EngineConfig:
 
 @dataclass(frozen=True, slots=True)
 class ClockConfig:
-    bpm: float = setting(100.0, lo=20.0, hi=300.0, doc="internal tempo")
+    bpm: float = setting(100.0, lo=MIN_BPM, hi=MAX_BPM, doc="internal tempo")
     beats_per_bar: int = setting(4, lo=1, hi=16)
     source: Literal["internal", "midi"] = setting("internal",
                                                   doc="internal tempo, or follow MIDI clock")
@@ -163,8 +179,8 @@ class OutputConfig:
 @dataclass(frozen=True, slots=True)
 class CharRNNConfig:
     model: Path = setting(Path("models/charrnn.json"), doc="manifest of the ONNX model")
-    temperature: float = setting(1.0, lo=0.05, hi=5.0)
-    top_p: float = setting(0.95, lo=0.01, hi=1.0)
+    temperature: float = setting(1.0, lo=TEMPERATURE_LIMITS[0], hi=TEMPERATURE_LIMITS[1])
+    top_p: float = setting(0.95, lo=TOP_P_LIMITS[0], hi=TOP_P_LIMITS[1])
     channel: int | None = setting(None, lo=1, hi=16, doc="MIDI channel; unset = output.channel")
     providers: tuple[str, ...] = setting(
         ("CUDAExecutionProvider", "CPUExecutionProvider"),
@@ -190,12 +206,25 @@ class InputConfig:
     profile: Path | None = setting(None, doc="a device profile (devices/*.toml) whose [input] "
                                              "table gives defaults for this input's keys")
 
+    def offered_keys(self) -> tuple[str, ...] | None:
+        """The value keys this input can yield (`hand.y`, `cc.74`), or None where any key
+        may come (OSC, a replayed trace): map rules are checked against them."""
+        return None
+
+
+# The keys a hand tracker yields (the camera, and the simulated performer's hand).
+HAND_KEYS = ("hand.x", "hand.y", "hand.present", "hand.size", "hand.fingers")
+SIM_EMG_CHANNELS = 8
+
 
 @dataclass(frozen=True, slots=True)
 class SimInputConfig(InputConfig):
     seed: int = setting(1, lo=0, hi=2**32 - 1)
     rate_hz: float = setting(30.0, lo=1.0, hi=1000.0, doc="readings per second")
     period_s: float = setting(16.0, lo=1.0, hi=3600.0, doc="length of one gesture phrase")
+
+    def offered_keys(self) -> tuple[str, ...]:
+        return (*HAND_KEYS, *(f"emg.ch{i}" for i in range(SIM_EMG_CHANNELS)), "emg.total")
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +245,11 @@ class MidiInputConfig(InputConfig):
     # A knob sends only when moved and keeps its place: its controls hold for an hour.
     stale_after: float = setting(3600.0, lo=0.05, hi=3600.0,
                                  doc="seconds of silence before its controls go neutral")
+
+    def offered_keys(self) -> tuple[str, ...]:
+        numbered = tuple(f"{kind}.{n}" for kind in ("cc", "note", "pressure")
+                         for n in range(128))
+        return (*numbered, "note", "velocity", "bend", "pressure", "program")
 
     def check(self, path: str, problems: list[str]) -> None:
         if not self.port and not self.virtual:
@@ -262,6 +296,9 @@ class CameraInputConfig(InputConfig):
                             doc="jevois: how often the newest position is taken")
     frame_size: tuple[int, int] = setting((320, 240), lo=1, hi=8192,
                                           doc="jevois: the frame its x|y are measured in")
+
+    def offered_keys(self) -> tuple[str, ...]:
+        return HAND_KEYS
 
     def check(self, path: str, problems: list[str]) -> None:
         for key in ("skin_cr", "skin_cb"):
@@ -316,6 +353,9 @@ class EmgInputConfig(InputConfig):
     board: str = setting("synthetic", doc="brainflow: board name (synthetic, cyton, "
                                           "gforce_pro, ...) or its numeric id")
 
+    def offered_keys(self) -> tuple[str, ...]:
+        return (*(f"ch{i}" for i in range(self.channels)), "total")
+
     def check(self, path: str, problems: list[str]) -> None:
         fixed = {"myo-bled112": 8, "cyton": 8}
         if self.protocol in fixed and self.channels > fixed[self.protocol]:
@@ -338,6 +378,10 @@ class OscInputConfig(InputConfig):
                                          "network (phones), so only on a trusted network")
     port: int = setting(9000, lo=0, hi=65535, doc="UDP port (0 = any free port)")
     prefix: str = setting("/livegen/in", doc="OSC address prefix of the messages taken")
+    # A fader or knob on a phone sends only when moved and keeps its place, like a MIDI
+    # knob: its controls hold. A tracker that streams can set a few seconds.
+    stale_after: float = setting(3600.0, lo=0.05, hi=3600.0,
+                                 doc="seconds of silence before its controls go neutral")
 
     def check(self, path: str, problems: list[str]) -> None:
         if not re.fullmatch(r"(/[^/\s#*,?\[\]{}]+)+", self.prefix):
@@ -383,11 +427,28 @@ class MapRule:
             problems.append(f"{path}.source: {self.source!r} must be INPUT.KEY, "
                             "e.g. 'sim.hand.y'")
         try:
-            parse_target(self.target)
+            target, _ = parse_target(self.target)
         except ValueError as exc:
             problems.append(f"{path}.target: {exc}")
-        if self.in_range[0] == self.in_range[1]:
+        else:
+            self.check_out_range(target, path, problems)
+        lo, hi = self.in_range
+        if lo == hi:
             problems.append(f"{path}.in_range: the two ends must differ, got {list(self.in_range)}")
+        elif not math.isfinite(hi - lo):
+            problems.append(f"{path}.in_range: [{lo:g}, {hi:g}] spans more than a number can "
+                            "hold; give the range the source really sends")
+
+    def check_out_range(self, target: str, path: str, problems: list[str]) -> None:
+        if self.out_range is None:
+            return
+        lo, hi = TARGETS[target].limits
+        if all(lo <= end <= hi for end in self.out_range):
+            return
+        got = ", ".join(f"{end:g}" for end in self.out_range)
+        fixed = ", ".join(f"{min(hi, max(lo, end)):g}" for end in self.out_range)
+        problems.append(f"{path}.out_range: [{got}] goes beyond what {target} can take "
+                        f"({lo:g} .. {hi:g}); keep both ends within it, e.g. [{fixed}]")
 
     @property
     def input_name(self) -> str:
@@ -417,12 +478,35 @@ class Config:
             problems.append(f"engine.generator: unknown generator {self.engine.generator!r}"
                             f"{_suggest(self.engine.generator, generators)} "
                             f"(generators: {', '.join(generators)})")
+        driven: dict[tuple[str, int | None], int] = {}
         for i, rule in enumerate(self.map):
             if "." in rule.source and rule.input_name not in self.inputs:
                 known = ", ".join(self.inputs) or "none"
                 problems.append(f"map[{i}].source: no input named {rule.input_name!r}"
                                 f"{_suggest(rule.input_name, list(self.inputs))} "
                                 f"(configured inputs: {known})")
+            elif "." in rule.source:
+                self._check_key(i, rule, problems)
+            # Two rules on one target would fight (the later one always won, silently):
+            # one rule per target keeps what drives each control in one place.
+            target = parse_target(rule.target)
+            if target in driven:
+                first = self.map[driven[target]]
+                problems.append(f"map[{i}].target: {rule.target!r} is already driven by "
+                                f"map[{driven[target]}] (source {first.source!r}); one rule "
+                                "per target: remove one of them or give this one another "
+                                "target")
+            else:
+                driven[target] = i
+
+    def _check_key(self, i: int, rule: MapRule, problems: list[str]) -> None:
+        input_cfg = self.inputs[rule.input_name]
+        offered = input_cfg.offered_keys()
+        if offered is None or rule.key in offered:
+            return
+        problems.append(f"map[{i}].source: input {rule.input_name!r} ({input_cfg.type}) "
+                        f"yields no key {rule.key!r}{_suggest(rule.key, offered)} "
+                        f"(it yields {_key_summary(offered)})")
 
 
 def default_config_path() -> Path:
@@ -439,21 +523,23 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
     """Read and validate a config file. Raises ConfigError with every problem found."""
     path = Path(path) if path is not None else default_config_path()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_utf8(path)
     except FileNotFoundError:
         raise ConfigError(str(path), ["no such file; pass --config PATH or copy the shipped "
                                       "config.toml there"]) from None
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read: {exc.strerror}"]) from None
+    except ValueError as exc:
+        raise ConfigError(str(path), [str(exc)]) from None
     return loads(text, base_dir=path.resolve().parent, source=str(path))
 
 
 def loads(text: str, *, base_dir: Path, source: str = "<config>") -> Config:
     """Validate TOML text; relative paths resolve against base_dir."""
     try:
-        table = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, [f"not valid TOML: {exc}"]) from None
+        table = _parse_toml(text)
+    except ValueError as exc:
+        raise ConfigError(source, [str(exc)]) from None
     problems: list[str] = []
     config = _Builder(base_dir, problems).build(Config, table, "")
     if not problems:
@@ -462,6 +548,111 @@ def loads(text: str, *, base_dir: Path, source: str = "<config>") -> Config:
     if problems:
         raise ConfigError(source, problems)
     return config
+
+
+def _read_utf8(path: Path) -> str:
+    """A text file's contents; ValueError (one line, with the fix) when it is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text (byte {data[exc.start]:#04x} at offset "
+                         f"{exc.start}); save it as UTF-8 text") from None
+
+
+def _parse_toml(text: str) -> dict[str, Any]:
+    """TOML text as a table; ValueError (one line) when it cannot be read as TOML."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per level of nesting
+        raise ValueError("not usable TOML: arrays or tables nested hundreds of levels "
+                         "deep; no setting takes that, so flatten them") from None
+
+
+def _key_summary(keys: typing.Iterable[str]) -> str:
+    """Keys for a message, numbered runs folded: `ch0..ch7, total`, `cc.0..cc.127, ...`."""
+    parts: list[str] = []
+    runs: dict[str, list[int]] = {}
+    for key in keys:
+        m = re.fullmatch(r"(.*?)(\d+)", key)
+        if m is None:
+            parts.append(key)
+            continue
+        if m.group(1) not in runs:
+            runs[m.group(1)] = []
+            parts.append(m.group(1))  # a placeholder, filled in below, keeps the order
+        runs[m.group(1)].append(int(m.group(2)))
+    return ", ".join(
+        (f"{p}{min(runs[p])}..{p}{max(runs[p])}" if len(runs[p]) > 1 else f"{p}{runs[p][0]}")
+        if p in runs else p for p in parts)
+
+
+def check_runnable(config: Config) -> None:
+    """What `livegen run` needs beyond a valid config, checked cheaply and before anything
+    starts: the playing generator's model manifest exists, is JSON of the right kind, and
+    names a model file of the size it promises. (The sha256 and the graph are checked
+    when the model loads.) Raises ConfigError, one line per problem, each with a fix that
+    fits where the config lives."""
+    name = config.engine.generator
+    settings = getattr(config.generators, name)
+    problems = _manifest_problems(name, settings, f"generators.{name}.model", config.source)
+    if problems:
+        raise ConfigError(str(config.source or "<config>"), problems)
+
+
+def _manifest_problems(kind: str, settings: Any, key_path: str,
+                       source: Path | None) -> list[str]:
+    manifest_path: Path = settings.model
+    fix = _model_fix(kind, manifest_path, key_path, source)
+    try:
+        manifest = json.loads(_read_utf8(manifest_path))
+    except FileNotFoundError:
+        return [f"{key_path}: {manifest_path} does not exist; {fix}"]
+    except OSError as exc:
+        return [f"{key_path}: cannot read {manifest_path}: {exc.strerror}; {fix}"]
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        return [f"{key_path}: {manifest_path} is not a model manifest ({exc}); {fix}"]
+    if not isinstance(manifest, dict) or manifest.get("kind") != kind:
+        found = manifest.get("kind") if isinstance(manifest, dict) else type(manifest).__name__
+        return [f"{key_path}: {manifest_path} is a manifest of kind {found!r}, not {kind!r}; "
+                f"{fix}"]
+    files = manifest.get("files")
+    shipped = sorted(files) if isinstance(files, dict) else []
+    variant = (manifest.get("default_variant") if settings.variant == "default"
+               else settings.variant)
+    entry = files.get(variant) if isinstance(files, dict) else None
+    if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+        if settings.variant != "default" and shipped:
+            return [f"generators.{kind}.variant: {manifest_path} ships no {variant!r} model "
+                    f"(it ships {', '.join(shipped)}); set variant to one of them"]
+        return [f"{key_path}: {manifest_path} names no model file for variant {variant!r}; "
+                f"{fix}"]
+    model = manifest_path.parent / entry["path"]
+    if not model.is_file():
+        return [f"{key_path}: {model}, the model file {manifest_path.name} names, does not "
+                f"exist; {fix}"]
+    size = entry.get("bytes")
+    if isinstance(size, int) and model.stat().st_size != size:
+        return [f"{key_path}: {model} is {model.stat().st_size} bytes, its manifest says "
+                f"{size} (cut short or replaced?); {fix}"]
+    return []
+
+
+def _model_fix(kind: str, manifest: Path, key_path: str, source: Path | None) -> str:
+    """How to get a model back, for where this config and its manifest live."""
+    train = f"train and export one (`livegen train {kind}`, then `livegen export {kind}`)"
+    if manifest.is_relative_to(CHECKOUT_ROOT) and (CHECKOUT_ROOT / ".git").exists():
+        return f"restore it with `git checkout models/` in {CHECKOUT_ROOT}, or {train}"
+    if source is not None and source.parent == SYSTEM_CONFIG.parent:
+        return f"reinstall the shipped models with `sudo livegen install-service`, or {train}"
+    for shipped in (CHECKOUT_ROOT / "models" / f"{kind}.json",
+                    SHARED_DATA / "models" / f"{kind}.json"):
+        if shipped.is_file() and shipped != manifest:
+            return (f"point {key_path} at a manifest, e.g. \"{shipped}\" (the shipped one; "
+                    "a relative path starts at the config's folder)")
+    return f"{train} and point {key_path} at its manifest"
 
 
 def dumps(config: Config) -> str:
@@ -555,6 +746,9 @@ class _Builder:
                     values[name] = self.value(hints[name], table[name], key_path, f.metadata)
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 self.problems.append(f"{key_path}: missing; {f.metadata.get('doc', '')}")
+            else:
+                with contextlib.suppress(_Invalid):
+                    values.update(self.default(name, hints[name], f, key_path))
         try:
             obj = cls(**values)
         except TypeError:
@@ -563,6 +757,16 @@ class _Builder:
         if check is not None and len(self.problems) == before:
             check(path, self.problems)
         return obj
+
+    def default(self, name: str, hint: Any, f: dataclasses.Field, path: str) -> dict[str, Any]:
+        """An absent key's default, walked like a written one where that matters: a
+        default section is built so its own paths resolve too, and a default path
+        resolves against the config's folder (never against the working directory)."""
+        if dataclasses.is_dataclass(hint):
+            return {name: self.build(hint, {}, path)}
+        if isinstance(f.default, Path):
+            return {name: self.scalar(Path, str(f.default), path, f.metadata)}
+        return {}
 
     def value(self, hint: Any, raw: Any, path: str, meta: Mapping[str, Any]) -> Any:
         origin = typing.get_origin(hint)
@@ -644,13 +848,13 @@ class _Builder:
         where = f"{path}.profile"
         profile_path = self.scalar(Path, table["profile"], where, {})
         try:
-            profile = tomllib.loads(profile_path.read_text(encoding="utf-8"))
+            profile = _parse_toml(_read_utf8(profile_path))
         except OSError as exc:
             self.problems.append(f"{where}: cannot read {profile_path}: {exc.strerror}; "
                                  "profiles ship in devices/ (relative to the config's folder)")
             raise _Invalid from None
-        except tomllib.TOMLDecodeError as exc:
-            self.problems.append(f"{where}: {profile_path} is not valid TOML: {exc}")
+        except ValueError as exc:
+            self.problems.append(f"{where}: {profile_path} is {exc}")
             raise _Invalid from None
         defaults = profile.get("input")
         if not isinstance(defaults, dict):

@@ -5,6 +5,10 @@ inverts it, bends it through a curve, smooths it with a One Euro filter, scales 
 target's out_range and applies a deadband. The latest value of each target forms an
 immutable, versioned `Controls` snapshot. A source that falls silent holds its values;
 after its input's `stale_after` the targets it drove return to neutral.
+
+Whatever arrives, every value a snapshot carries lies within its target's limits
+(config.TARGETS): the config refuses an out_range beyond them, and the mapper holds each
+value to them again, so no NaN, infinity or absurd tempo reaches a generator or the clock.
 """
 
 from __future__ import annotations
@@ -73,7 +77,9 @@ class OneEuroFilter:
     """The One Euro filter (Casiez, Roussel, Vogel, CHI 2012).
 
     A low-pass filter whose cutoff rises with the signal's speed: steady hands give smooth
-    values, fast moves come through with little lag.
+    values, fast moves come through with little lag. A step too large for its arithmetic
+    (the state would overflow) restarts it from the new value, so no input, however wild,
+    leaves it poisoned; the mapper feeds it values normalised to 0..1 anyway.
     """
 
     def __init__(self, params: OneEuroConfig) -> None:
@@ -88,17 +94,25 @@ class OneEuroFilter:
         return 1.0 / (1.0 + tau / dt)
 
     def __call__(self, x: float, t: float) -> float:
+        """The smoothed value at time t (x and t finite; the mapper sees to it)."""
         if self.value is None:
             self.value, self.t = x, t
             return x
         dt = t - self.t
-        if dt <= 0.0:  # same timestamp (or clock glitch): nothing to integrate over
+        if not dt > 0.0:  # same timestamp (or clock glitch): nothing to integrate over
             return self.value
         p = self.params
         raw_derivative = (x - self.value) / dt
+        if not math.isfinite(raw_derivative):
+            # A jump beyond what floats hold: smoothing across it would leave inf or NaN
+            # in the state for good. Start again from the new value instead.
+            self.value, self.derivative, self.t = x, 0.0, t
+            return x
         self.derivative += self._alpha(p.d_cutoff, dt) * (raw_derivative - self.derivative)
         cutoff = p.min_cutoff + p.beta * abs(self.derivative)
         self.value += self._alpha(cutoff, dt) * (x - self.value)
+        if not (math.isfinite(self.value) and math.isfinite(self.derivative)):
+            self.value, self.derivative = x, 0.0
         self.t = t
         return self.value
 
@@ -109,28 +123,51 @@ class OneEuroFilter:
 
 # ---------------------------------------------------------------- rules
 
+def held(target: str, value: float) -> float:
+    """value held to what `target` can take (config.TARGETS limits); NaN goes to the low
+    end."""
+    lo, hi = TARGETS[target].limits
+    if not value >= lo:  # also NaN
+        return lo
+    return min(hi, value)
+
+
 class Rule:
     """One [[map]] entry, with its filter and its last output."""
 
     def __init__(self, spec: MapRule) -> None:
         self.spec = spec
         self.target, self.index = parse_target(spec.target)
-        self.out_range = spec.out_range or TARGETS[self.target].range
+        wanted = spec.out_range or TARGETS[self.target].range
+        # The config refuses an out_range beyond the target's limits; a Config built in
+        # code skips that check, so hold it here too.
+        self.out_range = (held(self.target, wanted[0]), held(self.target, wanted[1]))
+        if self.out_range != tuple(wanted):
+            log.warning("map %s -> %s: out_range %s held to %s, what %s can take",
+                        spec.source, spec.target, list(wanted), list(self.out_range),
+                        self.target)
         self.curve = CURVES[spec.curve]
         self.filter = OneEuroFilter(spec.smoothing) if spec.smoothing else None
         self.output: float | None = None  # None: not driving its target (never, or stale)
 
     def apply(self, raw: float, t: float) -> bool:
-        """Feed a source value; True when the output moved (beyond the deadband)."""
+        """Feed a source value; True when the output moved (beyond the deadband). A value
+        that is not a finite number is ignored."""
+        if not (math.isfinite(raw) and math.isfinite(t)):
+            return False
         lo, hi = self.spec.in_range
-        x = min(1.0, max(0.0, (raw - lo) / (hi - lo)))
+        # Clip to the in_range before subtracting, so a huge raw value cannot overflow.
+        clipped = min(max(raw, min(lo, hi)), max(lo, hi))
+        x = min(1.0, max(0.0, (clipped - lo) / (hi - lo)))
         if self.spec.invert:
             x = 1.0 - x
         x = self.curve(x)
         if self.filter is not None:
-            x = self.filter(x, t)
+            x = min(1.0, max(0.0, self.filter(x, t)))
         out_lo, out_hi = self.out_range
-        y = out_lo + x * (out_hi - out_lo)
+        # Weighted ends rather than lo + x * (hi - lo): the span of two finite ends can
+        # overflow, a weighted mean of them cannot.
+        y = held(self.target, out_lo * (1.0 - x) + out_hi * x)
         band = self.spec.deadband * abs(out_hi - out_lo)
         if self.output is not None and abs(y - self.output) <= band:
             return False
@@ -196,7 +233,7 @@ class Mapper:
     def _values(self) -> dict[str, object]:
         values = self._values_of(self.neutral)
         noise = list(self.neutral.noise)
-        for rule in self.rules:  # later rules win when two drive the same target
+        for rule in self.rules:  # the config allows one rule per target
             if rule.output is None:
                 continue
             if rule.target == "noise":
@@ -225,9 +262,9 @@ def neutral_controls(config: Config) -> Controls:
         pitch=TARGETS["pitch"].neutral,
         density=TARGETS["density"].neutral,
         key=0,
-        temperature=settings.temperature,
-        top_p=settings.top_p,
+        temperature=held("temperature", settings.temperature),
+        top_p=held("top_p", settings.top_p),
         velocity=TARGETS["velocity"].neutral,
-        tempo=config.clock.bpm,
+        tempo=held("tempo", config.clock.bpm),
         generator=generator,
     )

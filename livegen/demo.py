@@ -40,6 +40,7 @@ def demo_config(cfg: Config) -> Config:
 
 def demo_command(args: argparse.Namespace) -> int:
     cfg = demo_config(config_module.load(args.config))
+    config_module.check_runnable(cfg)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     midi_path, png_path = out / "demo.mid", out / "demo.png"

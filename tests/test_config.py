@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -122,3 +124,255 @@ def test_missing_config_file_is_one_clear_line(tmp_path: Path) -> None:
     result = run_cli("check-config", str(tmp_path / "nope.toml"))
     assert result.returncode == 2
     assert "no such file" in result.stderr and "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------- configs that run
+
+SIM = "[inputs.sim]\ntype = 'sim'\n"
+
+
+def rule(target: str, out_range: str, source: str = "sim.hand.y") -> str:
+    return f"[[map]]\nsource = '{source}'\ntarget = '{target}'\nout_range = {out_range}\n"
+
+
+@pytest.mark.parametrize(("target", "out_range", "expected"), [
+    ("temperature", "[0.0, 1.5]",
+     "map[0].out_range: [0, 1.5] goes beyond what temperature can take (0.05 .. 5); "
+     "keep both ends within it, e.g. [0.05, 1.5]"),
+    ("top_p", "[0.0, 1.0]", "what top_p can take (0.01 .. 1)"),
+    ("tempo", "[0.0, 120.0]", "what tempo can take (20 .. 300); keep both ends within it, "
+                              "e.g. [20, 120]"),
+    ("tempo", "[60.0, 1e9]", "e.g. [60, 300]"),
+    ("pitch", "[-1e308, 1e308]", "[-1e+308, 1e+308] goes beyond what pitch can take (0 .. 1)"),
+    ("velocity", "[-1e308, 1e308]", "what velocity can take (0 .. 2)"),
+    ("density", "[0.0, 1.5]", "what density can take (0 .. 1)"),
+    ("key", "[0.0, 12.0]", "what key can take (0 .. 11)"),
+    ("noise[3]", "[-2.0, 2.0]", "what noise can take (-1 .. 1)"),
+    ("generator", "[0.0, 5.0]", "what generator can take (0 .. 2)"),
+])
+def test_an_out_range_beyond_what_its_target_takes_is_refused(
+        target: str, out_range: str, expected: str, tmp_path: Path) -> None:
+    problems = problems_of(SIM + rule(target, out_range), tmp_path)
+    assert len(problems) == 1 and expected in problems[0], problems
+
+
+def test_out_ranges_at_the_ends_of_every_target_are_accepted(tmp_path: Path) -> None:
+    rules = [("pitch", "[1.0, 0.0]"), ("density", "[0.0, 1.0]"), ("key", "[0.0, 11.0]"),
+             ("temperature", "[0.05, 5.0]"), ("top_p", "[0.01, 1.0]"),
+             ("velocity", "[0.0, 2.0]"), ("tempo", "[20.0, 300.0]"),
+             ("generator", "[0.0, 2.0]"), ("noise[63]", "[-1.0, 1.0]")]
+    cfg = config.loads(SIM + "".join(rule(t, r) for t, r in rules), base_dir=tmp_path)
+    assert len(cfg.map) == len(rules)
+
+
+def test_an_in_range_wider_than_a_number_can_hold_is_refused(tmp_path: Path) -> None:
+    problems = problems_of(SIM + "[[map]]\nsource = 'sim.hand.y'\ntarget = 'pitch'\n"
+                                 "in_range = [-1e308, 1e308]\n", tmp_path)
+    assert problems == ["map[0].in_range: [-1e+308, 1e+308] spans more than a number can "
+                        "hold; give the range the source really sends"]
+
+
+@pytest.mark.parametrize(("inputs", "source", "expected"), [
+    (SIM, "sim.hand.z", "map[0].source: input 'sim' (sim) yields no key 'hand.z'; did you "
+                        "mean 'hand.y'? (it yields hand.x, hand.y, hand.present, hand.size, "
+                        "hand.fingers, emg.ch0..emg.ch7, emg.total)"),
+    (SIM, "sim.ch3", "yields no key 'ch3'"),
+    ("[inputs.cam]\ntype = 'camera'\n", "cam.hand.why", "did you mean 'hand.y'?"),
+    ("[inputs.arm]\ntype = 'emg'\nchannels = 4\n", "arm.ch5",
+     "input 'arm' (emg) yields no key 'ch5'; did you mean 'ch3'? (it yields ch0..ch3, total)"),
+    ("[inputs.knobs]\ntype = 'midi'\nvirtual = true\n", "knobs.cc74", "did you mean 'cc.74'?"),
+    ("[inputs.knobs]\ntype = 'midi'\nvirtual = true\n", "knobs.cc.128",
+     "(it yields cc.0..cc.127, note.0..note.127, pressure.0..pressure.127, note, velocity, "
+     "bend, pressure, program)"),
+])
+def test_a_rule_reading_a_key_its_input_never_yields_is_refused(
+        inputs: str, source: str, expected: str, tmp_path: Path) -> None:
+    problems = problems_of(inputs + f"[[map]]\nsource = '{source}'\ntarget = 'pitch'\n",
+                           tmp_path)
+    assert len(problems) == 1 and expected in problems[0], problems
+
+
+def test_osc_and_replay_inputs_take_any_key(tmp_path: Path) -> None:
+    cfg = config.loads("[inputs.phone]\ntype = 'osc'\n[inputs.trace]\ntype = 'replay'\n"
+                       "[[map]]\nsource = 'phone.fader/7'\ntarget = 'pitch'\n"
+                       "[[map]]\nsource = 'trace.anything.at.all'\ntarget = 'density'\n",
+                       base_dir=tmp_path)
+    assert [r.key for r in cfg.map] == ["fader/7", "anything.at.all"]
+
+
+def test_the_declared_keys_are_the_keys_the_inputs_yield() -> None:
+    import mido
+
+    from livegen.inputs.camera import NO_HAND, Hand
+    from livegen.inputs.midi_in import values_of
+    from livegen.inputs.sim import Performer
+
+    sim = config.SimInputConfig(type="sim").offered_keys()
+    assert set(Performer(seed=3).values(5.0)) == set(sim)
+    camera = set(Hand(0.1, 0.2, 0.3, 2).values()) | set(NO_HAND)
+    assert camera == set(config.CameraInputConfig(type="camera").offered_keys())
+    midi = set(config.MidiInputConfig(type="midi").offered_keys())
+    messages = [mido.Message("control_change", control=127, value=3),
+                mido.Message("note_on", note=0, velocity=9),
+                mido.Message("note_off", note=127), mido.Message("pitchwheel", pitch=5),
+                mido.Message("aftertouch", value=5), mido.Message("polytouch", note=64),
+                mido.Message("program_change", program=3)]
+    yielded = set().union(*(values_of(m) for m in messages))
+    assert yielded <= midi, yielded - midi
+
+
+def test_a_second_rule_on_the_same_target_is_refused(tmp_path: Path) -> None:
+    problems = problems_of(SIM + rule("pitch", "[0.0, 1.0]")
+                           + rule("noise[1]", "[-1.0, 1.0]")
+                           + rule("pitch", "[0.2, 0.8]", source="sim.hand.x")
+                           + rule("noise[01]", "[-1.0, 1.0]", source="sim.emg.total"),
+                           tmp_path)
+    assert problems == [
+        "map[2].target: 'pitch' is already driven by map[0] (source 'sim.hand.y'); one rule "
+        "per target: remove one of them or give this one another target",
+        "map[3].target: 'noise[01]' is already driven by map[1] (source 'sim.hand.y'); one "
+        "rule per target: remove one of them or give this one another target"]
+    config.loads(SIM + rule("noise[1]", "[-1.0, 1.0]") + rule("noise[2]", "[-1.0, 1.0]"),
+                 base_dir=tmp_path)  # different noise values are different targets
+
+
+def test_osc_controls_hold_by_default_like_midi(tmp_path: Path) -> None:
+    cfg = config.loads("[inputs.phone]\ntype = 'osc'\n[inputs.knobs]\ntype = 'midi'\n"
+                       "virtual = true\n[inputs.sim]\ntype = 'sim'\n", base_dir=tmp_path)
+    assert cfg.inputs["phone"].stale_after == cfg.inputs["knobs"].stale_after == 3600.0
+    assert cfg.inputs["sim"].stale_after == 2.0
+
+
+# ---------------------------------------------------------------- paths and round trips
+
+def test_a_default_model_path_resolves_against_the_config_folder(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "c.toml").write_text("[inputs.old]\ntype = 'replay'\n")
+    cfg = config.load(tmp_path / "etc" / "c.toml")
+    assert cfg.generators.charrnn.model == tmp_path / "etc" / "models" / "charrnn.json"
+    assert cfg.inputs["old"].path == tmp_path / "etc" / "recording.jsonl"
+
+
+@pytest.mark.parametrize("name", ["config.toml", "examples/gesture.toml", "examples/emg.toml"])
+def test_the_printed_effective_config_reads_back_as_the_same_config(
+        name: str, tmp_path: Path) -> None:
+    cfg = config.load(ROOT / name)
+    elsewhere = tmp_path / "printed" / "effective.toml"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text(config.dumps(cfg))
+    again = config.load(elsewhere)
+    assert dataclasses.replace(again, source=None) == dataclasses.replace(cfg, source=None)
+    bare = tmp_path / "bare.toml"  # every default, printed from another folder
+    bare.write_text("")
+    printed = tmp_path / "printed" / "bare.toml"
+    printed.write_text(config.dumps(config.load(bare)))
+    assert (dataclasses.replace(config.load(printed), source=None)
+            == dataclasses.replace(config.load(bare), source=None))
+
+
+# ---------------------------------------------------------------- check-config, end to end
+
+def check_config(path: Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "livegen.cli", "check-config", str(path)],
+                          capture_output=True, text=True, timeout=60, cwd=cwd)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_check_config_refuses_a_config_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes("# réglages\n[clock]\nbpm = 90\n".encode("latin-1"))
+    line = one_line_error(check_config(path))
+    assert line == f"livegen: {path}: not UTF-8 text (byte 0xe9 at offset 3); save it as " \
+                   "UTF-8 text"
+
+
+def test_check_config_refuses_a_binary_profile_in_one_line(tmp_path: Path) -> None:
+    profile = tmp_path / "cam.toml"
+    profile.write_bytes(bytes(range(256)))
+    path = tmp_path / "c.toml"
+    path.write_text(f"[inputs.cam]\ntype = 'camera'\nprofile = '{profile}'\n")
+    line = one_line_error(check_config(path))
+    assert f"inputs.cam.profile: {profile} is not UTF-8 text (byte 0x80" in line
+
+
+def test_check_config_refuses_arrays_nested_hundreds_deep_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "deep.toml"
+    path.write_text("[output]\nconnect = " + "[" * 600 + "]" * 600 + "\n")
+    profile = tmp_path / "deep-profile.toml"
+    profile.write_text("[input]\nmin_area = " + "[" * 600 + "]" * 600 + "\n")
+    with_profile = tmp_path / "c.toml"
+    with_profile.write_text(f"[inputs.cam]\ntype = 'camera'\nprofile = '{profile}'\n")
+    assert "nested hundreds of levels deep" in one_line_error(check_config(path))
+    assert "deep-profile.toml is not usable TOML" in one_line_error(check_config(with_profile))
+
+
+def test_check_config_refuses_an_out_range_the_run_could_not_play(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f"[generators.charrnn]\nmodel = '{ROOT / 'models' / 'charrnn.json'}'\n"
+                    + SIM + rule("pitch", "[0.0, 1.0]") + rule("temperature", "[0.0, 1.5]",
+                                                              source="sim.hand.x"))
+    line = one_line_error(check_config(path))
+    assert line.startswith(f"livegen: {path}: map[1].out_range: [0, 1.5] goes beyond")
+
+
+def test_check_config_refuses_a_missing_model_with_a_fix_for_where_the_config_lives(
+        tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"  # outside the checkout; the default model is beside it
+    path.write_text(SIM)
+    line = one_line_error(check_config(path, cwd=ROOT))  # the checkout's models/ is no excuse
+    missing = tmp_path / "models" / "charrnn.json"
+    shipped = ROOT / "models" / "charrnn.json"
+    assert line == (f"livegen: {path}: generators.charrnn.model: {missing} does not exist; "
+                    f"point generators.charrnn.model at a manifest, e.g. \"{shipped}\" (the "
+                    "shipped one; a relative path starts at the config's folder)")
+    assert "git checkout" not in line
+
+
+def test_check_config_checks_the_manifest_and_the_file_it_names(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    manifest = models / "charrnn.json"
+    path = tmp_path / "c.toml"
+    path.write_text(SIM)
+    manifest.write_text("{ not json")
+    assert "is not a model manifest (Expecting property name" in one_line_error(
+        check_config(path))
+    manifest.write_text(json.dumps({"kind": "dcrnn"}))
+    assert "is a manifest of kind 'dcrnn', not 'charrnn'" in one_line_error(check_config(path))
+    shipped = json.loads((ROOT / "models" / "charrnn.json").read_text())
+    manifest.write_text(json.dumps(shipped))
+    line = one_line_error(check_config(path))
+    assert f"{models / shipped['files'][shipped['default_variant']]['path']}, the model file " \
+           "charrnn.json names, does not exist" in line
+    path.write_text(SIM + "[generators.charrnn]\nvariant = 'fp32'\n")
+    (models / shipped["files"]["fp32"]["path"]).write_bytes(b"onnx, cut short")
+    assert "is 15 bytes, its manifest says" in one_line_error(check_config(path))
+    shipped["files"].pop("int8")
+    manifest.write_text(json.dumps(shipped))
+    path.write_text(SIM + "[generators.charrnn]\nvariant = 'int8'\n")
+    assert one_line_error(check_config(path)).endswith(
+        "generators.charrnn.variant: " f"{manifest} ships no 'int8' model (it ships fp32); "
+        "set variant to one of them")
+
+
+def test_a_missing_model_in_the_checkout_says_git_checkout(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f"[generators.charrnn]\nmodel = '{ROOT / 'models' / 'gone.json'}'\n")
+    line = one_line_error(check_config(path))
+    assert f"does not exist; restore it with `git checkout models/` in {ROOT}" in line
+
+
+def test_run_refuses_a_missing_model_as_check_config_does(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(SIM + "[output]\nport = ''\n")
+    run = subprocess.run([sys.executable, "-m", "livegen.cli", "run", "-c", str(path),
+                          "--duration", "5"], capture_output=True, text=True, timeout=60,
+                         cwd=ROOT)
+    assert one_line_error(run) == one_line_error(check_config(path))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -9,13 +10,14 @@ import numpy as np
 import pytest
 
 from livegen import config
-from livegen.config import OneEuroConfig
+from livegen.config import TARGETS, OneEuroConfig
 from livegen.control import CURVES, NO_KEY, Controls, Mapper, OneEuroFilter
 from livegen.inputs.base import Reading
 
 
 def mapper_for(rules: str, tmp_path: Path, stale_after: float = 2.0) -> Mapper:
-    text = f"[inputs.hand]\ntype = 'sim'\nstale_after = {stale_after}\n{rules}"
+    # An OSC input takes any key, so the rules can name plain x and y.
+    text = f"[inputs.hand]\ntype = 'osc'\nstale_after = {stale_after}\n{rules}"
     return Mapper(config.loads(text, base_dir=tmp_path))
 
 
@@ -97,3 +99,84 @@ def test_neutral_controls_take_the_generators_settings(tmp_path: Path) -> None:
                        base_dir=tmp_path)
     c = Mapper(cfg).controls
     assert (c.temperature, c.top_p, c.generator, c.version) == (0.8, 0.9, "charrnn", 0)
+
+
+# ---------------------------------------------------------------- nothing wild gets through
+
+LIMITED = ["pitch", "density", "key", "temperature", "top_p", "velocity", "tempo",
+           "generator", "noise[5]"]
+
+
+def within_limits(c: Controls) -> None:
+    for name in ("pitch", "density", "temperature", "top_p", "velocity", "tempo"):
+        lo, hi = TARGETS[name].limits
+        assert lo <= getattr(c, name) <= hi, (name, getattr(c, name))
+    assert 0 <= c.key <= 11 and all(-1.0 <= v <= 1.0 for v in c.noise)
+    assert math.isfinite(c.velocity_scale) and round(127 * c.velocity_scale) >= 0
+
+
+@pytest.mark.parametrize("target", LIMITED)
+def test_a_rule_built_in_code_past_the_config_checks_is_held_to_its_target(
+        target: str, tmp_path: Path) -> None:
+    cfg = config.loads(f"[inputs.hand]\ntype = 'osc'\n[[map]]\nsource = 'hand.y'\n"
+                       f"target = '{target}'\n", base_dir=tmp_path)
+    wild = dataclasses.replace(cfg.map[0], out_range=(-1e308, 1e308))
+    m = Mapper(dataclasses.replace(cfg, map=(wild,)))
+    for i, y in enumerate([0.0, 0.5, 1.0, 0.25]):
+        c = m.update(reading(float(i), y=y))
+        if c is not None:
+            within_limits(c)
+        lo, hi = TARGETS[m.rules[0].target].limits
+        assert lo <= m.rules[0].output <= hi
+
+
+def test_a_tempo_mapped_to_zero_in_code_is_held_to_the_slowest_tempo(tmp_path: Path) -> None:
+    cfg = config.loads("[inputs.hand]\ntype = 'osc'\n[[map]]\nsource = 'hand.y'\n"
+                       "target = 'tempo'\n", base_dir=tmp_path)
+    m = Mapper(dataclasses.replace(cfg, map=(dataclasses.replace(cfg.map[0],
+                                                                 out_range=(0.0, 0.0)),)))
+    assert m.update(reading(0.0, y=0.7)).tempo == TARGETS["tempo"].limits[0]
+
+
+def test_values_that_are_not_numbers_are_ignored_and_huge_ones_clipped(tmp_path: Path) -> None:
+    m = mapper_for("[[map]]\nsource = 'hand.y'\ntarget = 'velocity'\nout_range = [0.0, 2.0]\n"
+                   "smoothing = { min_cutoff = 1.0, beta = 0.5 }\n", tmp_path)
+    assert m.update(reading(0.0, y=0.5)).velocity == pytest.approx(1.0)
+    for i, y in enumerate([math.nan, math.inf, -math.inf]):
+        assert m.update(reading(0.1 + 0.1 * i, y=y)) is None
+    for i, y in enumerate([1.7e308, -1.7e308, 1e300]):
+        c = m.update(reading(1.0 + 0.02 * i, y=y))
+        if c is not None:
+            within_limits(c)
+
+
+def test_one_euro_filter_recovers_at_once_from_values_beyond_what_floats_hold() -> None:
+    f = OneEuroFilter(OneEuroConfig(min_cutoff=1.0, beta=0.5))
+    f(0.5, 0.0)
+    f(1.7e308, 0.02)
+    f(-1.7e308, 0.04)  # the jump overflows to -inf: the state restarts from here
+    out = [f(0.5, 0.06 + 0.02 * i) for i in range(5)]
+    assert all(math.isfinite(v) for v in out)
+    assert out[-1] == pytest.approx(0.5)
+    still = OneEuroFilter(OneEuroConfig(min_cutoff=1.0, beta=0.0))
+    still(1.7e308, 0.0)
+    assert still(-1.7e308, 1e-300) == -1.7e308  # a step past float range, at any dt
+    assert math.isfinite(still(0.25, 1.0))
+
+
+def test_smoothing_follows_the_hand_again_soon_after_wild_values(tmp_path: Path) -> None:
+    m = mapper_for("[[map]]\nsource = 'hand.y'\ntarget = 'pitch'\n"
+                   "smoothing = { min_cutoff = 1.0, beta = 0.0 }\n", tmp_path)
+    for i, y in enumerate([1.7e308, -1.7e308, 1e300, -1e300, 5e-324]):
+        m.update(reading(0.02 * i, y=y))
+    for i in range(100):  # two seconds at 50 Hz: twelve time constants of a 1 Hz cutoff
+        m.update(reading(0.1 + 0.02 * i, y=0.3))
+    assert m.controls.pitch == pytest.approx(0.3, abs=1e-3)
+
+
+def test_osc_controls_hold_after_a_faders_last_message(tmp_path: Path) -> None:
+    m = Mapper(config.loads("[inputs.fader]\ntype = 'osc'\n[[map]]\nsource = 'fader.level'\n"
+                            "target = 'density'\n", base_dir=tmp_path))
+    assert m.update(Reading("fader", 10.0, {"level": 0.9})).density == pytest.approx(0.9)
+    assert m.tick(10.0 + 600.0) is None  # ten minutes without moving it: it stays put
+    assert m.controls.density == pytest.approx(0.9)
