@@ -4,9 +4,12 @@ modules are imported on use, so `livegen panic` does not load ONNX Runtime."""
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import logging
+import math
 import sys
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -28,6 +31,39 @@ def _handler(target: str) -> Callable[[argparse.Namespace], int | None]:
     return handle
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with errors in one line, like every other livegen error (exit 2)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
+
+
+def _seconds(*, zero_ok: bool) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds, above 0 (or at least 0)."""
+    wanted = "0 or more" if zero_ok else "more than 0"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+            raise argparse.ArgumentTypeError(f"{text} seconds: give {wanted}")
+        return value
+
+    return parse
+
+
+def _logging_options() -> argparse.ArgumentParser:
+    """-v and -q again after the command (`livegen run -v`); they add to those before it."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", dest="sub_verbose", action="count", default=0,
+                        help="more log output (-vv for debug)")
+    common.add_argument("-q", "--quiet", dest="sub_quiet", action="store_true",
+                        help="warnings and errors only")
+    return common
+
+
 def _config_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", type=Path, default=None, metavar="PATH",
                         help="config file (default: $LIVEGEN_CONFIG, ./config.toml, "
@@ -35,7 +71,7 @@ def _config_option(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="livegen",
         description="A live generative MIDI instrument: body and controllers steer neural "
                     "generators that play into a virtual MIDI port.")
@@ -44,94 +80,115 @@ def build_parser() -> argparse.ArgumentParser:
                         help="more log output (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    command = functools.partial(sub.add_parser, parents=[_logging_options()])
 
-    p = sub.add_parser("run", help="run the daemon until SIGINT/SIGTERM (SIGHUP reloads)")
+    p = command("run", help="run the daemon until SIGINT/SIGTERM (SIGHUP reloads)")
     _config_option(p)
     p.add_argument("--record", type=Path, metavar="PATH",
                    help="write every input reading to this JSONL trace (for replay)")
     p.add_argument("--replay", type=Path, metavar="PATH",
                    help="replace every input by a replay of this trace")
-    p.add_argument("--stats", type=float, metavar="SECONDS", default=0.0,
-                   help="log timing, CPU and memory figures every SECONDS")
+    p.add_argument("--stats", type=_seconds(zero_ok=True), metavar="SECONDS", default=0.0,
+                   help="log timing, CPU, memory and dropped-data figures every SECONDS "
+                        "(0: never, the default)")
     p.add_argument("--stats-json", type=Path, metavar="PATH",
                    help="write the same figures as JSON at exit")
-    p.add_argument("--duration", type=float, metavar="SECONDS",
-                   help="stop by itself after SECONDS (default: run until signalled)")
+    p.add_argument("--duration", type=_seconds(zero_ok=False), metavar="SECONDS",
+                   help="stop by itself after SECONDS, more than 0 (default: run until "
+                        "signalled)")
     p.set_defaults(handler=run_command)
 
-    p = sub.add_parser("demo", help="the simulated performer through the engine: "
-                                    "plays to the port if there is one, writes out/demo.mid "
-                                    "and out/demo.png")
+    p = command("demo", help="the simulated performer through the engine: "
+                            "plays to the port if there is one, writes out/demo.mid "
+                            "and out/demo.png")
     _config_option(p)
-    p.add_argument("--seconds", type=float, default=20.0, help="length (default 20)")
+    p.add_argument("--seconds", type=_seconds(zero_ok=False), default=20.0,
+                   help="length, more than 0 (default 20)")
     p.add_argument("--out", type=Path, default=Path("out"), help="folder for demo.mid/.png")
     p.add_argument("--seed", type=int, default=1, help="sampling and performer seed")
     p.set_defaults(handler=_handler("livegen.demo:demo_command"))
 
-    p = sub.add_parser("check-config", help="validate a config and print the effective one")
+    p = command("render", help="play a trace through the engine on a virtual clock, "
+                              "faster than real time, into a MIDI file (no MIDI port)")
+    p.add_argument("--replay", type=Path, metavar="TRACE", required=True,
+                   help="the JSONL trace (from `livegen run --record`) that replaces every "
+                        "input")
+    p.add_argument("--out", type=Path, metavar="FILE.mid", required=True,
+                   help="the MIDI file to write")
+    _config_option(p)
+    p.add_argument("--seed", type=int, help="sampling seed (default: engine.seed)")
+    p.add_argument("--duration", type=float, metavar="SECONDS",
+                   help="seconds of music (default: up to the trace's last reading)")
+    p.set_defaults(handler=_handler("livegen.render:render_command"))
+
+    p = command("check-config", help="validate a config and print the effective one")
     p.add_argument("path", nargs="?", type=Path, help="config file (default as for run)")
     p.set_defaults(handler=check_config_command)
 
-    p = sub.add_parser("devices", help="list MIDI ports, cameras, serial ports, OSC settings "
-                                       "and ONNX Runtime execution providers")
+    p = command("devices", help="list MIDI ports, cameras, serial ports, OSC settings "
+                               "and ONNX Runtime execution providers")
     _config_option(p)
     p.set_defaults(handler=_handler("livegen.devices:devices_command"))
 
-    p = sub.add_parser("learn", help="move a control on a MIDI controller; "
-                                     "writes a [[map]] entry for it")
+    p = command("learn", help="move a control on a MIDI controller; "
+                             "writes a [[map]] entry for it")
     _config_option(p)
     p.add_argument("target", help="what the control should drive: pitch, density, noise[3], ...")
     p.add_argument("--input", help="the [inputs.NAME] of type midi to listen on "
                                    "(default: the first one)")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
+    p.add_argument("--timeout", type=_seconds(zero_ok=False), default=30.0,
+                   help="seconds to wait (default 30)")
     p.add_argument("--write", action="store_true",
                    help="append the entry to the config file (default: print it)")
     p.set_defaults(handler=_handler("livegen.inputs.midi_in:learn_command"))
 
-    p = sub.add_parser("calibrate", help="guided calibration of a sensor")
+    p = command("calibrate", help="guided calibration of a sensor")
     p.add_argument("what", choices=["emg"], help="what to calibrate")
     _config_option(p)
     p.add_argument("--input", help="the [inputs.NAME] to calibrate (default: the first emg)")
-    p.add_argument("--seconds", type=float, default=5.0, help="seconds per phase (default 5)")
+    p.add_argument("--seconds", type=_seconds(zero_ok=False), default=5.0,
+                   help="seconds per phase (default 5)")
     p.set_defaults(handler=_handler("livegen.inputs.emg:calibrate_command"))
 
-    p = sub.add_parser("panic", help="send all-notes-off (and note-offs) to a MIDI port")
+    p = command("panic", help="send all-notes-off (and note-offs) to a MIDI port")
     _config_option(p)
     p.add_argument("--port", help="existing port to send to (name substring); default: "
                                   "the config's output")
     p.set_defaults(handler=_handler("livegen.output:panic_command"))
 
-    p = sub.add_parser("play", help="play a MIDI file through the configured output "
-                                    "(to test a rig); SIGINT/SIGTERM end every note")
+    p = command("play", help="play a MIDI file through the configured output "
+                            "(to test a rig); SIGINT/SIGTERM end every note")
     p.add_argument("file", type=Path, help="the .mid file")
     _config_option(p)
     p.add_argument("--loop", action="store_true",
                    help="play it again and again until SIGINT/SIGTERM")
+    p.add_argument("--channel", type=int, choices=range(1, 17), metavar="1..16",
+                   help="play every message on this channel (default: each on its own)")
     p.set_defaults(handler=_handler("livegen.play:play_command"))
 
-    p = sub.add_parser("install-service", help="install the systemd unit, config, models "
-                                               "and udev rules (under --root, default /)")
+    p = command("install-service", help="install the systemd unit, config, models "
+                                       "and udev rules (under --root, default /)")
     p.add_argument("--root", type=Path, default=Path("/"),
                    help="install into this folder instead of / (packaging, tests)")
     p.set_defaults(handler=_handler("livegen.service:install_command"))
 
-    p = sub.add_parser("train", help="train a model (needs the [train] extra: torch)")
+    p = command("train", help="train a model (needs the [train] extra: torch)")
     p.add_argument("model", choices=["charrnn"])
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options; see livegen train MODEL -h")
     p.set_defaults(handler=_handler("livegen.train:train_command"))
 
-    p = sub.add_parser("export", help="export a trained checkpoint to models/ (ONNX + manifest)")
+    p = command("export", help="export a trained checkpoint to models/ (ONNX + manifest)")
     p.add_argument("model", choices=["charrnn"])
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options; see livegen export MODEL -h")
     p.set_defaults(handler=_handler("livegen.train:export_command"))
 
-    p = sub.add_parser("eval", help="evaluate a shipped model: held-out NLL, "
-                                    "controllability, copying, BLEU")
+    p = command("eval", help="evaluate a shipped model: held-out NLL, "
+                            "controllability, copying, BLEU")
     p.add_argument("model", choices=["charrnn"])
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options; see livegen eval MODEL -h")
     p.set_defaults(handler=_handler("livegen.evaluate:eval_command"))
 
-    p = sub.add_parser("bench", help="measure timing and memory; prints figures")
+    p = command("bench", help="measure timing and memory; prints figures")
     p.add_argument("what", choices=["output", "charrnn", "engine", "camera"])
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options; see livegen bench WHAT -h")
     p.set_defaults(handler=_handler("livegen.bench:bench_command"))
@@ -165,7 +222,7 @@ def setup_logging(verbose: int, quiet: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.verbose, args.quiet)
+    setup_logging(args.verbose + args.sub_verbose, args.quiet or args.sub_quiet)
     try:
         return args.handler(args) or 0
     except LivegenError as exc:

@@ -357,21 +357,30 @@ class Engine:
 
 
 def format_stats(figures: dict[str, Any]) -> str:
-    """One log line of the figures."""
+    """One log line of the figures. What nothing was measured for yet says so (never
+    `nan`); each input that dropped data says how much and why."""
     parts = []
     for name, g in figures["generators"].items():
         step, lat = g["step_ms"], g["control_latency_ms"]
-        parts.append(
-            f"{name} step p50 {step.get('p50', float('nan')):.2f} p99 "
-            f"{step.get('p99', float('nan')):.2f} ms, control latency p50 "
-            f"{lat.get('p50', float('nan')):.1f} p99 {lat.get('p99', float('nan')):.1f} ms "
-            f"(over budget {g['budget_overruns']}/{lat.get('n', 0)}), late {g['late']}, "
-            f"stalls {g['stalls']}")
+        steps = (f"step p50 {step['p50']:.2f} p99 {step['p99']:.2f} ms" if step.get("n")
+                 else "step -")
+        latency = (f"control latency p50 {lat['p50']:.1f} p99 {lat['p99']:.1f} ms (over "
+                   f"budget {g['budget_overruns']}/{lat['n']})" if lat.get("n")
+                   else "control latency: no changes yet")
+        parts.append(f"{name} {steps}, {latency}, late {g['late']}, stalls {g['stalls']}")
     out = figures["output"]
     if out:
-        parts.append(f"send lateness p50 {out['lateness_p50_ms']:.2f} p99 "
-                     f"{out['lateness_p99_ms']:.2f} max {out['lateness_max_ms']:.2f} ms, "
-                     f"{out['messages']} sent")
+        p50 = out["lateness_p50_ms"]
+        if p50 == p50:  # NaN, the one value unequal to itself, until a timed send
+            parts.append(f"send lateness p50 {p50:.2f} p99 {out['lateness_p99_ms']:.2f} "
+                         f"max {out['lateness_max_ms']:.2f} ms, {out['messages']} sent")
+        else:
+            parts.append(f"send lateness -, {out['messages']} sent")
+    dropped = [f"{name} {sum(i['dropped'].values())} ("
+               + ", ".join(f"{why} {n}" for why, n in sorted(i["dropped"].items())) + ")"
+               for name, i in figures["inputs"].items() if sum(i["dropped"].values())]
+    if dropped:
+        parts.append("dropped " + "; ".join(dropped))
     parts.append(f"cpu {figures['cpu_percent']:.0f}% rss {figures['rss_mb']:.0f} MB")
     return " | ".join(parts)
 

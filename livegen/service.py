@@ -7,6 +7,7 @@ namespace); a dozen lines, so no library. Outside systemd every call is a no-op.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import shutil
@@ -14,7 +15,7 @@ import socket
 import sys
 from pathlib import Path
 
-from livegen.config import CHECKOUT_ROOT
+from livegen.config import CHECKOUT_ROOT, SHARED_DATA
 from livegen.errors import LivegenError
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class Notifier:
 
 # ---------------------------------------------------------------- installing
 
-SHARE = Path("usr/share/livegen")
+SHARE = SHARED_DATA.relative_to("/")
 SYSUSERS = """\
 # The user the livegen service runs as (systemd-sysusers).
 u livegen - "livegen live MIDI instrument" /var/lib/livegen
@@ -73,12 +74,28 @@ def install(root: Path, executable: Path, source: Path = CHECKOUT_ROOT) -> list[
 
     Layout: /etc/livegen/config.toml with models/ and devices/ beside it as links into
     /usr/share/livegen, so the shipped config's relative paths work unchanged. An existing
-    /etc/livegen/config.toml is kept. Returns the files written.
+    /etc/livegen/config.toml is kept. Returns the files written. Raises LivegenError (one
+    line) when root is not a folder or a file cannot be written.
     """
     unit_template = source / "systemd" / "livegen.service"
     if not unit_template.is_file():
         raise LivegenError(f"{unit_template} not found: install-service runs from a livegen "
                            "checkout or an installed copy with its systemd/ folder")
+    if root.exists() and not root.is_dir():
+        raise LivegenError(f"install-service --root: {root} is a file, not a folder; name a "
+                           "folder (it is made if it does not exist)")
+    try:
+        return _install(root, executable, source, unit_template)
+    except OSError as exc:  # shutil.Error too: it is an OSError with a list of failures
+        where = f" {exc.filename}" if exc.filename else ""
+        fix = ("run it as root (sudo), or pass --root DIR to install into a folder of your "
+               "own" if isinstance(exc, PermissionError) or exc.errno == errno.EROFS
+               else "move what is in the way, or pass another --root")
+        raise LivegenError(f"install-service: cannot write{where} under {root}: "
+                           f"{exc.strerror or exc}; {fix}") from None
+
+
+def _install(root: Path, executable: Path, source: Path, unit_template: Path) -> list[Path]:
     written: list[Path] = []
     share = root / SHARE
     for folder in ("models", "devices", "examples"):

@@ -8,6 +8,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,29 @@ def test_watchdog_interval_is_half_of_watchdog_sec(monkeypatch: pytest.MonkeyPat
     assert Notifier("").watchdog_interval() == 5.0
     monkeypatch.setenv("WATCHDOG_PID", "1")
     assert Notifier("").watchdog_interval() is None
+
+
+def install_service(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "livegen.cli", "install-service", "--root",
+                           str(root)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+def test_install_service_with_a_file_for_its_root_is_one_line(tmp_path: Path) -> None:
+    root = tmp_path / "root.txt"
+    root.write_text("not a folder\n")
+    result = install_service(root)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"livegen: install-service --root: {root} is a file, not a folder; name a folder "
+        "(it is made if it does not exist)"]
+
+
+def test_install_service_that_cannot_write_says_where_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "etc").write_text("a file where /etc should be a folder\n")
+    result = install_service(tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0] == (f"livegen: install-service: cannot write {tmp_path / 'etc/livegen'} "
+                        f"under {tmp_path}: Not a directory; move what is in the way, or "
+                        "pass another --root")
