@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 TICK_S = 0.05          # the loop's housekeeping period: staleness, watchdog, duration
 START_LEAD_S = 0.15    # the music starts this long after the engine is ready
 CLOCK_TAG = "clock"    # timeline tag of outgoing MIDI clock
-CLOCK_SILENCE_S = 2.0  # a followed clock port silent this long is reopened
 
 
 @dataclass
@@ -169,8 +168,7 @@ class Engine:
         port = MidiInputConfig(type="midi", port=self.cfg.clock.follow_port,
                                api=self.cfg.output.api)
         follower = MidiInput(CLOCK_TAG, port, on_clock=lambda status, t: (
-            loop.call_soon_threadsafe(self.clock.on_midi, status, t)),
-            reopen_after_silence_s=CLOCK_SILENCE_S)
+            loop.call_soon_threadsafe(self.clock.on_midi, status, t)))
         self.clock_follower = loop.create_task(supervise(follower, lambda reading: None),
                                                name="clock-follower")
         log.info("clock: following MIDI clock from the port matching %r",

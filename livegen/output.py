@@ -20,26 +20,41 @@ import atexit
 import contextlib
 import ctypes
 import ctypes.util
+import dataclasses
 import errno
 import functools
 import logging
 import os
-import subprocess
+import re
 import sys
 import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import rtmidi
 
-from livegen.config import OutputConfig
+from livegen.config import Config, OutputConfig
 from livegen.errors import LivegenError
+from livegen.ports import (
+    JACK_TOOLS_FIX,
+    JackServerWatch,
+    NoMidiSystemError,
+    close_client,
+    current_ports,
+    free_jack_client_name,
+    jack_connect,
+    jack_connections,
+    jack_disconnect,
+    jack_port_names,
+    jack_serves,
+    match_ports,
+    midi_client,
+)
 from livegen.stats import Samples
 from livegen.timeline import Event, Message, Timeline
 
@@ -60,13 +75,8 @@ BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 8.0
 BURST = 256                  # messages sent in one go before letting the MIDI server drain
 BURST_PAUSE_S = 0.003        # > 2 JACK periods at 64 frames: rtmidi's 16 KiB buffer empties
-JACK_FIX = "start JACK (`jackd -d dummy -r 48000 -p 64`)"
-ALSA_FIX = "load the ALSA sequencer (`modprobe snd-seq`)"
-FILE_FIX = 'record to a file only (output.record = "out/session.mid", output.port = "")'
-
-
-class NoMidiSystemError(LivegenError):
-    """No MIDI system (JACK server, ALSA sequencer, CoreMIDI) could be reached."""
+CONNECTION_CHECK_S = 2.0     # how often a JACK connection is checked (jack_lsp, a process)
+CONNECT_CLIENT = "livegen-connect"  # the port connections start from when output.port is ""
 
 
 def panic_messages(channels: Iterable[int], every_note: bool = False) -> list[Message]:
@@ -97,161 +107,24 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-_API_IDS = {"jack": rtmidi.API_UNIX_JACK, "alsa": rtmidi.API_LINUX_ALSA,
-            "coremidi": rtmidi.API_MACOSX_CORE}
-_AUTO_ORDER = ("jack", "alsa", "coremidi")
-
-
-def _jack_server() -> str:
-    return os.environ.get("JACK_DEFAULT_SERVER") or "default"
-
-
-@contextlib.contextmanager
-def _native_stderr_captured() -> Iterator[list[str]]:
-    """Capture what C libraries print on file descriptor 2 while the block runs.
-
-    libjack and alsa-lib print several lines when no server or sequencer is there; the
-    person should see one line that says what to do, not those. The captured lines are
-    put in the yielded list. A Python thread that writes to stderr in the same few
-    milliseconds is captured too: the caller writes the lines back when nothing failed.
-    """
-    lines: list[str] = []
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):
-        yield lines
-        return
-    try:
-        with tempfile.TemporaryFile() as capture:
-            os.dup2(capture.fileno(), 2)
-            try:
-                yield lines
-            finally:
-                os.dup2(saved, 2)
-                capture.seek(0)
-                lines.extend(capture.read().decode(errors="replace").splitlines())
-    finally:
-        os.close(saved)
-
-
-def _new_client(kind: type, api: str, client_name: str) -> Any:
-    with _native_stderr_captured() as lines:
-        try:
-            client = kind(_API_IDS[api], name=client_name)
-        except (rtmidi.RtMidiError, SystemError):
-            client = None
-    if client is None:
-        for line in lines:
-            log.debug("native (%s): %s", api, line)
-        return None
-    if lines:
-        sys.stderr.write("\n".join(lines) + "\n")
-    return client
-
-
-def midi_client(api: str, client_name: str, kind: type = rtmidi.MidiOut) -> tuple[Any, str]:
-    """A python-rtmidi client (MidiOut or MidiIn) on `api`, and the name of the API it got.
-
-    'auto' tries JACK (when a server is running), then ALSA, then CoreMIDI. Raises
-    NoMidiSystemError, one line naming the fix, when none can be reached.
-    """
-    compiled = {rtmidi.get_api_name(a) for a in rtmidi.get_compiled_api()}
-    compiled = {"coremidi" if name == "core" else name for name in compiled}
-    wanted = [a for a in _AUTO_ORDER if a in compiled] if api == "auto" else [api]
-    reasons, fixes = [], []
-    for name in wanted:
-        if name not in compiled:
-            reasons.append(f"this python-rtmidi has no {name} support "
-                           f"(it has: {', '.join(sorted(compiled))})")
-            continue
-        client = _new_client(kind, name, client_name)
-        if client is not None:
-            return client, name
-        if name == "jack":
-            reasons.append(f"JACK: no server {_jack_server()!r} running")
-            fixes.append(JACK_FIX)
-        elif name == "alsa":
-            reasons.append("ALSA: no sequencer (/dev/snd/seq)")
-            fixes.append(ALSA_FIX)
-        else:
-            reasons.append(f"{name}: not available")
-    fixes.append(FILE_FIX)
-    raise NoMidiSystemError(f"no MIDI system reachable ({'; '.join(reasons)}): "
-                            f"{', or '.join(fixes)}")
-
-
-_listers: dict[tuple[str, str], Any] = {}
-_listers_lock = threading.Lock()
-
-
-def current_ports(api: str, kind: type = rtmidi.MidiOut) -> list[str] | None:
-    """The ports a client of `kind` could open now (MidiOut: destinations; MidiIn:
-    sources), for health checks; None when it cannot be told.
-
-    With JACK the list comes from `jack_lsp`, in a process of its own: asking libjack from
-    inside this process while one of its clients is running (get_ports, or opening another
-    client) sometimes stalls that client's process thread for good (seen here: a clock
-    input that received nothing for a whole run, once in four starts). Other systems are
-    asked through a client kept for nothing else."""
-    if api == "jack":
-        try:
-            done = subprocess.run(["jack_lsp"], capture_output=True, text=True, timeout=5)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout.splitlines() if done.returncode == 0 else []
-    key = (api, kind.__name__)
-    with _listers_lock:
-        lister = _listers.get(key)
-        try:
-            if lister is None:
-                suffix = "in" if kind is rtmidi.MidiIn else "out"
-                lister, _ = midi_client(api, f"livegen-ports-{suffix}", kind)
-                _listers[key] = lister
-            return lister.get_ports()
-        except Exception:
-            _listers.pop(key, None)  # made anew next time
-            return None
-
-
-class _JackServerWatch:
-    """Notices that the JACK server went away or restarted, which rtmidi does not report.
-
-    jackd2 listens on a socket in /dev/shm named after the server and the user; a server
-    that exits removes it and a restarted one makes a new one (a new inode).
-    """
-
-    def __init__(self) -> None:
-        self.path = Path(f"/dev/shm/jack_{_jack_server()}_{os.getuid()}_0")
-        try:
-            self.inode: int | None = self.path.stat().st_ino
-        except OSError:
-            self.inode = None  # another layout (JACK1, macOS): no watch
-
-    def alive(self) -> bool:
-        if self.inode is None:
-            return True
-        try:
-            return self.path.stat().st_ino == self.inode
-        except OSError:
-            return False
-
-
 def _drop(message: Message) -> None:
     """Sends nowhere: what a closed port does."""
 
 
 class PortSink:
-    """A python-rtmidi output: livegen's own virtual port, or a connection to an existing
-    port (then `target` is that port's full name, checked by the keeper)."""
+    """A python-rtmidi output: livegen's own virtual port, or (ALSA, CoreMIDI) a client
+    connected to an existing port (then `target` is that port's full name, checked by the
+    keeper). `port` is the port's full name as the MIDI system knows it."""
 
-    def __init__(self, midi_out: Any, api: str, name: str, target: str = "") -> None:
+    def __init__(self, midi_out: Any, api: str, name: str, port: str = "",
+                 target: str = "") -> None:
         self.name = name
         self.api = api
+        self.port = port
         self.target = target
         self._out = midi_out
         self._send = midi_out.send_message
-        self._watch = _JackServerWatch() if api == "jack" else None
+        self._watch = JackServerWatch() if api == "jack" else None
 
     def send(self, message: Message, t: float) -> None:
         self._send(message)
@@ -269,38 +142,85 @@ class PortSink:
         out, self._out = self._out, None
         self._send = _drop  # the bound method would keep the client (and its port) alive
         if out is not None:
-            with _native_stderr_captured() as lines:
-                out.close_port()
-                del out  # the last reference: rtmidi closes the JACK/ALSA client now
-            for line in lines:
-                log.debug("native: %s", line)
+            close_client(out)
+            del out  # the last reference: rtmidi closes the JACK/ALSA client now
 
 
 def open_virtual_port(api: str, port: str) -> PortSink:
-    """Open livegen's virtual output port: a client named `port` with one port, 'out'."""
-    out, got = midi_client(api, port)
+    """Open livegen's virtual output port: a client named `port` with one port, 'out'.
+    With JACK, a name in use gets a suffix as JACK would give it (`livegen-01`), chosen
+    here so that the name livegen reports is the port's real name."""
+    client_name = free_jack_client_name(port) if jack_serves(api) else port
+    out, got = midi_client(api, client_name)
     out.open_virtual_port("out")
-    return PortSink(out, got, f"{got} port {port}:out")
+    if got != "jack":
+        client_name = port
+    return PortSink(out, got, f"{got} port {client_name}:out", port=f"{client_name}:out")
+
+
+def _find_destination(api: str, pattern: str, setting: str, ports: list[str]) -> str:
+    matches = match_ports(ports, pattern)
+    if not matches:
+        listed = ", ".join(repr(p) for p in ports) or "none"
+        raise LivegenError(f"{setting}: no {api} MIDI port matches {pattern!r} "
+                           f"(ports: {listed}); see `livegen devices`")
+    if len(matches) > 1:
+        log.info("%s %r matches %s; using %r", setting, pattern, ", ".join(matches),
+                 matches[0])
+    return matches[0]
 
 
 def open_connection(api: str, pattern: str, client_name: str = "livegen-connect",
                     setting: str = "output.connect") -> PortSink:
-    """Connect to the first existing port that takes MIDI in (a synth's input, a DAW's
-    track) whose name contains `pattern`, ignoring case. Raises LivegenError, naming
-    `setting` and listing the ports, when none matches."""
+    """(ALSA, CoreMIDI) Connect a client of its own to the first existing port that takes
+    MIDI in (a synth's input, a DAW's track) whose name contains `pattern`, ignoring case.
+    Raises LivegenError, naming `setting` and listing the ports, when none matches. With
+    JACK, use JackConnection: one client per process (see livegen.ports)."""
     out, got = midi_client(api, client_name)
-    ports = out.get_ports()
-    matches = [i for i, name in enumerate(ports) if pattern.lower() in name.lower()]
-    if not matches:
-        del out
-        listed = ", ".join(repr(p) for p in ports) or "none"
-        raise LivegenError(f"{setting}: no {got} MIDI port matches {pattern!r} "
-                           f"(ports: {listed}); see `livegen devices`")
-    if len(matches) > 1:
-        log.info("%s %r matches %s; using %r", setting, pattern,
-                 ", ".join(ports[i] for i in matches), ports[matches[0]])
-    out.open_port(matches[0], "out")
-    return PortSink(out, got, f"{got} connection to {ports[matches[0]]}", ports[matches[0]])
+    try:
+        target = _find_destination(got, pattern, setting, out.get_ports())
+    except LivegenError:
+        close_client(out)
+        raise
+    out.open_port(out.get_ports().index(target), "out")
+    return PortSink(out, got, f"{got} connection to {target}", target=target)
+
+
+class JackConnection:
+    """A JACK connection from livegen's own port to an existing port found by name.
+
+    Messages sent to the port reach every port it is connected to, so this sink sends
+    nothing itself: it makes the connection (through `jack_connect`), and the keeper asks
+    it, every `CONNECTION_CHECK_S`, whether the connection still stands, remaking it after
+    a JACK restart or when the port comes back."""
+
+    api = "jack"
+
+    def __init__(self, own_port: Callable[[], str], pattern: str,
+                 setting: str = "output.connect") -> None:
+        ports = current_ports("jack")
+        if ports is None:
+            raise LivegenError(f"{setting}: cannot list JACK ports: {JACK_TOOLS_FIX}")
+        self.source = own_port()
+        self.target = _find_destination("jack", pattern, setting, ports)
+        jack_connect(self.source, self.target)
+        self.name = f"jack connection to {self.target}"
+        self._next_check = time.monotonic() + CONNECTION_CHECK_S
+
+    def send(self, message: Message, t: float) -> None:
+        """The port itself sends; see the class docstring."""
+
+    def healthy(self) -> bool:
+        now = time.monotonic()
+        if now < self._next_check:
+            return True
+        self._next_check = now + CONNECTION_CHECK_S
+        connected = jack_connections(self.source)
+        return connected is None or self.target in connected
+
+    def close(self) -> None:
+        with contextlib.suppress(LivegenError):
+            jack_disconnect(self.source, self.target)
 
 
 class MidiFileRecorder:
@@ -574,29 +494,40 @@ class Output:
         pending: list[tuple[str, Callable[[], Sink]]] = []
         api = cfg.api  # 'auto' is settled by the first port opened, then kept for reopening
         opened: list[Sink] = []
+        own_port = [""]  # the full name of livegen's own port, as (re)opened
+
+        def open_own(api: str, name: str) -> PortSink:
+            sink = open_virtual_port(api, name)
+            own_port[0] = sink.port
+            return sink
+
         try:
-            if cfg.port:
-                sink = open_virtual_port(api, cfg.port)
+            # With JACK, connections start from a port of livegen's own (one client).
+            own_name = cfg.port or (CONNECT_CLIENT if cfg.connect and jack_serves(api)
+                                    else "")
+            if own_name:
+                sink = open_own(api, own_name)
                 opened.append(sink)
                 api = sink.api
-                openers.append(_opened(sink, functools.partial(open_virtual_port, api,
-                                                               cfg.port)))
+                openers.append(_opened(sink, functools.partial(open_own, api, own_name)))
             for pattern in cfg.connect:
+                if api == "jack":
+                    connect = functools.partial(JackConnection, lambda: own_port[0], pattern)
+                else:
+                    connect = functools.partial(open_connection, api, pattern)
                 try:
-                    sink = open_connection(api, pattern)
+                    sink = connect()
                 except NoMidiSystemError:
                     raise
                 except LivegenError as exc:
                     if cfg.require_port:
                         raise
                     log.warning("%s; trying again in the background", exc)
-                    pending.append((f"connection to {pattern!r}",
-                                    functools.partial(open_connection, api, pattern)))
+                    pending.append((f"connection to {pattern!r}", connect))
                 else:
                     opened.append(sink)
                     api = sink.api
-                    openers.append(_opened(sink, functools.partial(open_connection, api,
-                                                                   pattern)))
+                    openers.append(_opened(sink, connect))
         except NoMidiSystemError as exc:
             if cfg.require_port or opened:
                 for sink in opened:
@@ -885,42 +816,110 @@ class Output:
 
 # ---------------------------------------------------------------- livegen panic
 
-PANIC_SETTLE_S = 0.3  # a new virtual port: give patchbays a moment to connect it
+PANIC_SETTLE_S = 0.3   # a new virtual port: give patchbays a moment to connect it
+PANIC_GROUP = 32       # messages sent together: well inside one JACK period's MIDI buffer
+PANIC_PAUSE_S = 0.002  # between groups: more than a period at 64 frames, so a receiver
+                       # polling its queue keeps up (one burst of 2,080 overflowed one)
+
+
+def panic_plan(cfg: Config, every_note: bool = False) -> list[Message]:
+    """What `livegen panic` sends: sustain off and all-notes-off on every panic channel
+    first (what stops a synth at once), then note-offs for the 128 notes on the channels
+    livegen plays on, for synths that ignore CC 123 (on every panic channel with
+    `every_note`)."""
+    played = {cfg.output.channel} | {
+        g.channel for g in (getattr(cfg.generators, f.name)
+                            for f in dataclasses.fields(cfg.generators))
+        if getattr(g, "channel", None)}
+    note_channels = cfg.output.panic_channels if every_note else sorted(played)
+    messages = panic_messages(cfg.output.panic_channels)
+    for channel in note_channels:
+        messages.extend((NOTE_OFF | channel - 1, pitch, 0) for pitch in range(128))
+    return messages
+
+
+def _daemon_destinations(port: str) -> dict[str, list[str]]:
+    """The JACK ports that a running livegen with virtual port `port` plays to: for each
+    of its ports (`port:out`, or `port-01:out`... when the name was taken), the ports it
+    is connected to."""
+    names = jack_port_names() or []
+    own = re.compile(rf"^{re.escape(port)}(-\d\d)?:out$")
+    return {name: jack_connections(name) or [] for name in names if own.match(name)}
+
+
+def _send_paced(sinks: Sequence[Sink], messages: Sequence[Message]) -> None:
+    for start in range(0, len(messages), PANIC_GROUP):
+        if start:
+            time.sleep(PANIC_PAUSE_S)
+        for message in messages[start:start + PANIC_GROUP]:
+            for sink in sinks:
+                sink.send(message, 0.0)
+    time.sleep(max(BURST_PAUSE_S, PANIC_PAUSE_S))  # let the last group leave
 
 
 def panic_command(args: argparse.Namespace) -> int:
-    """`livegen panic [--port NAME]`: note-offs for all 128 notes, sustain off and
-    all-notes-off on output.panic_channels, to a named existing port or else to the
-    config's outputs (each output.connect port, or a fresh virtual port)."""
+    """`livegen panic [--port NAME] [--every-note]`: sustain off and all-notes-off on
+    output.panic_channels, then note-offs where livegen plays, paced, to what livegen
+    plays to. With JACK: every port a running livegen's port is connected to, and each
+    output.connect port; `--port` names one existing port instead. Without a running
+    daemon and connections, a fresh virtual port named like the config's."""
     from livegen import config
 
-    cfg = config.load(args.config).output
+    cfg = config.load(args.config)
+    out = cfg.output
+    messages = panic_plan(cfg, every_note=args.every_note)
+    if jack_serves(out.api):
+        return _panic_jack(args, out, messages)
     sinks: list[PortSink] = []
     try:
         if args.port:
-            sinks.append(open_connection(cfg.api, args.port, "livegen-panic", "panic --port"))
+            sinks.append(open_connection(out.api, args.port, "livegen-panic", "panic --port"))
         else:
-            sinks.extend(open_connection(cfg.api, pattern, "livegen-panic")
-                         for pattern in cfg.connect)
+            sinks.extend(open_connection(out.api, pattern, "livegen-panic")
+                         for pattern in out.connect)
             if not sinks:
-                if not cfg.port:
+                if not out.port:
                     raise LivegenError("panic: the config has no output port "
                                        "(output.port and output.connect are empty); "
                                        "name one with --port")
-                sinks.append(open_virtual_port(cfg.api, cfg.port))
+                sinks.append(open_virtual_port(out.api, out.port))
                 time.sleep(PANIC_SETTLE_S)
-        messages = panic_messages(cfg.panic_channels, every_note=True)
-        for start in range(0, len(messages), BURST):
-            if start:
-                time.sleep(BURST_PAUSE_S)
-            for message in messages[start:start + BURST]:
-                for sink in sinks:
-                    sink.send(message, 0.0)
-        time.sleep(BURST_PAUSE_S)  # let the last burst leave before the port closes
+        _send_paced(sinks, messages)
     finally:
         for sink in sinks:
             sink.close()
-    channels = ",".join(map(str, cfg.panic_channels))
     for sink in sinks:
-        print(f"panic: all notes off on channels {channels} -> {sink.name}")
+        print(f"panic: {len(messages)} messages -> {sink.name}")
+    return 0
+
+
+def _panic_jack(args: argparse.Namespace, out: OutputConfig,
+                messages: list[Message]) -> int:
+    ports = current_ports("jack") or []
+    if args.port:
+        targets = [_find_destination("jack", args.port, "panic --port", ports)]
+        why = "--port"
+    else:
+        running = _daemon_destinations(out.port) if out.port else {}
+        targets = sorted({t for connected in running.values() for t in connected})
+        for pattern in out.connect:
+            targets.extend(t for t in match_ports(ports, pattern)[:1] if t not in targets)
+        why = (f"what {', '.join(running)} plays to" if running
+               else "output.connect" if targets else "")
+    sink = open_virtual_port("jack", "livegen-panic")
+    try:
+        if targets:
+            for target in targets:
+                jack_connect(sink.port, target)
+        else:
+            if not out.port:
+                raise LivegenError("panic: no running livegen and no output.connect port "
+                                   "to send to; name one with --port")
+            time.sleep(PANIC_SETTLE_S)  # only patchbays that connect new ports will hear
+        _send_paced([sink], messages)
+    finally:
+        sink.close()
+    print(f"panic: {len(messages)} messages -> "
+          f"{', '.join(targets) if targets else sink.port + ' (nothing connected)'}"
+          f"{f' ({why})' if why else ''}")
     return 0

@@ -14,32 +14,45 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
+from pathlib import Path
+
+import mido
 
 from livegen import config
 from livegen.errors import LivegenError
-from livegen.music.events import Note, read_midi
-from livegen.output import NOTE_OFF, NOTE_ON, Output
+from livegen.output import NOTE_ON, Output
 from livegen.timeline import Message, Timeline
 
 log = logging.getLogger(__name__)
 
 LEAD_IN_S = 0.5          # from start-up to the first note: ports get connected meanwhile
 REFILL_BEFORE_S = 1.0    # when looping, plan the next pass this long before one ends
-MIN_NOTE_S = 0.001       # a zero-length note still gets its note-off after its note-on
+MIN_NOTE_S = 0.001       # a loop's next pass starts this long after the last message
 
 
-def note_messages(notes: Sequence[Note], channel: int) -> list[tuple[float, Message]]:
-    """Notes -> (seconds, message) on `channel` (1..16), in time order; at the same time
-    note-offs come first, so a note struck again on the same pitch is not cut short."""
-    ch = channel - 1
-    timed: list[tuple[float, int, Message]] = []
-    for note in notes:
-        timed.append((note.start, 1, (NOTE_ON | ch, note.pitch, note.velocity)))
-        end = max(note.end, note.start + MIN_NOTE_S)
-        timed.append((end, 0, (NOTE_OFF | ch, note.pitch, 0)))
-    timed.sort(key=lambda item: (item[0], item[1]))
-    return [(t, message) for t, _, message in timed]
+def file_messages(path: str | Path, channel: int | None = None) -> list[tuple[float, Message]]:
+    """The channel messages of a MIDI file (notes, controllers, programs, bends) as
+    (seconds from the start, bytes), through the file's tempo map, each on its own channel
+    (drums on 10 included), or all moved to `channel` (1..16) when given. Meta events and
+    sysex are left out."""
+    try:
+        midi = mido.MidiFile(filename=str(path))
+    except (OSError, EOFError, ValueError, KeyError) as exc:
+        raise LivegenError(f"play: {path}: not a readable MIDI file ({exc})") from None
+    if midi.type == 2:
+        raise LivegenError(f"play: {path}: MIDI type 2 (independent sequences) is not "
+                           "supported")
+    plan: list[tuple[float, Message]] = []
+    t = 0.0
+    for message in midi:  # .time: seconds since the previous message, tempo map applied
+        t += message.time
+        if message.is_meta or not hasattr(message, "channel"):
+            continue
+        if channel is not None:
+            message = message.copy(channel=channel - 1)
+        plan.append((t, tuple(message.bytes())))
+    return plan
 
 
 @contextlib.contextmanager
@@ -63,19 +76,22 @@ def stop_on_signals() -> Iterator[threading.Event]:
 def play_command(args: argparse.Namespace) -> int:
     """Play `args.file` through the config's output; with `args.loop` until signalled."""
     cfg = config.load(args.config)
-    try:
-        notes = read_midi(args.file)
-    except (OSError, ValueError) as exc:
-        raise LivegenError(f"play: {exc}") from None
+    plan = file_messages(args.file, args.channel)
+    notes = sum(1 for _, m in plan if m[0] & 0xF0 == NOTE_ON and m[2])
     if not notes:
         raise LivegenError(f"play: {args.file} has no notes to play")
-    plan = note_messages(notes, cfg.output.channel)
-    length = plan[-1][0]
+    length = plan[-1][0] + MIN_NOTE_S
     sys.setswitchinterval(cfg.engine.switch_interval_ms / 1000)
     timeline = Timeline()
     with stop_on_signals() as stop, Output.open(cfg.output, timeline) as output:
-        log.info("playing %s: %d notes, %.1f s, to %s", args.file, len(notes), length,
-                 ", ".join(output.sink_names) or "nothing")
+        if not output.sink_names:
+            raise LivegenError("play: nothing to play to (no MIDI system and no "
+                               "output.record); start JACK (`jackd -d dummy -r 48000 -p 64`)"
+                               " or set output.record")
+        channels = sorted({m[0] & 0x0F for _, m in plan})
+        log.info("playing %s: %d notes on channel%s %s, %.1f s, to %s", args.file, notes,
+                 "s" if len(channels) > 1 else "", ",".join(str(c + 1) for c in channels),
+                 length, ", ".join(output.sink_names))
         start = time.monotonic() + LEAD_IN_S
         while True:
             timeline.add_many(((start + t, message) for t, message in plan), tag="play")

@@ -13,23 +13,36 @@ from one a starved JACK client lost (retried_on_xruns).
 
 from __future__ import annotations
 
-import ctypes
+import contextlib
+import faulthandler
 import itertools
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
 from livegen import bench
+from livegen.ports import Listener, ListenerSpec, jack_connect, jack_port_names
 
 JACKD_MISSING = "jackd is missing: install jackd2 (Debian: apt-get install jackd2)"
+# A test still running this long after it started has hung where pytest-timeout cannot
+# reach it (a thread holding the GIL inside native code): dump every thread's stack and
+# end the run, instead of sitting there until CI's limit.
+HUNG_S = 420
 _names = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def hang_backstop() -> Iterator[None]:
+    faulthandler.dump_traceback_later(HUNG_S, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
 
 
 def unique_name(prefix: str) -> str:
@@ -48,6 +61,9 @@ def jack_server() -> Iterator[None]:
 
 
 def jack_ports(env: dict[str, str] | None = None) -> list[str]:
+    """The ports of the JACK server that `env` names (default: this process's)."""
+    if env is None:
+        return jack_port_names() or []
     done = subprocess.run(["jack_lsp"], capture_output=True, text=True, timeout=10, env=env)
     return done.stdout.split("\n") if done.returncode == 0 else []
 
@@ -78,40 +94,29 @@ def sounding_notes(messages: list[tuple[int, ...]]) -> set[tuple[int, int]]:
 
 
 class JackReceiver:
-    """A python-rtmidi JACK client with a virtual input port, NAME:in.
-
-    rtmidi queues what arrives (no Python runs in JACK's process thread, so a busy GIL in
-    this process cannot make the client miss a JACK cycle) and a thread drains the queue,
-    stamping each message with time.monotonic(): arrival times are good to about 1 ms.
+    """A JACK client with a virtual input port, NAME:in, in a process of its own (the
+    same listening child that livegen's MIDI inputs use): one JACK client per process
+    (see livegen.ports). Records (monotonic arrival time, message) for every message;
+    the child polls rtmidi every millisecond, so arrival times are good to about 1 ms.
     """
 
     def __init__(self, name: str) -> None:
-        import rtmidi
-
         self.name = name
-        self.port = f"{name}:in"
-        self._in = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=name, queue_size_limit=1 << 16)
-        self._in.ignore_types(sysex=False, timing=False, active_sense=False)
-        self._in.open_virtual_port("in")
+        self._listener = Listener(ListenerSpec("jack", name, ignore_active_sensing=False))
+        self.port = self._listener.port
         self._arrivals: list[tuple[float, tuple[int, ...]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._drain, daemon=True)
         self._thread.start()
 
     def _drain(self) -> None:
-        while not self._stop.is_set():
-            event = self._in.get_message()
-            if event is None:
-                time.sleep(0.0005)
-                continue
-            self._arrivals.append((time.monotonic(), tuple(event[0])))
+        for t, message in self._listener.messages(self._stop, poll_s=0.05):
+            self._arrivals.append((t, tuple(message)))
 
     def connect(self, source: str) -> None:
         """Connect an output port (full JACK name) to this receiver, with jack_connect."""
         wait_for_port(source)
-        done = subprocess.run(["jack_connect", source, self.port], capture_output=True,
-                              text=True, timeout=10)
-        assert done.returncode == 0, f"jack_connect {source} {self.port}: {done.stderr}"
+        jack_connect(source, self.port)
 
     @property
     def arrivals(self) -> list[tuple[float, tuple[int, ...]]]:
@@ -146,8 +151,52 @@ class JackReceiver:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
-        self._in.close_port()
-        del self._in
+        self._listener.close()
+
+
+SENDER_CODE = """
+import sys, rtmidi
+out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name=sys.argv[1])
+out.open_virtual_port("out")
+print("ready", flush=True)
+for line in sys.stdin:
+    try:
+        out.send_message([int(word, 16) for word in line.split()])
+    except Exception as exc:  # a message rtmidi refuses: say so, carry on
+        print(f"refused {line.strip()}: {exc}", flush=True)
+out.close_port()
+"""
+
+
+class JackSender:
+    """A JACK client with a virtual output port, NAME:out, in a process of its own: what
+    a controller or a clock master plays into livegen. `send` hands one message over a
+    pipe (well under a millisecond)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.port = f"{name}:out"
+        self._process = subprocess.Popen([sys.executable, "-c", SENDER_CODE, name],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         text=True)
+        assert self._process.stdout.readline().strip() == "ready", "the sender did not start"
+
+    def connect(self, destination: str) -> None:
+        wait_for_port(destination)
+        jack_connect(self.port, destination)
+
+    def send(self, message: list[int]) -> None:
+        self._process.stdin.write(" ".join(f"{b:02x}" for b in message) + "\n")
+        self._process.stdin.flush()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._process.stdin.close()
+        try:
+            self._process.wait(5)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait(5)
 
 
 @pytest.fixture
@@ -157,41 +206,71 @@ def jack_receiver(jack_server: None) -> Iterator[JackReceiver]:
     receiver.close()
 
 
+XRUN_COUNTER_CODE = """
+import ctypes, sys
+from pathlib import Path
+import rtmidi
+site = Path(rtmidi.__file__).parents[1]
+bundled = sorted(site.glob("python_rtmidi*/libjack*.so*"))
+lib = ctypes.CDLL(str(bundled[0]) if bundled else "libjack.so.0")
+lib.jack_client_open.restype = ctypes.c_void_p
+lib.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
+lib.jack_set_xrun_callback.argtypes = [ctypes.c_void_p, CALLBACK, ctypes.c_void_p]
+lib.jack_activate.argtypes = [ctypes.c_void_p]
+lib.jack_client_close.argtypes = [ctypes.c_void_p]
+count = 0
+def on_xrun(_):
+    global count
+    count += 1
+    return 0
+callback = CALLBACK(on_xrun)
+status = ctypes.c_int()
+client = lib.jack_client_open(sys.argv[1].encode(), 1, ctypes.byref(status))
+if not client:
+    print(f"error {status.value}", flush=True)
+    sys.exit(1)
+lib.jack_set_xrun_callback(client, callback, None)
+lib.jack_activate(client)
+print("ready", flush=True)
+for _ in sys.stdin:
+    print(count, flush=True)
+lib.jack_client_close(client)
+"""
+
+
 class XrunCounter:
     """Counts the JACK server's xruns (a client that missed its cycle: the MIDI of that
-    cycle is lost to it), through a client of the same libjack that rtmidi loads."""
+    cycle is lost to it), through a client of the same libjack that rtmidi loads.
+
+    It runs in a process of its own. The xrun callback is Python, called in libjack's
+    notification thread; in the test process it would wait for the GIL while the main
+    thread, holding the GIL inside rtmidi, waits for the server, which waits for this
+    client to take its notifications: a deadlock (seen: a test run hung 15 minutes in
+    jack_activate). The child's main thread waits on a pipe, with the GIL released.
+    """
 
     def __init__(self, name: str) -> None:
-        import rtmidi
+        self._process = subprocess.Popen([sys.executable, "-c", XRUN_COUNTER_CODE, name],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         text=True)
+        said = self._process.stdout.readline().strip()
+        assert said == "ready", f"cannot open a JACK client to count xruns ({said})"
 
-        site = Path(rtmidi.__file__).parents[1]
-        bundled = sorted(site.glob("python_rtmidi*/libjack*.so*"))
-        self._lib = ctypes.CDLL(str(bundled[0]) if bundled else "libjack.so.0")
-        self._lib.jack_client_open.restype = ctypes.c_void_p
-        self._lib.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int,
-                                               ctypes.POINTER(ctypes.c_int)]
-        self._lib.jack_set_xrun_callback.argtypes = [ctypes.c_void_p, _XRUN_CALLBACK,
-                                                     ctypes.c_void_p]
-        self._lib.jack_activate.argtypes = [ctypes.c_void_p]
-        self._lib.jack_client_close.argtypes = [ctypes.c_void_p]
-        self.count = 0
-        status = ctypes.c_int()
-        self._client = self._lib.jack_client_open(name.encode(), 1,  # JackNoStartServer
-                                                  ctypes.byref(status))
-        assert self._client, f"cannot open a JACK client to count xruns (status {status})"
-        self._callback = _XRUN_CALLBACK(self._on_xrun)  # keep it alive as long as the client
-        self._lib.jack_set_xrun_callback(self._client, self._callback, None)
-        self._lib.jack_activate(self._client)
-
-    def _on_xrun(self, _: object) -> int:
-        self.count += 1  # called in libjack's notification thread, not the process thread
-        return 0
+    @property
+    def count(self) -> int:
+        self._process.stdin.write("\n")
+        self._process.stdin.flush()
+        return int(self._process.stdout.readline())
 
     def close(self) -> None:
-        self._lib.jack_client_close(self._client)
-
-
-_XRUN_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
+        with contextlib.suppress(OSError):
+            self._process.stdin.close()
+        try:
+            self._process.wait(5)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait(5)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import mido
 import pytest
-from conftest import unique_name, wait_for_port
+from conftest import JackSender, unique_name, wait_for_port
 
 from livegen import config
 from livegen.config import MidiInputConfig
@@ -40,7 +40,7 @@ def test_sysex_stray_bytes_and_other_channels_are_dropped_and_counted() -> None:
     emitted: list[dict[str, float]] = []
     for data in ([0xF0, 1, 2, 0xF7], [0x45, 0x12], [0xB0], [0xF4], [0xB0, 7, 100],
                  [0xB1, 7, 100], [0xF8]):
-        midi.handle(data, emitted.append)
+        midi.handle(data, lambda values, t=None: emitted.append(values))
     assert emitted == [{"cc.7": 100 / 127}]  # channel 2 only; clock goes to the clock
     assert midi.stats.dropped == {"sysex": 1, "malformed": 3}
 
@@ -48,8 +48,6 @@ def test_sysex_stray_bytes_and_other_channels_are_dropped_and_counted() -> None:
 @pytest.mark.jack
 def test_learn_writes_a_map_entry_for_the_knob_that_moved(tmp_path: Path,
                                                           jack_server: None) -> None:
-    import rtmidi
-
     knobs = unique_name("livegen-learn")
     path = tmp_path / "config.toml"
     path.write_text(f'[inputs.knobs]\ntype = "midi"\nvirtual = true\nport = "{knobs}"\n'
@@ -58,20 +56,15 @@ def test_learn_writes_a_map_entry_for_the_knob_that_moved(tmp_path: Path,
                               "--config", str(path), "--write", "--timeout", "20"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              cwd=ROOT)
-    sender_name = unique_name("livegen-knob")
-    sender = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name=sender_name)
-    sender.open_virtual_port("out")
+    sender = JackSender(unique_name("livegen-knob"))
     try:
         wait_for_port(f"{knobs}:in", timeout=20)
-        done = subprocess.run(["jack_connect", f"{sender_name}:out", f"{knobs}:in"],
-                              capture_output=True, text=True, timeout=10)
-        assert done.returncode == 0, done.stderr
+        sender.connect(f"{knobs}:in")
         time.sleep(0.2)
-        sender.send_message([0xB0, 21, 64])
+        sender.send([0xB0, 21, 64])
         out, err = learn.communicate(timeout=30)
     finally:
-        sender.close_port()
-        del sender
+        sender.close()
         if learn.poll() is None:
             learn.kill()
     assert learn.returncode == 0, err

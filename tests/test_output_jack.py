@@ -26,6 +26,7 @@ from livegen.config import OutputConfig
 from livegen.errors import LivegenError
 from livegen.music.events import read_midi
 from livegen.output import Output, panic_messages
+from livegen.ports import jack_connections
 from livegen.timeline import Timeline
 
 pytestmark = pytest.mark.jack
@@ -181,7 +182,11 @@ def test_output_connect_sends_to_an_existing_port_found_by_name(
     cfg = OutputConfig(api="jack", port="", connect=(jack_receiver.name.upper(),),
                        panic_channels=(1,), require_port=True)
     with Output.open(cfg, Timeline()) as output:
-        assert output.sink_names == [f"jack connection to {jack_receiver.port}"]
+        # One JACK client (see livegen.ports): a port of its own, joined to the receiver.
+        own_port, connection = output.sink_names
+        assert own_port.startswith("jack port livegen-connect")
+        assert connection == f"jack connection to {jack_receiver.port}"
+        assert jack_connections(jack_receiver.port) == [own_port.removeprefix("jack port ")]
         output.timeline.add(time.monotonic(), (ON, 60, 100))
         jack_receiver.wait_for(1)
     jack_receiver.settle()
@@ -193,17 +198,21 @@ def test_output_connect_sends_to_an_existing_port_found_by_name(
         Output.open(missing)
 
 
-def test_livegen_panic_ends_all_notes_on_a_named_port(
+def test_livegen_panic_every_note_ends_all_notes_on_a_named_port(
         tmp_path: Path, jack_receiver: JackReceiver) -> None:
     config = tmp_path / "config.toml"
     config.write_text('[output]\napi = "jack"\npanic_channels = [1, 10]\n')
     done = subprocess.run(
         [sys.executable, "-m", "livegen.cli", "panic", "--port", jack_receiver.name,
-         "--config", str(config)], capture_output=True, text=True, timeout=60)
+         "--every-note", "--config", str(config)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     jack_receiver.wait_for(2 * 130, notes_only=False)
     jack_receiver.settle()
-    assert jack_receiver.messages == panic_messages([1, 10], every_note=True)
+    # CC 64 and CC 123 first (they stop a synth at once), then every note-off, all of them
+    # received: the panic is paced.
+    assert jack_receiver.messages == [*panic_messages([1, 10]),
+                                      *[(OFF | ch, pitch, 0) for ch in (0, 9)
+                                        for pitch in range(128)]]
 
 
 def test_the_port_is_reopened_when_the_jack_server_restarts(

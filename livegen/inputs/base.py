@@ -62,6 +62,15 @@ class InputEnded(Exception):
     """The input's source ended (a file ran out, a device went away): restart it."""
 
 
+class DeviceAbsent(Exception):
+    """The input's device is not there (unplugged, or not plugged in yet). The supervisor
+    looks for it again every ABSENT_RETRY_S, however long it has been missing, so that a
+    controller plugged in mid-show is heard within seconds."""
+
+
+ABSENT_RETRY_S = 2.0
+
+
 def finite_values(values: Mapping[str, float], stats: InputStats) -> dict[str, float] | None:
     """The values as floats, or None (counted as dropped) when any is NaN or infinite."""
     clean = {}
@@ -216,6 +225,13 @@ async def supervise(source: Input, deliver: Callable[[Reading], None],
             failures += 1
             source.stats.restarts += 1
             delay = backoff.delay(failures)
-            log.warning("input %s failed (%s); restarting in %.3g s", source.name,
-                        source.stats.last_error, delay)
+            if isinstance(exc, DeviceAbsent):
+                delay = min(delay, ABSENT_RETRY_S)
+                # Said once, not every ABSENT_RETRY_S while the device stays away.
+                level = logging.WARNING if failures == 1 else logging.DEBUG
+                log.log(level, "input %s: %s; looking for it every %g s", source.name, exc,
+                        ABSENT_RETRY_S)
+            else:
+                log.warning("input %s failed (%s); restarting in %.3g s", source.name,
+                            source.stats.last_error, delay)
             await asyncio.sleep(delay)

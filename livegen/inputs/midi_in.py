@@ -19,24 +19,21 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import mido
-import rtmidi
 
 from livegen import config as config_module
 from livegen.config import MidiInputConfig, parse_target
 from livegen.errors import LivegenError
-from livegen.inputs.base import InputEnded, ThreadedInput
-from livegen.output import current_ports, midi_client
+from livegen.inputs.base import DeviceAbsent, Emit, ThreadedInput
+from livegen.ports import Listener, ListenerSpec, PortGone
 
 log = logging.getLogger(__name__)
 
 REALTIME = frozenset({0xF8, 0xFA, 0xFB, 0xFC, 0xFE, 0xFF})
-HEALTH_CHECK_S = 2.0  # how often a connected input checks that its source port is there
-POLL_S = 0.001  # how long the reader sleeps when no message is waiting
+SYSEX = 0xF0
 
 
 def values_of(message: mido.Message) -> dict[str, float] | None:
@@ -60,58 +57,65 @@ def values_of(message: mido.Message) -> dict[str, float] | None:
     return None
 
 
-def open_midi_in(cfg: MidiInputConfig) -> tuple[Any, str, str, str | None]:
-    """Open the configured input: a virtual port (client cfg.port, default 'livegen-in'),
-    or the first existing port whose name contains cfg.port. Returns the rtmidi client, the
-    MIDI API it got, a description, and the name of the port it connected to (None for a
-    virtual port)."""
-    client_name = (cfg.port or "livegen-in") if cfg.virtual else "livegen-in"
-    midi_in, api = midi_client(cfg.api, client_name, kind=rtmidi.MidiIn)
-    # Receive sysex and timing too: sysex to count it, timing for the clock.
-    midi_in.ignore_types(sysex=False, timing=False, active_sense=True)
-    if cfg.virtual:
-        midi_in.open_virtual_port("in")
-        return midi_in, api, f"{api} port {client_name}:in", None
-    ports = midi_in.get_ports()
-    matches = [i for i, name in enumerate(ports) if cfg.port.lower() in name.lower()]
-    if not matches:
-        midi_in.delete()
-        listed = ", ".join(repr(p) for p in ports) or "none"
-        raise LivegenError(f"no {api} MIDI input port matches {cfg.port!r} (ports: {listed}); "
-                           "connect the controller or see `livegen devices`")
-    midi_in.open_port(matches[0], "in")
-    return midi_in, api, f"{api} port {ports[matches[0]]}", ports[matches[0]]
+def embedded_messages(sysex: list[int]) -> list[list[int]]:
+    """The channel and system-common messages inside a sysex that was never terminated.
+
+    rtmidi's JACK input treats every event after a sysex start without its end (0xF7) as
+    part of that sysex until an event ends in 0xF7, and delivers them glued together then:
+    one stray 0xF0 from a device would swallow the knobs that follow. What was glued on is
+    split out again here (late, but not lost). Clock and other real-time bytes are left
+    out: a burst of late clock pulses would only mislead the tempo estimate."""
+    pieces: list[list[int]] = []
+    current: list[int] | None = None
+    for byte in sysex[1:]:
+        if byte >= 0xF7:  # the sysex end, or a real-time byte
+            continue
+        if byte >= 0x80:  # a status byte starts a message
+            current = [byte]
+            pieces.append(current)
+        elif current is not None:
+            current.append(byte)
+    return [piece for piece in pieces if piece[0] != SYSEX]
 
 
 class MidiInput(ThreadedInput):
-    """A MIDI controller: rtmidi calls back from its own thread; we parse and emit."""
+    """A MIDI controller: its port is held by a child process (livegen.ports.Listener), the
+    reader thread parses what the child hands over and emits it.
+
+    Why a child: livegen keeps one JACK client per process (a second client can start
+    asleep for good, see livegen.ports), and a crash in native MIDI code on garbage input
+    then ends the child, which the supervisor restarts, not the daemon. The child stamps
+    each message with its arrival time, which becomes the Reading's time.
+    """
 
     def __init__(self, name: str, config: MidiInputConfig,
-                 on_clock: Callable[[int, float], None] | None = None,
-                 reopen_after_silence_s: float | None = None) -> None:
+                 on_clock: Callable[[int, float], None] | None = None) -> None:
         super().__init__(name)
         self.config = config
-        self.on_clock = on_clock  # called with (status, monotonic time) from the reader thread
-        # For a source that never falls silent while it runs (a clock master): hearing
-        # nothing this long reopens the port. JACK sometimes leaves a freshly opened rtmidi
-        # input that never runs (the server reports it "not finished" every cycle; not
-        # understood yet); a new client heals it.
-        self.reopen_after_silence_s = reopen_after_silence_s
+        self.on_clock = on_clock  # called with (status, arrival time) from the reader thread
         self.description = ""
 
-    def handle(self, data: list[int], emit: Callable[[Mapping[str, float]], None]) -> None:
-        """One message from the port (a list of bytes), as rtmidi delivers it."""
+    def spec(self) -> ListenerSpec:
+        if self.config.virtual:
+            return ListenerSpec(self.config.api, self.config.port or "livegen-in")
+        return ListenerSpec(self.config.api, f"livegen-{self.name}", connect=self.config.port)
+
+    def handle(self, data: list[int], emit: Emit, t: float | None = None) -> None:
+        """One message from the port (a list of bytes) that arrived at time `t`."""
         status = data[0] if data else 0
         if status in REALTIME:
             if self.on_clock is not None:
-                self.on_clock(status, time.monotonic())
+                self.on_clock(status, time.monotonic() if t is None else t)
             return
-        if status == 0xF0:
-            self.stats.drop("sysex")
+        if status == SYSEX:
+            embedded = embedded_messages(data)
+            self.stats.drop("unterminated sysex" if embedded else "sysex")
+            for message in embedded:
+                self.handle(message, emit, t)
             return
         try:
             message = mido.Message.from_bytes(data)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, IndexError):
             self.stats.drop("malformed")
             return
         channel = getattr(message, "channel", None)
@@ -121,42 +125,27 @@ class MidiInput(ThreadedInput):
         if values is None:
             self.stats.drop("unmapped")
             return
-        emit(values)
+        emit(values, t)
 
-    def run(self, emit: Callable[[Mapping[str, float]], None],
-            stopping: threading.Event) -> None:
-        # Polled, not a callback: with JACK, rtmidi runs its callback in JACK's real-time
-        # process thread, which then waits for the GIL; a busy interpreter makes it miss
-        # cycles until JACK drops the client. Unpolled messages wait in rtmidi's queue.
-        midi_in, api, self.description, connected = open_midi_in(self.config)
-        log.info("input %s: listening on %s", self.name, self.description)
-        next_check = heard = time.monotonic()
+    def run(self, emit: Emit, stopping: threading.Event) -> None:
         try:
-            while not stopping.is_set():
-                event = midi_in.get_message()
-                if event is None:
-                    stopping.wait(POLL_S)
-                    now = time.monotonic()
-                    silence = self.reopen_after_silence_s
-                    if silence is not None and now - heard > silence:
-                        raise InputEnded(f"{self.description}: nothing heard for "
-                                         f"{silence:g} s; reopening")
-                    if now >= next_check:
-                        next_check = now + HEALTH_CHECK_S
-                        ports = current_ports(api, rtmidi.MidiIn) if connected else None
-                        if ports is not None and connected not in ports:
-                            raise ConnectionError(f"{self.description} went away")
-                    continue
-                heard = time.monotonic()
+            listener = Listener(self.spec())
+        except PortGone as exc:
+            raise DeviceAbsent(str(exc)) from None
+        self.description = f"{listener.api} port {listener.source or listener.port}"
+        log.info("input %s: listening on %s", self.name, self.description)
+        try:
+            for t, data in listener.messages(stopping):
                 try:
-                    self.handle(event[0], emit)
+                    self.handle(data, emit, t)
                 except Exception:  # one odd message must not end the input
                     self.stats.drop("error")
-                    log.debug("input %s: could not handle %r", self.name, event[0],
+                    log.debug("input %s: could not handle %r", self.name, data,
                               exc_info=True)
+        except PortGone as exc:
+            raise DeviceAbsent(str(exc)) from None
         finally:
-            midi_in.close_port()
-            midi_in.delete()
+            listener.close()
 
 
 # ---------------------------------------------------------------- livegen learn
