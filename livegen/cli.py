@@ -153,7 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("panic", help="send all-notes-off (and note-offs) to a MIDI port")
     _config_option(p)
     p.add_argument("--port", help="existing port to send to (name substring); default: "
-                                  "the config's output")
+                                  "what a running livegen plays to, and output.connect")
+    p.add_argument("--every-note", action="store_true",
+                   help="note-offs for all 128 notes on every panic channel, not only on "
+                        "the channels livegen plays on")
     p.set_defaults(handler=_handler("livegen.output:panic_command"))
 
     p = command("play", help="play a MIDI file through the configured output "
