@@ -1,5 +1,7 @@
-"""StepPlayer: plans ahead to the lookahead, rolls back after now + commit on a control
-change, measures control latency, ends a failing generator's notes and restarts it."""
+"""StepPlayer: plans ahead to the lookahead, rolls back after t + commit on a control
+change, measures control latency, ends a failing generator's notes and restarts it (its
+backoff reset after a healthy run); on a virtual clock, the same music whenever it sees a
+change, and nothing after the end."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ from dataclasses import dataclass
 import pytest
 
 from livegen.control import Controls
-from livegen.generators.step import NOTE_ON, StepPlayer
+from livegen.generators.step import NOTE_OFF, NOTE_ON, StepPlayer
+from livegen.inputs.base import Backoff
 from livegen.music.events import TimedEvent
 from livegen.timeline import Timeline
 
@@ -180,3 +183,129 @@ def test_a_plan_that_runs_dry_is_counted(stall_s: float) -> None:
             assert set(released.tags) == {"arp"}
     finally:
         player.stop()
+
+
+# ---------------------------------------------------------------- exact, on any schedule
+
+class Clock:
+    """A virtual clock the test moves by hand."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def played(player_clock: Clock, timeline: Timeline, player: StepPlayer, handovers,
+           until: float, stride: float = 0.02) -> list[tuple[float, tuple[int, ...]]]:
+    """Drive a player on a virtual clock up to `until`, handing each (clock time,
+    controls) of `handovers` over at its time; every message it planned, in due order."""
+    sent = []
+    pending = sorted(handovers, key=lambda h: h[0])
+    while player_clock.now < until:
+        while pending and pending[0][0] <= player_clock.now:
+            player.set_controls(pending.pop(0)[1])
+        player.catch_up()
+        sent += [(round(e.due, 9), e.message) for e in timeline.pop_due(player_clock.now)]
+        player_clock.now = round(player_clock.now + stride, 9)
+    return sent + [(round(e.due, 9), e.message) for e in timeline.pop_due(float("inf"))]
+
+
+@pytest.mark.parametrize("change", [
+    Controls(version=1, t=1.037, pitch=1.0),                   # matters: rolled back to
+    Controls(version=1, t=1.037, pitch=0.005, velocity=0.5),   # small: no rollback
+])
+def test_a_change_plays_the_same_music_however_early_or_late_the_player_sees_it(
+        change: Controls) -> None:
+    """Seen long before its cut (the plan has not got there), just before (the plan has
+    passed it: rollback), or between: the same messages at the same times."""
+    runs = {}
+    for seen_at in (0.3, 0.6, 0.8, 0.95, 1.04):
+        clock, timeline = Clock(0.0), Timeline()
+        player = StepPlayer(Arpeggio(), timeline, channel=1, lookahead_s=0.4, commit_s=0.02,
+                            latency_budget_s=0.01, rollback_threshold=0.01,
+                            controls=Controls(pitch=0.0), release=Released(), clock=clock)
+        player.begin(origin=0.0)
+        runs[seen_at] = played(clock, timeline, player, [(seen_at, change)], until=3.0)
+        assert player.stats.late_changes == 0
+    first = runs[0.3]
+    for seen_at, run in runs.items():
+        assert run == first, f"seen at {seen_at} s"
+    if change.pitch == 1.0:
+        # Before the cut (1.057 s) the old pitch, after it only the new one.
+        ons = [(due, m[1]) for due, m in first if m[0] & 0xF0 == NOTE_ON]
+        assert {p for due, p in ons if due <= 1.057} == {40}
+        assert {p for due, p in ons if due > 1.057} == {80}
+    else:
+        # The small change takes over from the first step at or after cut + lookahead.
+        velocities = [(due, m[2]) for due, m in first if m[0] & 0xF0 == NOTE_ON]
+        assert {v for due, v in velocities if due < 1.457} == {100}
+        assert {v for due, v in velocities if due >= 1.457} == {67}
+
+
+def test_a_change_seen_after_its_cut_is_counted_late() -> None:
+    clock, timeline = Clock(0.0), Timeline()
+    player = StepPlayer(Arpeggio(), timeline, channel=1, lookahead_s=0.4, commit_s=0.02,
+                        latency_budget_s=0.01, rollback_threshold=0.01,
+                        controls=Controls(pitch=0.0), release=Released(), clock=clock)
+    player.begin(origin=0.0)
+    sent = played(clock, timeline, player, [(1.1, Controls(version=1, t=1.0, pitch=1.0))],
+                  until=2.0)
+    assert player.stats.late_changes == 1
+    # Cut from the clock instead: nothing sent before it was seen is taken back.
+    assert {m[1] for due, m in sent if m[0] & 0xF0 == NOTE_ON and due <= 1.1} == {40}
+
+
+def test_nothing_is_planned_at_or_after_the_end() -> None:
+    clock, timeline = Clock(0.0), Timeline()
+    gen = Arpeggio()
+    player = StepPlayer(gen, timeline, channel=1, lookahead_s=0.4, commit_s=0.02,
+                        latency_budget_s=0.01, rollback_threshold=0.01,
+                        controls=Controls(pitch=0.0), release=Released(), clock=clock)
+    player.begin(origin=0.5, end=1.5)
+    sent = played(clock, timeline, player, [], until=4.0)
+    assert sent and max(due for due, _ in sent) < 1.5
+    assert (1.45, (NOTE_OFF, 40, 0)) in sent  # the last note ends before the end
+    assert gen.calls <= 40  # one second of steps (4 per 100 ms): it stops at the end
+
+
+def test_a_generator_that_ran_well_restarts_after_the_first_delay_again() -> None:
+    """The restart backoff grows over a burst of failures and starts again from its first
+    delay once the generator has run healthily for a while."""
+    timeline, released = Timeline(), Released()
+    backoffs: list[float] = []
+    healthy_s = 0.5
+
+    class Flaky(Arpeggio):
+        def __init__(self) -> None:
+            super().__init__()
+            self.plans = 0
+            self.plan_started = 0.0
+
+        def initial(self) -> ArpState:
+            self.plans += 1
+            self.plan_started = time.monotonic()
+            if self.plans > 1:
+                backoffs.append(player.stats.backoff_s)
+            return super().initial()
+
+        def step(self, state, controls, index):
+            # Plans 1-4 fail at once, plan 5 after running well for longer than
+            # healthy_s, plan 6 plays on.
+            if self.plans <= 4 or (self.plans == 5 and
+                                   time.monotonic() - self.plan_started > healthy_s + 0.2):
+                raise RuntimeError("model blew up")
+            return super().step(state, controls, index)
+
+    player = StepPlayer(Flaky(), timeline, channel=1, lookahead_s=0.05, commit_s=0.02,
+                        latency_budget_s=0.01, rollback_threshold=0.01,
+                        controls=Controls(), release=released,
+                        backoff=Backoff(first=0.01, factor=2.0, cap=5.0, healthy_s=healthy_s))
+    player.start(time.monotonic())
+    try:
+        wait_for(lambda: len(backoffs) == 5, timeout=10.0)
+    finally:
+        player.stop()
+    assert player.stats.failures == 5
+    assert backoffs == [0.01, 0.02, 0.04, 0.08, 0.01]

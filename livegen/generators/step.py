@@ -4,16 +4,35 @@ A step generator (the Char-RNN) extends its music one step at a time. `StepPlaye
 in an inference thread of its own: it keeps the plan `lookahead` ahead of the playhead,
 puts every planned MIDI message into the timeline with its due time, and keeps the
 generator's state after every step. When the controls change enough to matter, the
-planned messages due after `now + commit` are dropped and the music is regenerated from
-the state saved at that moment, under the new controls (rollback). Control latency is
-measured for every rollback, from the reading that caused the change to the moment the
-first step under the new controls is in the plan: a note, or the model's decision to
-rest (a rest puts no message in the timeline, yet it is the answer to the change).
+planned messages due after `t + commit` (t: the time of the reading behind the change) are
+dropped and the music is regenerated from the state saved at that moment, under the new
+controls (rollback). Control latency is measured for every rollback, from the reading
+that caused the change (or from its hand-over, for a replayed reading handed over before
+its time) to the moment the first step under the new controls is in the plan: a note, or
+the model's decision to rest (a rest puts no message in the timeline, yet it is the answer
+to the change).
+
+The music depends on the changes, never on when this thread happened to wake up and see
+them. Each change is placed in the music's own time, on a 1 µs grid counted from its time
+zero, and takes effect there wherever the plan stands when the thread sees it:
+- a change that matters takes effect at its cut, `t + commit`. If the plan has passed the
+  cut, it rolls back to it; if not, the change waits in a schedule until the plan gets
+  there, and the step that crosses the cut is rolled back as if the plan had been ahead.
+- a change too small to regenerate for takes effect from the first step that starts at or
+  after `t + commit + lookahead`: without a rollback, a step the plan had already taken
+  then would keep its old controls, and how many steps that is depends on scheduling.
+Both are exact when the thread sees the change before `t + commit` (a replay hands its
+readings over early for that reason). A change seen later is cut from the clock instead,
+as soon as possible, and counted in `late_changes`.
 
 The contract with a step generator (see `StepGenerator`): a step either emits events at
 the state's current time or advances the time without emitting (the event vocabulary
 works so). Hence the messages of the steps after a checkpoint are all due later than the
 checkpoint's time, and dropping "after t" separates kept from regenerated music exactly.
+
+The player runs in its thread (`start`), or, for `livegen render`, on a virtual clock,
+driven by the caller (`begin`, then `catch_up` whenever that clock moves): the same
+planning and rollback, step for step.
 """
 
 from __future__ import annotations
@@ -27,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from livegen.control import Controls
+from livegen.inputs.base import Backoff
 from livegen.music.events import TimedEvent
 from livegen.stats import Samples
 from livegen.timeline import Timeline
@@ -42,6 +62,16 @@ MIN_LEAD_S = 0.005
 STALL_S = 0.25
 # State is kept this far behind the playhead; rollback never reaches further back.
 KEEP_BEHIND_S = 1.0
+# A plan that reached the end of the run waits this long between looks at its changes.
+FINISHED_IDLE_S = 0.5
+# Times in the music are compared on this grid (decimal places of a second). A change's
+# time comes as origin + offset, and (origin + offset) - origin is the offset give or take
+# a rounding error that depends on the origin, so on the run; a cut that moved by that
+# error could fall on the other side of a step. Rounding to 1 µs removes it.
+MUSIC_TIME_DIGITS = 6
+# Restarting a failed generator: 0.2 s, doubling up to 5 s; a generator that then ran
+# well for a minute starts again from 0.2 s after its next failure.
+RESTART_BACKOFF = Backoff(first=0.2, factor=2.0, cap=5.0, healthy_s=60.0)
 
 
 class StepState(Protocol):
@@ -73,9 +103,25 @@ class StepGenerator(Protocol):
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
     index: int        # steps taken so far
-    at: float         # monotonic time the state has reached
-    origin: float     # monotonic time of the generator's time zero, then
-    state: Any
+    state: Any        # the generator's state then; state.time: where it stands in the music
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    """Controls as handed to the player, and when (on the player's clock)."""
+
+    controls: Controls
+    arrived: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Switch:
+    """A change placed in the music: `controls` take over at music time `at`."""
+
+    at: float                 # seconds from the music's time zero, on the 1 µs grid
+    controls: Controls
+    regenerate: bool          # roll back to `at` (a change that matters), or only switch
+    latency_from: float       # when the change entered the process, for control latency
 
 
 @dataclass(slots=True)
@@ -88,6 +134,8 @@ class PlayerStats:
     late: int = 0             # plan ran dry: re-anchored
     stalls: int = 0           # plan ran dry badly: notes ended, generator restarted
     failures: int = 0         # the generator raised
+    late_changes: int = 0     # changes seen after their cut: cut from the clock instead
+    backoff_s: float = 0.0    # the wait before the latest restart
 
     @classmethod
     def empty(cls) -> PlayerStats:
@@ -101,7 +149,8 @@ class StepPlayer:
                  lookahead_s: float, commit_s: float, latency_budget_s: float,
                  rollback_threshold: float, controls: Controls,
                  release: Callable[[str], None],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 backoff: Backoff = RESTART_BACKOFF) -> None:
         self.generator = generator
         self.tag = generator.name
         self.timeline = timeline
@@ -112,26 +161,31 @@ class StepPlayer:
         self.rollback_threshold = rollback_threshold
         self.release = release  # ends the notes a tag started (the output's ledger)
         self.clock = clock
+        self.backoff = backoff
         self.stats = PlayerStats.empty()
+        self.end: float | None = None  # clock time after which nothing is played
         self._controls = controls
-        self._pending: deque[Controls] = deque()
+        self._pending: deque[_Change] = deque()
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._driven: _Plan | None = None  # the plan when driven by catch_up()
         self.alive_at = 0.0  # monotonic time of the loop's last turn (for the watchdog)
 
     # ------------------------------------------------------------ from the event loop
 
-    def start(self, origin: float) -> None:
-        """Start planning; the generator's time zero falls on monotonic time `origin`."""
+    def start(self, origin: float, end: float | None = None) -> None:
+        """Start planning in the inference thread; the generator's time zero falls on
+        clock time `origin`. With `end`, nothing due at or after it is played."""
+        self.end = end
         self._thread = threading.Thread(target=self._run, args=(origin,),
                                         name=f"infer-{self.tag}", daemon=True)
         self._thread.start()
 
     def set_controls(self, controls: Controls) -> None:
-        """Hand new controls to the inference thread. Every change is judged in order, so
-        the music does not depend on how often the inference thread happens to wake."""
-        self._pending.append(controls)  # deque.append is atomic: no lock needed
+        """Hand new controls to the planning. Every change is judged in order, so the
+        music does not depend on how often the inference thread happens to wake."""
+        self._pending.append(_Change(controls, self.clock()))  # deque.append is atomic
         self._wake.set()
 
     def stop(self, timeout: float = 2.0) -> None:
@@ -147,20 +201,44 @@ class StepPlayer:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    # ------------------------------------------------------------ on a virtual clock
+
+    def begin(self, origin: float, end: float | None = None) -> None:
+        """Plan without a thread (render): nothing happens until `catch_up`. A generator
+        that raises is not restarted: the exception reaches the caller."""
+        self.end = end
+        self._driven = _Plan(self, origin)
+
+    def catch_up(self) -> None:
+        """Do at once what the inference thread would do at the clock's present time:
+        take the changes handed over, then plan to the lookahead (or to the end)."""
+        if self._driven is None:
+            raise RuntimeError("StepPlayer.catch_up() needs begin() first")
+        now = self.clock()
+        while self._turn(self._driven, now) is None:
+            pass
+
     # ------------------------------------------------------------ the inference thread
 
     def _run(self, origin: float) -> None:
         failures = 0
         while not self._stopping.is_set():
+            started = self.clock()
             try:
                 self._plan(origin)
                 return
             except Exception:
                 log.exception("%s failed; its notes are ended and it restarts", self.tag)
                 self._restart_cleanly()
-                failures += 1
                 self.stats.failures += 1
-                self._stopping.wait(min(5.0, 0.1 * 2 ** failures))
+                # As inputs/base.py's supervisor does: a generator that ran well for a
+                # while starts again from the first delay, instead of keeping the longest
+                # wait of an old burst of failures for the rest of the show.
+                if self.clock() - started >= self.backoff.healthy_s:
+                    failures = 0
+                failures += 1
+                self.stats.backoff_s = self.backoff.delay(failures)
+                self._stopping.wait(self.stats.backoff_s)
                 origin = self.clock() + self.lookahead_s / 2
 
     def _restart_cleanly(self) -> None:
@@ -170,19 +248,29 @@ class StepPlayer:
     def _plan(self, origin: float) -> None:
         plan = _Plan(self, origin)
         while not self._stopping.is_set():
-            now = self.clock()
-            self.alive_at = now
-            while self._pending:
-                plan.change(self._pending.popleft(), now)
-            planned_until = plan.until
-            if planned_until >= now + self.lookahead_s:
-                self._wake.wait(planned_until - now - self.lookahead_s + 0.001)
+            idle = self._turn(plan, self.clock())
+            if idle is not None:
+                self._wake.wait(idle)
                 self._wake.clear()
-                continue
-            if planned_until < now + MIN_LEAD_S:
-                plan.fell_behind(now + MIN_LEAD_S - planned_until, now)
-            plan.step()
-            plan.forget_before(now - KEEP_BEHIND_S)
+
+    def _turn(self, plan: _Plan, now: float) -> float | None:
+        """One turn of planning at clock time `now`: place the changes handed over, apply
+        those the plan has reached, then take one step (None) or return how long the plan
+        may rest before it needs another."""
+        self.alive_at = now
+        while self._pending:
+            plan.schedule(self._pending.popleft(), now)
+        plan.apply_reached()
+        if plan.finished:
+            return FINISHED_IDLE_S
+        horizon = now + self.lookahead_s
+        if plan.until >= horizon:
+            return plan.until - horizon + 0.001
+        if plan.until < now + MIN_LEAD_S:
+            plan.fell_behind(now + MIN_LEAD_S - plan.until, now)
+        plan.step()
+        plan.forget_before(now - KEEP_BEHIND_S)
+        return None
 
     def _record_latency(self, latency: float) -> None:
         self.stats.control_latency.record(latency)
@@ -197,36 +285,59 @@ class StepPlayer:
 
 
 class _Plan:
-    """The inference thread's plan: the generator's state, where it stands in time, and
-    the state saved after every step (for rollback)."""
+    """The inference thread's plan: the generator's state, where it stands in time, the
+    state saved after every step (for rollback), and the changes not yet reached.
+
+    Every time here is music time (seconds from the generator's time zero, `origin` on
+    the clock), except `until` and the `now` arguments, which are clock times: they say
+    when to plan, never what."""
 
     def __init__(self, player: StepPlayer, origin: float) -> None:
         self.player = player
         self.gen = player.generator
-        self.origin = origin          # monotonic time of the generator's time zero
+        self.origin = origin          # clock time of the generator's time zero
         self.state = self.gen.initial()
         self.index = 0                # steps taken: seeds the step's randomness
         self.controls = player._controls
         self.basis = self.controls    # the controls the plan was last regenerated under
         self.checkpoints: deque[Checkpoint] = deque()
-        self.latency_from: float | None = None  # Reading.t of a change not yet answered
+        self.switches: deque[_Switch] = deque()  # placed changes, in music time order
+        self.latency_from: float | None = None  # a change not yet answered
         self._save()
+
+    def music_time(self, t: float) -> float:
+        """Clock time `t` in music time, on the 1 µs grid."""
+        return round(t - self.origin, MUSIC_TIME_DIGITS)
 
     @property
     def until(self) -> float:
+        """The clock time the plan reaches."""
         return self.origin + self.state.time
 
-    def _save(self) -> None:
-        self.checkpoints.append(Checkpoint(self.index, self.until, self.origin, self.state))
+    @property
+    def end(self) -> float | None:
+        end = self.player.end
+        return None if end is None else self.music_time(end)
 
-    def step(self, controls: Controls | None = None) -> None:
+    @property
+    def finished(self) -> bool:
+        end = self.end
+        return end is not None and self.state.time >= end
+
+    def _save(self) -> None:
+        self.checkpoints.append(Checkpoint(self.index, self.state))
+
+    def step(self) -> None:
         player = self.player
-        controls = controls or self.controls
+        controls = self.controls
         started = time.perf_counter()
         self.state, events = self.gen.step(self.state, controls, self.index)
         player.stats.step.record(time.perf_counter() - started)
         player.stats.steps += 1
         self.index += 1
+        end = self.end
+        if end is not None:
+            events = [e for e in events if e.time < end]
         if events:
             player.timeline.add_many(
                 [(self.origin + e.time, player._message(e, controls)) for e in events],
@@ -238,50 +349,72 @@ class _Plan:
             self.latency_from = None
         self._save()
 
-    def change(self, new: Controls, now: float) -> None:
-        """Apply new controls: regenerate after now + commit if the change matters.
+    def schedule(self, change: _Change, now: float) -> None:
+        """Place a change in the music (see the module's docstring).
 
         Judged against the basis, not the last controls: a slow drift accumulates until it
-        matters, then rolls back once.
+        matters, then rolls back once. A change replaces the placed changes due at or after
+        its own place: each Controls holds every target, so the newer one holds theirs.
         """
         player = self.player
-        if self.gen.changed(self.basis, new, player.rollback_threshold):
-            cut = max(new.t + player.commit_s, now + MIN_LEAD_S)
+        new = change.controls
+        regenerate = self.gen.changed(self.basis, new, player.rollback_threshold)
+        cut = new.t + player.commit_s
+        if cut < now + MIN_LEAD_S:
+            player.stats.late_changes += 1
+            log.debug("%s: a change came %.1f ms after its cut; cut from the clock",
+                      player.tag, (now + MIN_LEAD_S - cut) * 1e3)
+            cut = now + MIN_LEAD_S
+        at = self.music_time(cut if regenerate else cut + player.lookahead_s)
+        while self.switches and self.switches[-1].at >= at:
+            self.switches.pop()
+        self.switches.append(_Switch(at, new, regenerate, min(new.t, change.arrived)))
+        if regenerate:
+            self.basis = new
+        player._controls = new  # a restarted plan starts under the newest controls
+
+    def apply_reached(self) -> None:
+        """Apply the placed changes the plan has reached: a change that matters once the
+        plan stands at or past its cut (rolling back to it), a small one once the next
+        step would start at or after its place."""
+        while self.switches and self.switches[0].at <= self.state.time:
+            self._switch(self.switches.popleft())
+
+    def _switch(self, switch: _Switch) -> None:
+        new = switch.controls
+        if switch.regenerate:
+            cut = switch.at
             first = self.checkpoints[0]
-            if first.index == 0 and cut <= first.at:
+            if first.index == 0 and cut <= first.state.time:
                 # The music has not started yet: start it under the new controls.
-                player.timeline.drop_tag(player.tag)
+                self.player.timeline.drop_tag(self.player.tag)
                 self.state, self.index = first.state, 0
                 self.checkpoints.clear()
                 self._save()
-            # Plan up to the cut under the controls in force, as a plan that had kept up
-            # would have: the music then depends on the changes, not on when this thread
-            # woke to see them.
-            while self.until <= cut < now + player.lookahead_s:
-                self.step()
-            if self._roll_back(cut) and self.until < cut:
-                self.state = self.gen.wait_until(self.state, cut - self.origin, new,
-                                                 self.index)
+            elif self._roll_back(cut) and self.state.time < cut:
+                self.state = self.gen.wait_until(self.state, cut, new, self.index)
                 self.index += 1
                 self._save()
-            self.basis = new
-            self.latency_from = new.t
-        self.controls = player._controls = new
+            self.latency_from = switch.latency_from
+        self.controls = new
 
     def _roll_back(self, cut: float) -> bool:
-        """Drop the plan after `cut` and return to the state saved there; False when
-        nothing was planned after `cut`."""
+        """Drop the plan after music time `cut` and return to the state saved there;
+        False when nothing was planned after `cut`."""
         checkpoints = self.checkpoints
-        if checkpoints[-1].at <= cut or checkpoints[0].at > cut:
+        if checkpoints[-1].state.time <= cut or checkpoints[0].state.time > cut:
             # Nothing planned after the cut, or (just after a restart) no state saved
             # before it: the new controls take over from the next step.
             return False
-        while len(checkpoints) > 1 and checkpoints[-1].at > cut:
+        while len(checkpoints) > 1 and checkpoints[-1].state.time > cut:
             checkpoints.pop()
-        self.player.timeline.drop_after(cut, self.player.tag)
-        self.player.stats.rollbacks += 1
         restored = checkpoints[-1]
-        self.index, self.origin, self.state = restored.index, restored.origin, restored.state
+        # Dropping after the restored state's time rather than after the cut: the kept
+        # steps' messages are due at or before it and the dropped ones' after the cut, so
+        # no rounding of the clock time can keep a dropped message or drop a kept one.
+        self.player.timeline.drop_after(self.origin + restored.state.time, self.player.tag)
+        self.player.stats.rollbacks += 1
+        self.index, self.state = restored.index, restored.state
         return True
 
     def fell_behind(self, behind: float, now: float) -> None:
@@ -296,10 +429,17 @@ class _Plan:
         else:
             player.stats.late += 1
             self.origin += behind  # play on from now: a short pause, no pile-up
+        # The music's time moved against the clock: the placed changes take over now.
+        while self.switches:
+            switch = self.switches.popleft()
+            self.controls = switch.controls
+            if switch.regenerate:
+                self.latency_from = switch.latency_from
         self.checkpoints.clear()
         self._save()
 
     def forget_before(self, t: float) -> None:
         checkpoints = self.checkpoints
-        while len(checkpoints) > 1 and checkpoints[1].at < t:
+        keep_from = t - self.origin
+        while len(checkpoints) > 1 and checkpoints[1].state.time < keep_from:
             checkpoints.popleft()
