@@ -4,6 +4,21 @@ Threads (DESIGN.md): the event loop runs the inputs, the mapper, reloads, stats 
 sd_notify; each generator plans in an inference thread of its own (StepPlayer); the
 output thread sends. Signals: SIGINT/SIGTERM stop (every sounding note ended, the
 recorder closed, exit 0); SIGHUP reloads the config without closing the output port.
+
+Exact replays. When every input is a replay (`run --replay TRACE`, or a config of replay
+inputs only), the same trace, seed and config give the same music, and `livegen render`
+(render.py) plays it on a virtual clock through the same code. Everything that shapes the
+music is then taken from the trace's times, never from when a thread woke: readings carry
+origin + their recorded offset, the One Euro filters integrate over those times, an input
+goes stale exactly `stale_after` after its last reading (not at the next housekeeping
+tick), and each control change is placed in the music at its reading's time + commit
+(StepPlayer). What is left to the clock is only whether the inference thread sees a change
+in time to place it there. So the replay hands each reading over `replay_lead_s` before it
+is due, stamped with its true time: the change then survives a thread that wakes up to
+about that late, which on a loaded machine it may. The lead is half the room between the
+commit point and the end of the plan, so in the steady state the plan has already passed
+the cut and answers the change by a rollback, as for a live reading (`bench engine`
+measures that path through a replay), and control latency is measured from the hand-over.
 """
 
 from __future__ import annotations
@@ -18,7 +33,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,9 +43,10 @@ from livegen import inputs as inputs_module
 from livegen.clock import CLOCK_START, CLOCK_STOP, CLOCK_TICK, Clock
 from livegen.config import Config, ConfigError, MidiInputConfig, ReplayInputConfig
 from livegen.control import Controls, Mapper
+from livegen.errors import LivegenError
 from livegen.generators.step import StepPlayer
 from livegen.inputs.base import Input, Reading, supervise
-from livegen.inputs.replay import ReplayInput, TraceWriter
+from livegen.inputs.replay import Replay, ReplayInput, TraceWriter
 from livegen.output import Output
 from livegen.service import Notifier
 from livegen.stats import ProcessMeter
@@ -41,6 +57,12 @@ log = logging.getLogger(__name__)
 TICK_S = 0.05          # the loop's housekeeping period: staleness, watchdog, duration
 START_LEAD_S = 0.15    # the music starts this long after the engine is ready
 CLOCK_TAG = "clock"    # timeline tag of outgoing MIDI clock
+# A run with --duration plays nothing due after its end, then waits this long before it
+# stops, so the output has sent everything due before the end when the port closes.
+STOP_GRACE_S = 0.1
+# An input is stale once silent for more than its stale_after; in a replay it is declared
+# stale this long after that moment (the Mapper asks for "more than").
+STALE_MARGIN_S = 1e-6
 
 
 @dataclass
@@ -76,6 +98,7 @@ class Engine:
         self.output: Output | None = None
         self.players: dict[str, StepPlayer] = {}
         self.inputs: dict[str, tuple[Input, asyncio.Task[None]]] = {}
+        self.replay: Replay | None = None  # every input a replay: played as one, exactly
         self.trace: TraceWriter | None = None
         self.last_readings: dict[str, Reading] = {}
         self.origin = 0.0               # the generators' time zero (monotonic)
@@ -128,26 +151,15 @@ class Engine:
     def _start(self) -> None:
         cfg = self.cfg
         # Models first: a bad model is an error before any port opens or note sounds.
-        generators = {name: build_generator(cfg, name, self.seed)
-                      for name in (cfg.engine.generator,)}
+        generators = self.load_generators()
         self.output = Output.open(cfg.output, self.timeline, record=self.options.record_midi)
         self.origin = time.monotonic() + START_LEAD_S
-        controls = self.mapper.controls
-        for name, generator in generators.items():
-            settings = getattr(cfg.generators, name)
-            player = StepPlayer(
-                generator, self.timeline,
-                channel=settings.channel or cfg.output.channel,
-                lookahead_s=cfg.engine.lookahead_ms / 1e3,
-                commit_s=cfg.engine.commit_ms / 1e3,
-                latency_budget_s=cfg.engine.latency_budget_ms / 1e3,
-                rollback_threshold=cfg.engine.rollback_threshold,
-                controls=controls, release=self.output.release)
-            self.players[name] = player
+        self.make_players(generators, release=self.output.release)
         self.output_started = time.monotonic()
         self.output.start()
+        end = self.origin + self.options.duration if self.options.duration else None
         for player in self.players.values():
-            player.start(self.origin)
+            player.start(self.origin, end)
         self.clock = Clock(cfg.clock.bpm, cfg.clock.beats_per_bar, self.origin)
         if cfg.clock.source == "midi":
             self._follow_clock()
@@ -156,8 +168,35 @@ class Engine:
             self.clock_sent_until = self.origin
         if self.options.record_trace is not None:
             self.trace = TraceWriter(self.options.record_trace, self.origin, cfg.inputs)
-        for name, input_cfg in cfg.inputs.items():
-            self._start_input(name, input_cfg)
+        sources = {name: self._make_input(name, input_cfg)
+                   for name, input_cfg in cfg.inputs.items()}
+        replays = {name: s for name, s in sources.items() if isinstance(s, ReplayInput)}
+        if replays and len(replays) == len(sources):
+            self._start_replay(replays)
+        else:
+            for name, source in sources.items():
+                self._supervise(name, source)
+
+    def load_generators(self) -> dict[str, Any]:
+        """The generators of this run, their models loaded and checked."""
+        return {name: build_generator(self.cfg, name, self.seed)
+                for name in (self.cfg.engine.generator,)}
+
+    def make_players(self, generators: dict[str, Any], release: Callable[[str], None],
+                     clock: Callable[[], float] = time.monotonic) -> list[StepPlayer]:
+        """A StepPlayer for each generator, under the mapper's present controls."""
+        cfg = self.cfg
+        for name, generator in generators.items():
+            settings = getattr(cfg.generators, name)
+            self.players[name] = StepPlayer(
+                generator, self.timeline,
+                channel=settings.channel or cfg.output.channel,
+                lookahead_s=cfg.engine.lookahead_ms / 1e3,
+                commit_s=cfg.engine.commit_ms / 1e3,
+                latency_budget_s=cfg.engine.latency_budget_ms / 1e3,
+                rollback_threshold=cfg.engine.rollback_threshold,
+                controls=self.mapper.controls, release=release, clock=clock)
+        return list(self.players.values())
 
     def _follow_clock(self) -> None:
         """Listen to clock.follow_port (supervised like any input) and hand its clock and
@@ -174,7 +213,7 @@ class Engine:
         log.info("clock: following MIDI clock from the port matching %r",
                  self.cfg.clock.follow_port)
 
-    def _start_input(self, name: str, input_cfg: Any) -> None:
+    def _make_input(self, name: str, input_cfg: Any) -> Input:
         if self.options.replay is not None:
             source: Input = ReplayInput(name, ReplayInputConfig(
                 type="replay", stale_after=input_cfg.stale_after, path=self.options.replay))
@@ -182,9 +221,82 @@ class Engine:
             source = inputs_module.create(name, input_cfg)
         if isinstance(source, ReplayInput):
             source.origin = self.origin
+        return source
+
+    def _start_input(self, name: str, input_cfg: Any) -> None:
+        self._supervise(name, self._make_input(name, input_cfg))
+
+    def _supervise(self, name: str, source: Input) -> None:
         task = asyncio.get_running_loop().create_task(supervise(source, self._on_reading),
                                                       name=f"input-{name}")
         self.inputs[name] = (source, task)
+
+    # ------------------------------------------------------------ exact replays
+
+    def open_replay(self) -> Replay:
+        """Every configured input as a replay (of --replay's trace, or its own), played as
+        one `Replay` from this run's origin."""
+        sources = [self._make_input(name, input_cfg)
+                   for name, input_cfg in self.cfg.inputs.items()]
+        replays = [s for s in sources if isinstance(s, ReplayInput)]
+        if not replays or len(replays) < len(sources):
+            raise LivegenError("a replay needs every input to be a replay: give --replay "
+                               "TRACE, or inputs of type = \"replay\" in the config")
+        self.replay = Replay(replays, self.origin)
+        return self.replay
+
+    def _start_replay(self, sources: dict[str, ReplayInput]) -> None:
+        self.replay = Replay(list(sources.values()), self.origin)
+        task = asyncio.get_running_loop().create_task(self._play_replay(self.replay),
+                                                      name="replay")
+        for name, source in sources.items():
+            self.inputs[name] = (source, task)
+
+    @property
+    def replay_lead_s(self) -> float:
+        """How long before its time a replayed reading is handed over (module docstring)."""
+        engine = self.cfg.engine
+        return max(0.0, (engine.lookahead_ms - engine.commit_ms) / 2e3)
+
+    def replay_handovers(self, replay: Replay) -> Iterator[float]:
+        """Hand the replay over to the mapper and the players in trace order: each reading,
+        and each moment an input falls stale in between, exactly then.
+
+        A generator: it yields the clock time at which the next hand-over is due
+        (`replay_lead_s` before its trace time); the caller waits until then, asleep in
+        `run` or on a virtual clock in `render`, and asks for the next, which makes the
+        generator hand that one over first. Ends when the trace is over and no input is
+        left to fall stale.
+        """
+        while True:
+            reading = replay.peek()
+            stale = self._stale_deadline()
+            if stale is not None and (reading is None or stale < reading.t):
+                yield stale - self.replay_lead_s
+                controls = self.mapper.tick(stale + STALE_MARGIN_S)
+                if controls is not None:
+                    self._apply(controls)
+            elif reading is not None:
+                yield reading.t - self.replay_lead_s
+                self._on_reading(replay.pop())
+            else:
+                return
+
+    def _stale_deadline(self) -> float | None:
+        """The trace time at which the next input falls stale, if any will."""
+        stale_after = self.mapper.stale_after
+        deadlines = [seen + stale_after[name] for name, seen in self.mapper.last_seen.items()
+                     if name in stale_after]
+        return min(deadlines, default=None)
+
+    async def _play_replay(self, replay: Replay) -> None:
+        try:
+            for due in self.replay_handovers(replay):
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+        except Exception:  # a bug here must not end the show: the controls hold
+            log.exception("replay: failed; the controls hold where they are")
 
     def _on_reading(self, reading: Reading) -> None:
         self.last_readings[reading.source] = reading
@@ -209,14 +321,16 @@ class Engine:
         watchdog = self.notifier.watchdog_interval()
         next_watchdog = 0.0
         next_stats = time.monotonic() + self.options.stats_every
-        end = (self.origin + self.options.duration) if self.options.duration else None
+        end = (self.origin + self.options.duration + STOP_GRACE_S
+               if self.options.duration else None)
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), TICK_S)
             now = time.monotonic()
-            controls = self.mapper.tick(now)
-            if controls is not None:
-                self._apply(controls)
+            if self.replay is None:  # a replay declares staleness in trace time itself
+                controls = self.mapper.tick(now)
+                if controls is not None:
+                    self._apply(controls)
             if self.clock_sent_until is not None:
                 self._send_clock(now)
             for hook in self.options.on_tick:
@@ -303,12 +417,17 @@ class Engine:
             player.latency_budget_s = new.engine.latency_budget_ms / 1e3
             player.rollback_threshold = new.engine.rollback_threshold
         # Inputs: restart those whose settings changed, start new ones, stop removed ones.
-        for name in list(self.inputs):
-            if new.inputs.get(name) != old.inputs.get(name):
-                self.inputs.pop(name)[1].cancel()
-        for name, input_cfg in new.inputs.items():
-            if name not in self.inputs:
-                self._start_input(name, input_cfg)
+        if self.replay is not None:
+            if new.inputs != old.inputs:
+                log.warning("reload: the replay plays on; [inputs] changes take effect at "
+                            "restart")
+        else:
+            for name in list(self.inputs):
+                if new.inputs.get(name) != old.inputs.get(name):
+                    self.inputs.pop(name)[1].cancel()
+            for name, input_cfg in new.inputs.items():
+                if name not in self.inputs:
+                    self._start_input(name, input_cfg)
         self.cfg = new
         version = self.mapper.controls.version
         self.mapper = Mapper(new)
@@ -332,7 +451,7 @@ class Engine:
                 "control_latency_ms": s.control_latency.summary(),
                 "steps": s.steps, "rollbacks": s.rollbacks,
                 "budget_overruns": s.budget_overruns, "late": s.late, "stalls": s.stalls,
-                "failures": s.failures,
+                "failures": s.failures, "late_changes": s.late_changes,
             }
         inputs = {name: {"readings": src.stats.readings, "restarts": src.stats.restarts,
                          "dropped": dict(src.stats.dropped), **src.stats.figures}

@@ -3,21 +3,27 @@
 A trace starts with a header line, then one line per reading:
     {"livegen_trace": 1, "created": "2026-11-22T17:00:00", "inputs": ["cam", "arm"]}
     {"t": 0.033412, "source": "cam", "values": {"hand.x": 0.41, "hand.y": 0.77}}
-`t` is seconds since the engine started. A replay input named NAME plays back the
-readings whose source is NAME at their original times, so swapping `type = "camera"` for
-`type = "replay"` (or `livegen run --replay TRACE`) reruns a performance without hardware.
-Replayed readings carry their nominal time, so the same trace, seed and config give the
-same music.
+`t` is seconds since the music's time zero (the engine's origin). A replay input named
+NAME plays back the readings whose source is NAME at their original times, so swapping
+`type = "camera"` for `type = "replay"` (or `livegen run --replay TRACE`) reruns a
+performance without hardware. A replayed reading carries its nominal time, origin + t, not
+the moment the loop woke to hand it over.
+
+When every input of a run is a replay, the engine plays them as one `Replay`: all their
+readings merged in trace order, handed over a little before they are due (see
+engine.py), so that the same trace, seed and config give the same music on a loaded
+machine too, and `livegen render` can play them on a virtual clock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime
+import heapq
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -88,18 +94,69 @@ class ReplayInput:
         if not self.records:
             log.warning("trace %s holds no readings from %r", config.path, self.source)
 
-    async def readings(self) -> AsyncIterator[Reading]:
-        origin = self.origin if self.origin is not None else time.monotonic()
+    @property
+    def length(self) -> float:
+        """Seconds from time zero to this input's last reading (one pass, at its speed)."""
+        return self.records[-1][0] / self.config.speed if self.records else 0.0
+
+    def stamped(self, origin: float) -> Iterator[Reading]:
+        """Every reading, in time order, stamped with its due time: origin + t / speed
+        (looping if configured). Readings with a value that is not a finite number are
+        dropped and counted."""
+        start = origin
         while True:
             for t, _source, values in self.records:
-                due = origin + t / self.config.speed
-                delay = due - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
                 clean = finite_values(values, self.stats)
                 if clean is not None:
-                    yield Reading(self.name, due, clean)
-            if not self.config.loop:
-                # The trace is over; the input stays quiet (its controls go stale).
-                await asyncio.Event().wait()
-            origin += (self.records[-1][0] if self.records else 1.0) / self.config.speed
+                    yield Reading(self.name, start + t / self.config.speed, clean)
+            if not self.config.loop or not self.records:
+                return
+            # One pass lasts until the last reading; a trace whose readings all sit at 0 s
+            # repeats every second (not without time passing).
+            start += (self.records[-1][0] or 1.0) / self.config.speed
+
+    async def readings(self) -> AsyncIterator[Reading]:
+        """The readings at their due times, for a run that mixes replays with live
+        inputs (a run of replays only plays them as one `Replay`)."""
+        origin = self.origin if self.origin is not None else time.monotonic()
+        for reading in self.stamped(origin):
+            delay = reading.t - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            yield reading
+        # The trace is over; the input stays quiet (its controls go stale).
+        await asyncio.Event().wait()
+
+
+class Replay:
+    """The readings of several replay inputs as one stream in trace order (readings at
+    the same time in the order the inputs are given), each counted in its input's stats
+    as the supervisor counts a live input's."""
+
+    def __init__(self, inputs: Sequence[ReplayInput], origin: float) -> None:
+        self.inputs = {source.name: source for source in inputs}
+        self.origin = origin
+        # heapq.merge is lazy (looping inputs never end) and stable: ties keep input order.
+        self._merged = heapq.merge(*(source.stamped(origin) for source in inputs),
+                                   key=lambda reading: reading.t)
+        self._next = next(self._merged, None)
+
+    @property
+    def length(self) -> float:
+        """Seconds from time zero to the last reading of one pass through the trace."""
+        return max((source.length for source in self.inputs.values()), default=0.0)
+
+    def peek(self) -> Reading | None:
+        """The next reading, or None when the trace is over."""
+        return self._next
+
+    def pop(self) -> Reading:
+        """Take the next reading (peek first: there must be one)."""
+        reading = self._next
+        if reading is None:
+            raise IndexError("the replay is over")
+        self._next = next(self._merged, None)
+        stats = self.inputs[reading.source].stats
+        stats.readings += 1
+        stats.last_reading_t = reading.t
+        return reading
