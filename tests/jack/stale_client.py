@@ -57,7 +57,8 @@ b.open_virtual_port("in")
 print("mapped", own_futex_mapped(f"B-{tag}"), flush=True)
 release.set()
 time.sleep(0.3)
-SEND_TEN = ("import rtmidi, sys, time; out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name=sys.argv[1]);"
+SEND_TEN = ("import rtmidi, sys, time;"
+            " out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name=sys.argv[1]);"
             " out.open_virtual_port('out'); print('up', flush=True); sys.stdin.readline();"
             " [(out.send_message([0xB0, 1, i]), time.sleep(0.01)) for i in range(10)];"
             " time.sleep(0.3)")
