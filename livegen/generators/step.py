@@ -420,10 +420,10 @@ class _Plan:
     def fell_behind(self, behind: float, now: float) -> None:
         player = self.player
         if behind > STALL_S:
-            player.stats.stalls += 1
             log.warning("%s fell %.0f ms behind: its notes are ended and it starts again",
                         player.tag, behind * 1e3)
             player._restart_cleanly()
+            player.stats.stalls += 1  # counted once handled: a reader sees the notes ended
             self.state, self.index = self.gen.initial(), 0
             self.origin = now + MIN_LEAD_S
         else:
