@@ -239,7 +239,10 @@ class Engine:
         sources = [self._make_input(name, input_cfg)
                    for name, input_cfg in self.cfg.inputs.items()]
         replays = [s for s in sources if isinstance(s, ReplayInput)]
-        if not replays or len(replays) < len(sources):
+        if not sources:
+            raise LivegenError(f"{self.cfg.source}: no [inputs]: a replay plays the trace's "
+                               "readings of each configured input (by its name)")
+        if len(replays) < len(sources):
             raise LivegenError("a replay needs every input to be a replay: give --replay "
                                "TRACE, or inputs of type = \"replay\" in the config")
         self.replay = Replay(replays, self.origin)
