@@ -37,7 +37,9 @@ from livegen.generators.charrnn import (
     generate,
     major_scale,
 )
+from livegen.generators.langevin import estimate_key, pitch_class_weights, scale_classes
 from livegen.music import events, features
+from livegen.music import roll as grid
 
 log = logging.getLogger(__name__)
 
@@ -392,6 +394,364 @@ def register_change(model: CharRNN, *, seeds: int = 8, settle_s: float = 10.0,
     return result
 
 
+# ---------------------------------------------------------------- Langevin: chorale figures
+# Voice leading on the 16th grid, as GENERATORS.md section 5 measured Bach's own rates:
+# semitone-class intervals, simultaneous motion only (both voices change pitch between two
+# consecutive steps, neither silent), a pair that moves by octaves in both voices left out.
+
+LENGTH_BINS = (1, 2, 3, 4, 6, 8, 12, 16)  # note lengths in 16ths; a longer note counts as 16
+CHORALE_CURVE = (10, 20, 50, 100, 200)
+BAR_BUDGET_S = 0.6  # the target: a bar ready in 25% of its 2.4 s at 100 bpm
+
+
+def voice_leading(pitches: np.ndarray, first: int = 1) -> dict[str, int]:
+    """Counts over the steps first..T-1 of (T, 4) sounding pitches (grid.sounding_pitches;
+    -1 silent), each step compared with the one before it: frames, motion slices (a voice
+    changes pitch), pair moves (two voices change pitch together), parallel fifths and
+    octaves/unisons (both move the same way, P5 -> P5 or P8/U -> P8/U as semitone
+    classes), the same in contrary motion, and frames with a voice crossing (a lower voice
+    above the one above it)."""
+    pitches = np.asarray(pitches, dtype=np.int64)
+    first = max(first, 1)
+    before, now = pitches[first - 1:-1], pitches[first:]
+    moved = (before >= 0) & (now >= 0) & (before != now)
+    counts = {"frames": len(now), "motion_slices": int(moved.any(axis=1).sum()),
+              "pair_moves": 0, "parallel_fifths": 0, "parallel_octaves": 0,
+              "contrary_fifths": 0, "contrary_octaves": 0}
+    step = now - before
+    for upper in range(grid.VOICES):
+        for lower in range(upper + 1, grid.VOICES):
+            both = moved[:, upper] & moved[:, lower]
+            octave_leaps = (step[:, upper] % 12 == 0) & (step[:, lower] % 12 == 0)
+            same_way = np.sign(step[:, upper]) == np.sign(step[:, lower])
+            was = np.abs(before[:, upper] - before[:, lower]) % 12
+            became = np.abs(now[:, upper] - now[:, lower]) % 12
+            counts["pair_moves"] += int(both.sum())
+            for name, interval in (("fifths", 7), ("octaves", 0)):
+                kept = both & ~octave_leaps & (was == interval) & (became == interval)
+                counts[f"parallel_{name}"] += int((kept & same_way).sum())
+                counts[f"contrary_{name}"] += int((kept & ~same_way).sum())
+    crossing = np.zeros(len(now), dtype=bool)
+    for upper in range(grid.VOICES - 1):
+        a, b = now[:, upper], now[:, upper + 1]
+        crossing |= (a >= 0) & (b >= 0) & (a < b)
+    counts["crossing_frames"] = int(crossing.sum())
+    return counts
+
+
+def _notes_from(pitches: np.ndarray, struck: np.ndarray, first: int
+                ) -> list[tuple[int, int, int]]:
+    """(voice, pitch, length in 16ths) of the notes struck at steps first.. (cut at T)."""
+    notes = []
+    steps = len(pitches)
+    for voice in range(grid.VOICES):
+        for onset in np.flatnonzero(struck[first:, voice]) + first:
+            end = onset + 1
+            while (end < steps and not struck[end, voice]
+                   and pitches[end, voice] == pitches[onset, voice]):
+                end += 1
+            notes.append((voice, int(pitches[onset, voice]), int(end - onset)))
+    return notes
+
+
+def chorale_figures(windows: Sequence[np.ndarray], first: int, *,
+                    truth: Sequence[np.ndarray] | None = None) -> dict[str, Any]:
+    """Figures of (T, 4) token windows over their steps first.. (the part a sampler made;
+    step first - 1 is the context it continues): voice-leading counts and rates per 1,000
+    motion slices, crossing per frame, in-range and in-key note shares (the key estimated
+    from the whole window), the note-length histogram; with `truth` (Bach's windows), how
+    often alto, tenor and bass sound Bach's pitch class where both sound."""
+    totals: dict[str, int] = {}
+    in_key = in_range = notes_total = 0
+    lengths = []
+    match = compared = 0
+    for index, tokens in enumerate(windows):
+        pitches, struck = grid.sounding_pitches(tokens)
+        for name, value in voice_leading(pitches, first).items():
+            totals[name] = totals.get(name, 0) + value
+        scale = scale_classes(*estimate_key(pitch_class_weights(pitches)))
+        for voice, pitch, length in _notes_from(pitches, struck, first):
+            low, high = grid.VOICE_RANGES[voice]
+            in_range += low <= pitch <= high
+            in_key += pitch % 12 in scale
+            notes_total += 1
+            lengths.append(length)
+        if truth is not None:
+            real, _ = grid.sounding_pitches(truth[index])
+            both = (pitches[first:, 1:] >= 0) & (real[first:, 1:] >= 0)
+            match += int(((pitches[first:, 1:] % 12 == real[first:, 1:] % 12) & both).sum())
+            compared += int(both.sum())
+    slices = max(totals.get("motion_slices", 0), 1)
+    histogram = np.bincount(np.searchsorted(LENGTH_BINS, np.minimum(lengths, 16)),
+                            minlength=len(LENGTH_BINS))[:len(LENGTH_BINS)]
+    figures: dict[str, Any] = {
+        **totals, "windows": len(windows), "notes": notes_total,
+        "parallel_fifths_per_1000": 1000 * totals.get("parallel_fifths", 0) / slices,
+        "parallel_octaves_per_1000": 1000 * totals.get("parallel_octaves", 0) / slices,
+        "crossing_per_frame": totals.get("crossing_frames", 0) / max(totals.get("frames", 0),
+                                                                     1),
+        "in_range": in_range / max(notes_total, 1), "in_key": in_key / max(notes_total, 1),
+        "note_lengths": {"bins_16ths": list(LENGTH_BINS),
+                         "shares": (histogram / max(histogram.sum(), 1)).round(4).tolist()}}
+    if truth is not None:
+        figures["masked_pitch_class_match"] = match / max(compared, 1)
+    return figures
+
+
+def length_distance(figures: dict[str, Any], reference: dict[str, Any]) -> float:
+    """Total variation distance between two note-length histograms (0 = the same)."""
+    a = np.asarray(figures["note_lengths"]["shares"])
+    b = np.asarray(reference["note_lengths"]["shares"])
+    return float(0.5 * np.abs(a - b).sum())
+
+
+def frame_symbols(tokens: np.ndarray) -> np.ndarray:
+    """One integer per step for the four tokens together (each voice's token < 32)."""
+    tokens = np.asarray(tokens, dtype=np.int64)
+    return tokens[:, 0] + 32 * (tokens[:, 1] + 32 * (tokens[:, 2] + 32 * tokens[:, 3]))
+
+
+def chorale_copying(windows: Sequence[np.ndarray], first: int,
+                    train: Sequence[np.ndarray]) -> dict[str, Any]:
+    """The longest run of consecutive frames of each window's steps first.. that occurs in
+    a training chorale in any of its in-range transpositions (all four voices alike)."""
+    references = [frame_symbols(grid.transpose_tokens(tokens, shift))
+                  for tokens in train for shift in grid.transpositions_in_range(tokens)]
+    runs = longest_shared_runs([frame_symbols(w[first:]) for w in windows], references)
+    return _distribution(runs)
+
+
+def random_voices(count: int, steps: int, rng: np.random.Generator) -> np.ndarray:
+    """The baseline: (count, steps, 4) tokens of quarter notes of uniformly random pitches
+    within each voice's range."""
+    tokens = np.full((count, steps, grid.VOICES), grid.HOLD, dtype=np.int64)
+    for voice, size in enumerate(grid.VOICE_SIZES):
+        onsets = rng.integers(grid.FIRST_PITCH_TOKEN, size, size=(count, steps))
+        tokens[:, ::4, voice] = onsets[:, ::4]
+    return tokens
+
+
+def test_windows(chorales: Sequence[Any], steps: int, count: int, seed: int = 0
+                 ) -> np.ndarray:
+    """Up to `count` (steps, 4) windows starting on bar lines of the chorales, in their own
+    keys, a seeded choice among all of them."""
+    windows = [c.tokens[s:s + steps] for c in chorales for s in c.bar_starts
+               if s + steps <= len(c.tokens)]
+    order = np.random.default_rng(seed).permutation(len(windows))[:count]
+    return np.stack([windows[i] for i in sorted(order)])
+
+
+def _sample_all(model: Any, given: np.ndarray, known: np.ndarray, *, batch: int, seed: int,
+                evaluations: int | None = None, original: bool = False, eta: float = 0.0
+                ) -> tuple[np.ndarray, float]:
+    """Samples for every window (in batches) and the seconds it took."""
+    from livegen.generators.langevin import sample, sample_original
+
+    started = time.perf_counter()
+    out = []
+    for start in range(0, len(given), batch):
+        rng = np.random.default_rng((seed, start))
+        part = slice(start, start + batch)
+        if original:
+            result = sample_original(model.denoise, given[part], known[part], rng=rng,
+                                     sigma_max=model.sigma_max, sigma_min=model.sigma_min)
+        else:
+            result = sample(model.denoise, given[part], known[part], evaluations=evaluations,
+                            rng=rng, eta=eta, sigma_max=model.sigma_max,
+                            sigma_min=model.sigma_min)
+        out.append(result.tokens)
+    return np.concatenate(out), time.perf_counter() - started
+
+
+def bar_timing(manifest: Path, *, segments: int = 60, budget_s: float = BAR_BUDGET_S,
+               threads: int = 1) -> dict[str, Any]:
+    """Compose mode as the segment player will run it: `segments` one-bar segments at
+    100 bpm, each continuing the last, each due `budget_s` after it is asked for. Returns
+    ms per segment (p50, p99, max), late segments and the evaluations the planner chose."""
+    from livegen.control import Controls
+    from livegen.generators.langevin import LangevinConfig, LangevinGenerator
+    from livegen.generators.segment import SegmentRequest
+
+    generator = LangevinGenerator(LangevinConfig(model=manifest, threads=threads))
+    generator.warm_up()
+    previous = None
+    timings, evaluations = [], []
+    for bar in range(segments):
+        asked = time.monotonic()
+        request = SegmentRequest(bar=bar, bars=1, beats_per_bar=4, bpm=100.0,
+                                 controls=Controls(), deadline=asked + budget_s,
+                                 previous=previous)
+        previous = generator.segment(request)
+        timings.append(time.monotonic() - asked)
+        evaluations.append(int(previous.figures["evaluations"]))
+    ms = np.asarray(timings) * 1e3
+    return {"segments": segments, "budget_ms": budget_s * 1e3,
+            "p50_ms": round(float(np.percentile(ms, 50)), 1),
+            "p99_ms": round(float(np.percentile(ms, 99)), 1),
+            "max_ms": round(float(ms.max()), 1), "late": int((ms > budget_s * 1e3).sum()),
+            "evaluations_median": int(np.median(evaluations)),
+            "evaluations_min": int(min(evaluations)), "evaluations_max": int(max(evaluations))}
+
+
+def evaluate_langevin(model_path: Path, *, windows: int = 256, original_windows: int = 48,
+                      curve: Sequence[int] = CHORALE_CURVE, batch: int = 16,
+                      timing_segments: int = 60, threads: int = 1, seed: int = 0,
+                      eta: float = 0.0) -> dict[str, Any]:
+    """Every figure of `livegen eval langevin`, as a dict (what --write puts in the
+    manifest). Continuation: a held-out bar of Bach as context, the next bar made.
+    Harmonisation: the same, with Bach's soprano given in the made bar too."""
+    from livegen.generators.langevin import ScoreModel
+    from livegen.train import chorale_data
+
+    started = time.monotonic()
+    model = ScoreModel(model_path, threads=threads)
+    steps = 32 if 32 in model.lengths else min(model.lengths)
+    context = steps // 2
+    chorales = chorale_data.load_chorales()
+    train = [c.tokens for c in chorales.train]
+    truth = test_windows(chorales.test, steps, windows, seed)
+    known = np.zeros(truth.shape, dtype=bool)
+    known[:, :context] = True
+    harmonise = known.copy()
+    harmonise[:, :, 0] = True
+    report: dict[str, Any] = {
+        "model": str(model_path), "window_steps": steps, "context_steps": context,
+        "test": {"chorales": len(chorales.test), "windows": len(truth)}, "eta": eta,
+        "bach": {"held_out_windows": chorale_figures(list(truth), context),
+                 "all_chorales": chorale_figures(
+                     [c.tokens for part in ("train", "valid", "test")
+                      for c in chorales.split(part)], 1)}}
+    bach = report["bach"]["held_out_windows"]
+    randoms = truth.copy()
+    randoms[:, context:] = random_voices(len(truth), steps - context,
+                                         np.random.default_rng(seed))[:, :]
+    report["random"] = chorale_figures(list(randoms), context, truth=list(truth))
+    log.info("Bach and random baselines done (%.0f s)", time.monotonic() - started)
+
+    report["timing"] = bar_timing(model_path, segments=timing_segments, threads=threads)
+    at_deadline = report["timing"]["evaluations_median"]
+    log.info("timing done: %s (%.0f s)", report["timing"], time.monotonic() - started)
+
+    report["curve"] = {}
+    for evaluations in sorted({*curve, at_deadline}):
+        made, seconds = _sample_all(model, truth, known, batch=batch, seed=seed,
+                                    evaluations=evaluations, eta=eta)
+        harmonised, _ = _sample_all(model, truth, harmonise, batch=batch, seed=seed + 1,
+                                    evaluations=evaluations, eta=eta)
+        figures = chorale_figures(list(made), context)
+        figures["masked_pitch_class_match"] = chorale_figures(
+            list(harmonised), context, truth=list(truth))["masked_pitch_class_match"]
+        figures["given_cells_kept"] = float(np.mean(harmonised[harmonise] == truth[harmonise]))
+        figures["length_distance_to_bach"] = length_distance(figures, bach)
+        figures["ms_per_window"] = 1e3 * seconds / len(truth)
+        report["curve"][str(evaluations)] = figures
+        log.info("%d evaluations: in-key %.3f, fifths %.2f, octaves %.2f /1000, crossing "
+                 "%.4f, masked match %.3f (%.0f s)", evaluations, figures["in_key"],
+                 figures["parallel_fifths_per_1000"], figures["parallel_octaves_per_1000"],
+                 figures["crossing_per_frame"], figures["masked_pitch_class_match"],
+                 time.monotonic() - started)
+        if evaluations == at_deadline:
+            report["copying"] = {"generated": chorale_copying(list(made), context, train),
+                                 "bach_held_out": chorale_copying(list(truth), context, train)}
+    subset = slice(0, min(original_windows, len(truth)))
+    made, seconds = _sample_all(model, truth[subset], known[subset], batch=batch, seed=seed,
+                                original=True)
+    harmonised, _ = _sample_all(model, truth[subset], harmonise[subset], batch=batch,
+                                seed=seed + 1, original=True)
+    original = chorale_figures(list(made), context)
+    original["masked_pitch_class_match"] = chorale_figures(
+        list(harmonised), context, truth=list(truth[subset]))["masked_pitch_class_match"]
+    original["length_distance_to_bach"] = length_distance(original, bach)
+    original["ms_per_window"] = 1e3 * seconds / len(made)
+    paired = report["curve"][str(at_deadline)]
+    same_windows, _ = _sample_all(model, truth[subset], known[subset], batch=batch,
+                                  seed=seed, evaluations=at_deadline, eta=eta)
+    report["original_2000"] = {"windows": len(made), "figures": original,
+                               f"at_deadline_{at_deadline}_same_windows":
+                                   chorale_figures(list(same_windows), context)}
+    report["random"]["length_distance_to_bach"] = length_distance(report["random"], bach)
+    report["at_deadline"] = {"evaluations": at_deadline, "figures": paired}
+    report["seconds"] = round(time.monotonic() - started, 1)
+    return report
+
+
+def format_langevin_report(report: dict[str, Any]) -> str:
+    """The report as the lines `livegen eval langevin` prints."""
+    bach = report["bach"]["held_out_windows"]
+    every = report["bach"]["all_chorales"]
+    columns = [("Bach, held-out bars", bach), ("Bach, all 16ths", every),
+               ("random voices", report["random"])]
+    columns += [(f"{n} evaluations", f) for n, f in report["curve"].items()]
+    columns.append((f"original 2,000 ({report['original_2000']['windows']} bars)",
+                    report["original_2000"]["figures"]))
+    timing = report["timing"]
+    lines = [f"model {report['model']}: window {report['window_steps']} 16ths, context "
+             f"{report['context_steps']}; {report['test']['windows']} held-out bars from "
+             f"{report['test']['chorales']} test chorales",
+             f"{'':30s} in-range in-key  P5/1000 P8/1000 crossing length-TV masked-PC",
+             ]
+    for name, f in columns:
+        tv = f.get("length_distance_to_bach")
+        masked = f.get("masked_pitch_class_match")
+        lines.append(
+            f"{name:30s} {100 * f['in_range']:7.1f}% {100 * f['in_key']:5.1f}% "
+            f"{f['parallel_fifths_per_1000']:7.2f} {f['parallel_octaves_per_1000']:7.2f} "
+            f"{100 * f['crossing_per_frame']:7.2f}% "
+            f"{'-' if tv is None else f'{tv:.3f}':>9s} "
+            f"{'-' if masked is None else f'{100 * masked:.1f}%':>9s}"
+            f"   ({f['parallel_fifths']} P5, {f['parallel_octaves']} P8 in "
+            f"{f['motion_slices']} slices)")
+    lines.append(f"time per bar (compose, 100 bpm, due {timing['budget_ms']:.0f} ms after "
+                 f"the request, {timing['segments']} bars): p50 {timing['p50_ms']:.0f} ms, "
+                 f"p99 {timing['p99_ms']:.0f} ms, max {timing['max_ms']:.0f} ms, late "
+                 f"{timing['late']}; evaluations {timing['evaluations_min']}.."
+                 f"{timing['evaluations_max']} (median {timing['evaluations_median']})")
+    copy = report.get("copying")
+    if copy:
+        for who, d in copy.items():
+            lines.append(f"copying ({who}): longest run of frames found in training: max "
+                         f"{d['max']}, median {d['median']:.0f}, p90 {d['p90']:.0f}, whole "
+                         f"bar (16): {sum(v >= 16 for v in d['values'])}/{d['pieces']}")
+    lines.append(f"({report['seconds']:.0f} s)")
+    return "\n".join(lines)
+
+
+def langevin_eval_command(rest: list[str]) -> int:
+    """`livegen eval langevin [options]`."""
+    parser = argparse.ArgumentParser(
+        prog="livegen eval langevin",
+        description="Chorale figures of the Langevin model (ONNX Runtime) on held-out "
+                    "chorales beside Bach's own, random voices and the original 2,000-step "
+                    "schedule; the anytime curve; time per bar.")
+    parser.add_argument("--model", type=Path, default=Path("models/langevin.json"))
+    parser.add_argument("--windows", type=int, default=256, help="held-out bars")
+    parser.add_argument("--original-windows", type=int, default=48,
+                        help="bars for the 2,000-evaluation baseline (slow)")
+    parser.add_argument("--curve", default=",".join(map(str, CHORALE_CURVE)),
+                        help="evaluation counts of the anytime curve")
+    parser.add_argument("--segments", type=int, default=60, help="bars for the timing")
+    parser.add_argument("--eta", type=float, default=0.0,
+                        help="0 deterministic steps, 1 ancestral")
+    parser.add_argument("--write", action="store_true",
+                        help="record the figures in the model's manifest (metrics)")
+    parser.add_argument("--json", type=Path, help="also write the report as JSON here")
+    options = parser.parse_args(rest)
+    report = evaluate_langevin(options.model, windows=options.windows,
+                               original_windows=options.original_windows,
+                               curve=tuple(int(n) for n in options.curve.split(",")),
+                               timing_segments=options.segments, eta=options.eta)
+    print(format_langevin_report(report))
+    if options.json:
+        options.json.parent.mkdir(parents=True, exist_ok=True)
+        options.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if options.write:
+        manifest = json.loads(options.model.read_text(encoding="utf-8"))
+        manifest.setdefault("metrics", {})["evaluation"] = report
+        options.model.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        print(f"recorded in {options.model}")
+    return 0
+
+
 # ---------------------------------------------------------------- the command
 
 def evaluate(model_path: Path, *, ablation_path: Path | None, seconds: float = 30.0,
@@ -491,8 +851,11 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def eval_command(args: argparse.Namespace) -> int:
-    """`livegen eval charrnn [options]`."""
+    """`livegen eval charrnn|langevin [options]`."""
     from livegen import config as config_module
+
+    if args.model == "langevin":
+        return langevin_eval_command(args.rest)
 
     parser = argparse.ArgumentParser(prog="livegen eval charrnn",
                                      description="Held-out NLL, controllability, copying and "

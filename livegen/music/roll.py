@@ -233,3 +233,32 @@ def transpose_tokens(tokens: np.ndarray, shift: int) -> np.ndarray:
         )
     tokens = _check_tokens(tokens)
     return np.where(tokens >= FIRST_PITCH_TOKEN, tokens + shift, tokens)
+
+
+# --- chorale frames (Langevin) ---------------------------------------------------------
+# What sounds at each step of a chorale, for voice-leading rules and for turning a
+# generated window into the notes of its last bars.
+
+SILENT_PITCH = -1  # sounding_pitches' value where a voice is silent
+
+
+def sounding_pitches(tokens: np.ndarray, *, before: Sequence[int] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """((T, 4) int64 MIDI pitch sounding in each voice at each step, SILENT_PITCH where it
+    is silent; (T, 4) bool: a note is struck there). A HOLD continues what sounded at the
+    step before; at step 0 it continues `before` (one pitch or SILENT_PITCH per voice,
+    e.g. the last frame of a previous window), and without it a leading HOLD is silent."""
+    tokens = _check_tokens(tokens)
+    steps = len(tokens)
+    pitches = np.full((steps, VOICES), SILENT_PITCH, dtype=np.int64)
+    struck = np.zeros((steps, VOICES), dtype=bool)
+    for voice, (low, _) in enumerate(VOICE_RANGES):
+        current = SILENT_PITCH if before is None else int(before[voice])
+        for step, token in enumerate(tokens[:, voice].tolist()):
+            if token >= FIRST_PITCH_TOKEN:
+                current = low + token - FIRST_PITCH_TOKEN
+                struck[step, voice] = True
+            elif token != HOLD:
+                current = SILENT_PITCH
+            pitches[step, voice] = current
+    return pitches, struck

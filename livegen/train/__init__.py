@@ -6,6 +6,9 @@
     livegen export charrnn [options]    best checkpoints -> models/charrnn.onnx (+ int8 if
                                         it qualifies), models/charrnn-ablation.onnx and the
                                         manifests, after the torch/ONNX parity check
+    livegen train langevin [options]    train the chorale score network (out/langevin)
+    livegen export langevin [options]   best checkpoint -> models/langevin-tN.onnx (one
+                                        graph per segment length) + models/langevin.json
 """
 
 from __future__ import annotations
@@ -29,9 +32,14 @@ def _need_torch() -> None:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    """`livegen train charrnn [options]`."""
+    """`livegen train charrnn|langevin [options]`."""
     _need_torch()
     import torch
+
+    if args.model == "langevin":
+        from livegen.train.langevin import train_command as train_langevin
+
+        return train_langevin(args.rest)
 
     from livegen.train.charrnn import TrainOptions, train
 
@@ -91,8 +99,12 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def export_command(args: argparse.Namespace) -> int:
-    """`livegen export charrnn [options]`."""
+    """`livegen export charrnn|langevin [options]`."""
     _need_torch()
+    if args.model == "langevin":
+        from livegen.train.langevin_ship import export_command as export_langevin
+
+        return export_langevin(args.rest)
     from livegen.train.ship import ship
 
     parser = argparse.ArgumentParser(

@@ -1,0 +1,322 @@
+"""The Langevin score network's training loop: denoising score matching on bar-aligned crops
+of the Bach chorales, one noise level per sample, Adam with warm-up and a cosine decay, an
+exponential moving average of the weights (what is validated, saved and shipped),
+checkpoints, resume, a seed, a progress bar and a wall-clock budget.
+
+Noise levels are drawn log-uniformly from [sigma_min, sigma_max] (continuous, so that the
+sampler may use any schedule inside that range). Each batch holds crops of one length,
+cycling through `lengths` (the segment lengths the model is exported for: a bar of context
+and one or two bars to make). Validation scores fixed crops of the validation chorales at
+fixed noise levels: the loss, and how often the denoised estimate's per-voice argmax is the
+true token (comparable between nets that are parametrised differently).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from livegen.music import roll
+from livegen.train import chorale_data
+from livegen.train.charrnn import resolve_device, seed_everything
+from livegen.train.nets import ScoreNet, ScoreShape
+
+log = logging.getLogger(__name__)
+
+VALID_SIGMAS = (0.1, 0.3, 0.6, 1.0, 2.0, 4.0, 10.0)
+VALID_CROPS = 256  # per length
+_OFFSETS = torch.tensor([s.start for s in roll.VOICE_SLICES])
+
+
+@dataclass(slots=True)
+class TrainOptions:
+    """Everything a run depends on; saved in its checkpoints."""
+
+    out: Path = Path("out/langevin")
+    device: str = "auto"
+    minutes: float | None = 20.0
+    steps: int = 200_000
+    width: int = 128
+    layers: int = 3
+    heads: int = 4
+    feedforward: int = 384
+    dropout: float = 0.1
+    sigma_input: bool = True
+    sigma_min: float = 0.02
+    sigma_max: float = 30.0
+    lengths: tuple[int, ...] = (32, 48)
+    batch: int = 64
+    lr: float = 1e-3
+    warmup: int = 200
+    ema: float = 0.999
+    clip: float = 1.0
+    seed: int = 1
+    valid_minutes: float = 2.0
+    resume: bool = False
+    command: str = ""
+    shape: ScoreShape = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        self.lengths = tuple(int(n) for n in self.lengths)
+        self.shape = ScoreShape(width=self.width, layers=self.layers, heads=self.heads,
+                                feedforward=self.feedforward, dropout=self.dropout,
+                                max_steps=max(64, *self.lengths),
+                                sigma_input=self.sigma_input)
+        if self.width % self.heads:
+            raise ValueError(f"--width {self.width} must be a multiple of --heads {self.heads}")
+        if not 0 < self.sigma_min < self.sigma_max:
+            raise ValueError(f"need 0 < --sigma-min ({self.sigma_min}) < --sigma-max "
+                             f"({self.sigma_max})")
+
+    def to_dict(self) -> dict:
+        values = asdict(self)
+        values["out"] = str(self.out)
+        values["lengths"] = list(self.lengths)
+        return values
+
+
+def onehot(tokens: torch.Tensor) -> torch.Tensor:
+    """(..., 4) int64 tokens -> (..., 105) float32 concatenated voice one-hots (the batched
+    torch twin of music/roll.tokens_to_onehot)."""
+    index = tokens + _OFFSETS.to(tokens.device)
+    return torch.nn.functional.one_hot(index, roll.CHORALE_DIM).sum(dim=-2).float()
+
+
+def sample_sigmas(count: int, low: float, high: float, generator: torch.Generator,
+                  device: torch.device) -> torch.Tensor:
+    """`count` noise levels, log-uniform in [low, high]."""
+    u = torch.rand(count, generator=generator, device="cpu").to(device)
+    return torch.exp(math.log(low) + u * (math.log(high) - math.log(low)))
+
+
+def valid_set(chorales: chorale_data.Chorales, lengths: tuple[int, ...], seed: int
+              ) -> dict[int, torch.Tensor]:
+    """Fixed validation crops (tokens) per length."""
+    rng = np.random.default_rng((seed, 99))
+    return {n: torch.from_numpy(chorale_data.random_crops(chorales.valid, VALID_CROPS, n, rng))
+            for n in lengths}
+
+
+@torch.no_grad()
+def validate(net: ScoreNet, crops: dict[int, torch.Tensor], device: torch.device
+             ) -> dict[str, float]:
+    """Loss and denoised-argmax token accuracy per validation σ, averaged over the lengths
+    (fixed noise, so two calls on the same net agree)."""
+    net.eval()
+    generator = torch.Generator().manual_seed(0)
+    result: dict[str, float] = {}
+    for sigma in VALID_SIGMAS:
+        losses, correct, total = [], 0, 0
+        for tokens in crops.values():
+            clean = onehot(tokens.to(device))
+            noise = torch.randn(clean.shape, generator=generator).to(device)
+            sigmas = torch.full((len(clean),), sigma, device=device)
+            losses.append(net.loss(clean, sigmas, noise).item())
+            denoised = net(clean + sigma * noise, sigmas)
+            for voice, block in enumerate(roll.VOICE_SLICES):
+                guess = denoised[..., block].argmax(dim=-1).cpu()
+                correct += int((guess == tokens[..., voice]).sum())
+                total += guess.numel()
+        result[f"loss@{sigma:g}"] = float(np.mean(losses))
+        result[f"accuracy@{sigma:g}"] = correct / total
+    result["loss"] = float(np.mean([result[f"loss@{s:g}"] for s in VALID_SIGMAS]))
+    result["accuracy"] = float(np.mean([result[f"accuracy@{s:g}"] for s in VALID_SIGMAS]))
+    net.train()
+    return result
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
+    """A checkpoint written by `train`."""
+    return torch.load(path, map_location=device, weights_only=False)
+
+
+def net_from_checkpoint(checkpoint: dict) -> ScoreNet:
+    """The shipped (moving-average) weights of a checkpoint, on the CPU, in eval mode."""
+    net = ScoreNet(ScoreShape(**checkpoint["shape"]))
+    net.load_state_dict(checkpoint["ema"])
+    return net.eval()
+
+
+def train(options: TrainOptions) -> Path:
+    """Train per `options`; returns the path of the best checkpoint (by validation loss)."""
+    from tqdm import tqdm
+
+    command_started = time.monotonic()
+    device = resolve_device(options.device)
+    seed_everything(options.seed)
+    if device.type == "cpu":
+        log.info("torch uses %d CPU thread(s)", torch.get_num_threads())
+    chorales = chorale_data.load_chorales()
+    summary = chorales.summary()
+    log.info("training on %d chorales (%d transposed copies), validating on %d",
+             summary["train"]["chorales"], summary["train"]["transposed_copies"],
+             summary["valid"]["chorales"])
+    valid = valid_set(chorales, options.lengths, options.seed)
+
+    net = ScoreNet(options.shape).to(device)
+    ema = ScoreNet(options.shape).to(device)
+    ema.load_state_dict(net.state_dict())
+    ema.eval().requires_grad_(False)
+    optimizer = torch.optim.Adam(net.parameters(), lr=options.lr)
+    log.info("net %s: %.2fM parameters on %s", options.shape, net.parameter_count() / 1e6,
+             device)
+    out = options.out
+    out.mkdir(parents=True, exist_ok=True)
+    state = {"step": 0, "elapsed_s": 0.0, "best_valid": math.inf, "history": []}
+    if options.resume and (out / "last.pt").is_file():
+        checkpoint = load_checkpoint(out / "last.pt", device)
+        if checkpoint["shape"] != options.shape.to_dict():
+            raise ValueError(f"{out / 'last.pt'} holds a net of shape {checkpoint['shape']}, "
+                             f"not {options.shape.to_dict()}; resume with the same shape "
+                             "options, or drop --resume")
+        net.load_state_dict(checkpoint["model"])
+        ema.load_state_dict(checkpoint["ema"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        state = checkpoint["state"]
+        log.info("resuming %s at step %d (%.1f min trained)", out / "last.pt", state["step"],
+                 state["elapsed_s"] / 60)
+
+    def save(name: str) -> None:
+        checkpoint = {"model": net.state_dict(), "ema": ema.state_dict(),
+                      "optimizer": optimizer.state_dict(), "shape": options.shape.to_dict(),
+                      "options": options.to_dict(), "state": state, "data": summary,
+                      "device": str(device), "torch": torch.__version__}
+        partial = out / f"{name}.partial"
+        torch.save(checkpoint, partial)
+        partial.replace(out / name)
+
+    def check() -> None:
+        figures = validate(ema, valid, device)
+        state["elapsed_s"] = time.monotonic() - started
+        state["history"].append({"step": state["step"], "minutes":
+                                 round(state["elapsed_s"] / 60, 2), **figures})
+        log.info("step %d: valid loss %.4f, denoised accuracy %.3f (at sigma 1: %.3f) "
+                 "at %.1f min", state["step"], figures["loss"], figures["accuracy"],
+                 figures["accuracy@1"], state["elapsed_s"] / 60)
+        if figures["loss"] < state["best_valid"]:
+            state["best_valid"] = figures["loss"]
+            save("best.pt")
+        save("last.pt")
+
+    budget_s = options.minutes * 60 if options.minutes else math.inf
+    started = command_started - state["elapsed_s"]
+    last_check = time.monotonic()
+    # Each step's crops and noise depend only on (seed, step): a resumed run sees the same.
+    bar = tqdm(total=options.steps, initial=state["step"], unit="step", dynamic_ncols=True)
+    running = None
+    net.train()
+    while state["step"] < options.steps and state["elapsed_s"] < budget_s:
+        step = state["step"]
+        rng = np.random.default_rng((options.seed, step))
+        generator = torch.Generator().manual_seed(options.seed * 1_000_003 + step)
+        length = options.lengths[step % len(options.lengths)]
+        tokens = chorale_data.random_crops(chorales.train, options.batch, length, rng)
+        clean = onehot(torch.from_numpy(tokens).to(device))
+        sigmas = sample_sigmas(options.batch, options.sigma_min, options.sigma_max,
+                               generator, device)
+        noise = torch.randn(clean.shape, generator=generator).to(device)
+        progress = max(step / options.steps, state["elapsed_s"] / budget_s)
+        lr = options.lr * min(1.0, (step + 1) / options.warmup) * (
+            0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = net.loss(clean, sigmas, noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), options.clip)
+        optimizer.step()
+        decay = min(options.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for average, current in zip(ema.parameters(), net.parameters(), strict=True):
+                average.lerp_(current, 1 - decay)
+        state["step"] = step + 1
+        if step % 20 == 0:
+            value = loss.item()  # a device sync: not every step
+            running = value if running is None else 0.8 * running + 0.2 * value
+            bar.set_postfix(loss=f"{running:.4f}", lr=f"{lr:.1e}")
+        bar.update(1)
+        state["elapsed_s"] = time.monotonic() - started
+        if time.monotonic() - last_check > options.valid_minutes * 60:
+            check()
+            last_check = time.monotonic()
+    bar.close()
+    check()
+    (out / "history.json").write_text(json.dumps(state["history"], indent=2) + "\n")
+    log.info("done: %d steps, best valid loss %.4f after %.1f min; %s", state["step"],
+             state["best_valid"], state["elapsed_s"] / 60, out / "best.pt")
+    return out / "best.pt"
+
+
+def train_command(rest: list[str]) -> int:
+    """`livegen train langevin [options]`."""
+    import argparse
+    import shlex
+
+    from livegen.errors import LivegenError
+
+    defaults = TrainOptions()
+    parser = argparse.ArgumentParser(
+        prog="livegen train langevin",
+        description="Train the Langevin chorale score network on music21's Bach chorales. "
+                    "Stops after --steps or --minutes, whichever comes first; the best "
+                    "checkpoint by validation loss is OUT/best.pt.")
+    parser.add_argument("--out", type=Path, default=defaults.out, help="checkpoint folder")
+    parser.add_argument("--device", default=defaults.device,
+                        help="auto (cuda if torch sees a GPU, else cpu), cpu, cuda, cuda:1")
+    parser.add_argument("--minutes", type=float, default=defaults.minutes,
+                        help="wall-clock budget of the whole command (default %(default)s; "
+                             "0 = none)")
+    parser.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps")
+    parser.add_argument("--width", type=int, default=defaults.width)
+    parser.add_argument("--layers", type=int, default=defaults.layers)
+    parser.add_argument("--heads", type=int, default=defaults.heads)
+    parser.add_argument("--feedforward", type=int, default=defaults.feedforward)
+    parser.add_argument("--dropout", type=float, default=defaults.dropout)
+    parser.add_argument("--no-sigma-input", action="store_true",
+                        help="the original's form: the net does not see the noise level and "
+                             "predicts -z")
+    parser.add_argument("--sigma-min", type=float, default=defaults.sigma_min)
+    parser.add_argument("--sigma-max", type=float, default=defaults.sigma_max)
+    parser.add_argument("--lengths", default=",".join(map(str, defaults.lengths)),
+                        help="crop lengths in 16ths, cycled per batch (the exported segment "
+                             "lengths: context bar + bars to make); default %(default)s")
+    parser.add_argument("--batch", type=int, default=defaults.batch)
+    parser.add_argument("--lr", type=float, default=defaults.lr, help="peak Adam step size")
+    parser.add_argument("--ema", type=float, default=defaults.ema,
+                        help="weight moving-average decay")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--valid-minutes", type=float, default=defaults.valid_minutes,
+                        help="validate and checkpoint this often")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--resume", action="store_true", help="continue OUT/last.pt")
+    options = parser.parse_args(rest)
+    if options.device.startswith("cuda") and not torch.cuda.is_available():
+        raise LivegenError(f"--device {options.device}: torch {torch.__version__} sees no GPU "
+                           "here; use --device cpu (or auto)")
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    try:
+        lengths = tuple(int(n) for n in options.lengths.split(","))
+        train_options = TrainOptions(
+            out=options.out, device=options.device, minutes=options.minutes or None,
+            steps=options.steps, width=options.width, layers=options.layers,
+            heads=options.heads, feedforward=options.feedforward, dropout=options.dropout,
+            sigma_input=not options.no_sigma_input, sigma_min=options.sigma_min,
+            sigma_max=options.sigma_max, lengths=lengths, batch=options.batch,
+            lr=options.lr, ema=options.ema, seed=options.seed,
+            valid_minutes=options.valid_minutes, resume=options.resume,
+            command=shlex.join(["livegen", "train", "langevin", *rest]))
+        best = train(train_options)
+    except ValueError as exc:
+        raise LivegenError(str(exc)) from None
+    print(f"best checkpoint: {best}")
+    return 0
