@@ -81,10 +81,16 @@ def roll_to_notes(
     """The notes of a (T, 128) roll, sorted by start then pitch. A cell > 0 sounds; a note
     starts where sounding begins or at an ONSET cell (so repeated notes stay apart in a roll
     from piano_roll, while a boolean roll joins consecutive cells into one note)."""
+    step_s = _step_s(bpm, steps_per_beat)
+    return [Note(n.pitch, velocity, n.start * step_s, n.end * step_s) for n in grid_notes(roll)]
+
+
+def grid_notes(roll: np.ndarray) -> list[GridNote]:
+    """The notes of a (T, 128) roll on its grid, as roll_to_notes reads them (sorted by start
+    then pitch)."""
     roll = np.asarray(roll)
     if roll.ndim != 2 or roll.shape[1] != MIDI_PITCHES:
         raise ValueError(f"a piano roll has shape (T, 128), got {roll.shape}")
-    step_s = _step_s(bpm, steps_per_beat)
     steps = roll.shape[0]
     sounding = roll > 0
     before = np.vstack([np.zeros((1, MIDI_PITCHES), dtype=bool), sounding[:-1]])
@@ -96,7 +102,7 @@ def roll_to_notes(
         column_bounds = np.append(np.flatnonzero(boundaries[:, pitch]), steps)
         for start in np.flatnonzero(starts[:, pitch]):
             end = column_bounds[np.searchsorted(column_bounds, start, side="right")]
-            notes.append(Note(int(pitch), velocity, start * step_s, end * step_s))
+            notes.append(GridNote(int(pitch), int(start), int(end)))
     notes.sort(key=lambda note: (note.start, note.pitch))
     return notes
 
@@ -233,6 +239,116 @@ def transpose_tokens(tokens: np.ndarray, shift: int) -> np.ndarray:
         )
     tokens = _check_tokens(tokens)
     return np.where(tokens >= FIRST_PITCH_TOKEN, tokens + shift, tokens)
+
+
+# --- piano-roll planes and binarisation (DCRNN) ------------------------------------------
+# A DCRNN sees a roll as two planes over a window of keys, each cell -1 or +1: "frames"
+# (the key sounds) and "onsets" (a note is struck in this cell). The onset plane is what
+# keeps two repeated notes apart; with frames alone (the original's roll) they merge.
+# The generator writes both planes in [-1, 1]; binarise() turns them back into a roll.
+
+PITCH_CLASSES = 12
+BINARISATIONS = ("threshold", "hysteresis", "sample")
+
+
+def scale_of(roll: np.ndarray) -> np.ndarray:
+    """The (12,) float32 scale of a roll: 1/k on each of the k pitch classes that sound in
+    it, 0 elsewhere; uniform 1/12 for a silent roll (no key). This is the DCRNN's condition:
+    a set of pitch classes, not a weighted histogram, so that a key control's major scale
+    (1/7 on seven classes) is a condition the model saw in training."""
+    roll = np.asarray(roll)
+    used = (roll > 0).any(axis=0)
+    classes = np.zeros(PITCH_CLASSES, dtype=bool)
+    for pitch in np.flatnonzero(used):
+        classes[pitch % PITCH_CLASSES] = True
+    if not classes.any():
+        return np.full(PITCH_CLASSES, 1 / PITCH_CLASSES, dtype=np.float32)
+    return (classes / classes.sum()).astype(np.float32)
+
+
+def roll_planes(roll: np.ndarray, low: int, high: int) -> np.ndarray:
+    """The (2, T, high - low) float32 planes (frames, onsets) of keys low..high-1 of a
+    (T, 128) roll from piano_roll: +1 where the key sounds / is struck, -1 elsewhere; for
+    a batch of rolls (N, T, 128), (N, 2, T, high - low). ValueError if a key outside the
+    window sounds (the model could not play it)."""
+    roll = np.asarray(roll)
+    if roll.ndim not in (2, 3) or roll.shape[-1] != MIDI_PITCHES:
+        raise ValueError(f"a piano roll has shape (T, 128) or (N, T, 128), got {roll.shape}")
+    if roll[..., :low].any() or roll[..., high:].any():
+        raise ValueError(f"the roll sounds keys outside {low}..{high - 1}")
+    window = roll[..., low:high]
+    sounding = window > 0
+    before = np.zeros_like(sounding)
+    before[..., 1:, :] = sounding[..., :-1, :]
+    # A note's first cell is an onset even in a boolean roll that marks none.
+    struck = (window == ONSET) | (sounding & ~before)
+    return np.stack([np.where(sounding, 1.0, -1.0), np.where(struck, 1.0, -1.0)],
+                    axis=-3).astype(np.float32)
+
+
+def transpose_roll(roll: np.ndarray, shift: int) -> np.ndarray:
+    """The roll with every key moved by `shift` semitones; ValueError when a sounding key
+    would leave 0..127."""
+    roll = np.asarray(roll)
+    keys = np.flatnonzero(roll.any(axis=0))
+    if len(keys) and (keys[0] + shift < 0 or keys[-1] + shift >= MIDI_PITCHES):
+        raise ValueError(f"transposing by {shift} takes keys {keys[0]}..{keys[-1]} out of "
+                         "0..127")
+    return np.roll(roll, shift, axis=1)
+
+
+def binarise(
+    planes: np.ndarray,
+    low: int,
+    *,
+    method: str = "hysteresis",
+    threshold: float = 0.0,
+    sustain: float = -0.5,
+    uniforms: np.ndarray | None = None,
+) -> np.ndarray:
+    """The (T, 128) uint8 roll (SILENT / SUSTAIN / ONSET) of generator planes (2, T, K) in
+    [-1, 1] for keys low..low+K-1.
+
+    threshold   a cell sounds where frames > threshold; a note is struck where it starts
+                sounding or where onsets > threshold while it sounds.
+    hysteresis  a note starts where frames > threshold and continues while frames >
+                `sustain` (lower), so a value that wavers around the threshold does not
+                cut a held note into fragments; struck again where onsets > threshold.
+    sample      each cell sounds with probability (frames + 1) / 2 and is struck with
+                probability (onsets + 1) / 2, drawing `uniforms` (2, T, K) in [0, 1).
+    """
+    planes = np.asarray(planes, dtype=np.float32)
+    if planes.ndim != 3 or planes.shape[0] != 2:
+        raise ValueError(f"planes have shape (2, T, K), got {planes.shape}")
+    _, steps, keys = planes.shape
+    if low < 0 or low + keys > MIDI_PITCHES:
+        raise ValueError(f"keys {low}..{low + keys - 1} are not all MIDI pitches")
+    frames, onsets = planes
+    if method == "threshold":
+        sounding = frames > threshold
+        struck = onsets > threshold
+    elif method == "sample":
+        if uniforms is None or np.shape(uniforms) != planes.shape:
+            raise ValueError(f"sampling needs uniforms of shape {planes.shape}")
+        sounding = uniforms[0] < (frames + 1) / 2
+        struck = uniforms[1] < (onsets + 1) / 2
+    elif method == "hysteresis":
+        if not sustain <= threshold:
+            raise ValueError(f"sustain {sustain} must not exceed threshold {threshold}")
+        sounding = np.zeros((steps, keys), dtype=bool)
+        held = np.zeros(keys, dtype=bool)
+        for step in range(steps):
+            held = np.where(held, frames[step] > sustain, frames[step] > threshold)
+            sounding[step] = held
+        struck = onsets > threshold
+    else:
+        raise ValueError(f"no binarisation {method!r}; use one of {', '.join(BINARISATIONS)}")
+    before = np.vstack([np.zeros((1, keys), dtype=bool), sounding[:-1]])
+    roll = np.zeros((steps, MIDI_PITCHES), dtype=np.uint8)
+    window = roll[:, low:low + keys]
+    window[sounding] = SUSTAIN
+    window[sounding & (struck | ~before)] = ONSET
+    return roll
 
 
 # --- chorale frames (Langevin) ---------------------------------------------------------
