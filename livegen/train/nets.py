@@ -216,3 +216,133 @@ class ScoreNet(nn.Module):
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+# ---------------------------------------------------------------- DCRNN (GAN generator)
+# Deep Symphony's DCRNN (SEEDS.md section 1; GENERATORS.md section 2), with the original's
+# bugs fixed. The generator makes a piano roll of two planes (frames, onsets) over the keys
+# low .. low + 12 * octaves - 1, for T steps of the 16th grid:
+#
+#   z (noise_size, U[-1,1]) ┐
+#   scale (12) ─────────────┴▶ tiled over T / high_every steps ─▶ RNNa (GRU) ─▶ a sparse
+#   high-level sequence (one vector a beat), repeated x high_every along time
+#   ─▶ [+ position in the beat, + scale] ─▶ RNNb (GRU, one step a 16th) refines it
+#   ─▶ dense to (T, octaves, 32) ─▶ transposed conv 1x12 stride 12 ─▶ 2 planes x 12 keys
+#   per octave, each block starting at a C ─▶ tanh
+#
+# The critic reads the planes and their self-similarity (T x T Gram matrices of frames and
+# of onsets), each through 4 x [conv 5x5, LeakyReLU 0.2, max-pool 2x2], then the scale,
+# then dense 200 -> 1. No normalisation (the gradient penalty is per sample).
+
+@dataclass(frozen=True, slots=True)
+class DCRNNShape:
+    """The size of a DCRNN generator and its critic; saved in checkpoints and the manifest."""
+
+    noise_size: int = 32
+    condition_size: int = 12
+    high_size: int = 128  # RNNa width
+    high_every: int = 4  # RNNa writes one vector per this many steps (a beat of 16ths)
+    frame_size: int = 128  # RNNb width
+    low: int = 24  # the lowest key the head writes: C1 (a C, so octave blocks align to C)
+    octaves: int = 7  # C1 .. B7, 84 keys: every note of the corpus, with room to transpose
+    strip_channels: int = 32
+    critic_filters: tuple[int, ...] = (32, 64, 128, 128)
+    critic_kernel: int = 5  # odd; 3 costs a third of 5 (the 2-core CPU run's choice)
+    critic_dense: int = 200
+
+    @property
+    def keys(self) -> int:
+        return 12 * self.octaves
+
+    def to_dict(self) -> dict:
+        values = asdict(self)
+        values["critic_filters"] = list(self.critic_filters)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict) -> DCRNNShape:
+        return cls(**{**values, "critic_filters": tuple(values["critic_filters"])})
+
+
+class DCRNNGenerator(nn.Module):
+    """(z (B, noise_size) in [-1, 1], scale (B, 12)) -> planes (B, 2, T, keys) in [-1, 1].
+    T must be a multiple of high_every. The recurrent layers run from the zero state, so
+    the first T' steps of a longer segment are the segment of T' steps."""
+
+    def __init__(self, shape: DCRNNShape) -> None:
+        super().__init__()
+        self.shape = shape
+        code = shape.noise_size + shape.condition_size
+        self.high = nn.GRU(code, shape.high_size, batch_first=True)
+        self.frames = nn.GRU(shape.high_size + shape.high_every + shape.condition_size,
+                             shape.frame_size, batch_first=True)
+        self.dense = nn.Linear(shape.frame_size, shape.octaves * shape.strip_channels)
+        # The strip deconvolution: one 12-key block per octave, the same weights for every
+        # octave, so a pattern learned in one register can sound in another.
+        self.strip = nn.ConvTranspose2d(shape.strip_channels, 2, kernel_size=(1, 12),
+                                        stride=(1, 12))
+
+    def forward(self, z: torch.Tensor, scale: torch.Tensor, steps: int) -> torch.Tensor:
+        shape = self.shape
+        if steps % shape.high_every:
+            raise ValueError(f"steps {steps} is not a multiple of {shape.high_every}")
+        batch = z.shape[0]
+        beats = steps // shape.high_every
+        code = torch.cat([z, scale], dim=-1)[:, None].expand(batch, beats, -1)
+        high, _ = self.high(code)
+        high = high.repeat_interleave(shape.high_every, dim=1)
+        # Where in the beat each step falls: the repeated sequence alone does not say.
+        phase = torch.eye(shape.high_every, dtype=z.dtype, device=z.device).repeat(beats, 1)
+        frame_in = torch.cat([high, phase[None].expand(batch, -1, -1),
+                              scale[:, None].expand(batch, steps, -1)], dim=-1)
+        frames, _ = self.frames(frame_in)
+        strips = self.dense(frames).reshape(batch, steps, shape.octaves,
+                                            shape.strip_channels)
+        planes = self.strip(strips.permute(0, 3, 1, 2))  # (B, 2, T, 12 * octaves)
+        return torch.tanh(planes)
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def _conv_tower(channels: int, filters: tuple[int, ...], kernel: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for width in filters:
+        layers += [nn.Conv2d(channels, width, kernel, padding=kernel // 2), nn.LeakyReLU(0.2),
+                   nn.MaxPool2d(2)]
+        channels = width
+    return nn.Sequential(*layers, nn.Flatten())
+
+
+def self_similarity(planes: torch.Tensor) -> torch.Tensor:
+    """(B, 2, T, K) planes -> (B, 2, T, T): each plane's Gram matrix over the keys divided by
+    K, so 1 where two steps sound (or strike) the same keys and -1 where they differ on every
+    key. It shows the critic what repeats: a rhythm, a held chord."""
+    return planes @ planes.transpose(-1, -2) / planes.shape[-1]
+
+
+class DCRNNCritic(nn.Module):
+    """(planes (B, 2, T, keys), scale (B, 12)) -> (B,) Wasserstein critic values."""
+
+    def __init__(self, shape: DCRNNShape, steps: int) -> None:
+        super().__init__()
+        self.shape = shape
+        self.steps = steps
+        pools = 2 ** len(shape.critic_filters)
+        if steps < pools or shape.keys < pools:
+            raise ValueError(f"{steps} steps x {shape.keys} keys is too small for "
+                             f"{len(shape.critic_filters)} max-pools")
+        self.roll_tower = _conv_tower(2, shape.critic_filters, shape.critic_kernel)
+        self.gram_tower = _conv_tower(2, shape.critic_filters, shape.critic_kernel)
+        last = shape.critic_filters[-1]
+        flat = last * (steps // pools) * (shape.keys // pools) + last * (steps // pools) ** 2
+        self.head = nn.Sequential(nn.Linear(flat + shape.condition_size, shape.critic_dense),
+                                  nn.LeakyReLU(0.2), nn.Linear(shape.critic_dense, 1))
+
+    def forward(self, planes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        features = torch.cat([self.roll_tower(planes),
+                              self.gram_tower(self_similarity(planes)), scale], dim=-1)
+        return self.head(features)[:, 0]
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
