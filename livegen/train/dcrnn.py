@@ -1,0 +1,382 @@
+"""The DCRNN training loop: WGAN-GP on two-bar piano-roll segments, a plain loop with a
+progress bar, checkpoints, resume, a seed and a time budget.
+
+One generator update follows `critic_steps` critic updates. The original's bugs are fixed
+(GENERATORS.md section 2):
+- every generator update draws fresh noise z ~ U[-1, 1] (the original fed one fixed batch
+  of 32 codes, so the generator learned 32 points of z);
+- the gradient penalty draws one interpolation weight per sample, and the condition is not
+  interpolated (it is the same for the real and the fake segment);
+- the critic sees fakes as it sees the data, binary: with `binary = "straight_through"`
+  the generator's planes are thresholded at 0 in the forward pass and the gradient passes
+  through the threshold unchanged (the original compared binary real rolls with continuous
+  tanh fakes, which a critic tells apart by their values alone).
+A share `no_key` of each batch is trained with the uniform scale (1/12 each) on both sides,
+so "no key" is a condition the model knows: it then plays what the data plays.
+
+There is no validation loss for a GAN. Every `validate_minutes`, the generator makes
+VALID_SEGMENTS segments under the validation pieces' scales, binarised at 0, and `gap`
+scores how far their figures lie from the validation segments' own (evaluate.py's roll
+figures); best.pt keeps the weights with the smallest gap, last.pt all that resuming needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shlex
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from livegen import evaluate
+from livegen.errors import LivegenError
+from livegen.music import roll as rolls
+from livegen.train import roll_data
+from livegen.train.charrnn import resolve_device, seed_everything
+from livegen.train.nets import DCRNNCritic, DCRNNGenerator, DCRNNShape
+
+log = logging.getLogger(__name__)
+
+SEGMENT_STEPS = 32  # two 4/4 bars: the length the critic judges
+VALID_SEGMENTS = 256
+BINARY_VIEWS = ("straight_through", "none")
+UNIFORM_SCALE = np.full(12, 1 / 12, dtype=np.float32)
+
+
+@dataclass(slots=True)
+class DCRNNOptions:
+    """Everything a run depends on; saved in its checkpoints."""
+
+    out: Path = Path("out/dcrnn")
+    device: str = "auto"
+    minutes: float | None = 20.0
+    steps: int = 20000  # generator updates
+    batch: int = 32
+    critic_steps: int = 5
+    lr: float = 2e-4
+    gp_weight: float = 10.0
+    binary: str = "straight_through"
+    no_key: float = 0.1
+    noise_size: int = 32
+    high_size: int = 128
+    frame_size: int = 128
+    critic_filters: tuple[int, ...] = (32, 64, 128, 128)
+    critic_kernel: int = 5
+    seed: int = 1
+    workers: int | None = None
+    validate_minutes: float = 2.0
+    checkpoint_minutes: float = 5.0
+    resume: bool = False
+    command: str = ""
+    shape: DCRNNShape = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        self.critic_filters = tuple(self.critic_filters)
+        if self.binary not in BINARY_VIEWS:
+            raise ValueError(f"binary {self.binary!r}: use one of {', '.join(BINARY_VIEWS)}")
+        self.shape = DCRNNShape(noise_size=self.noise_size, high_size=self.high_size,
+                                frame_size=self.frame_size,
+                                critic_filters=self.critic_filters,
+                                critic_kernel=self.critic_kernel)
+
+    def to_dict(self) -> dict:
+        values = asdict(self)
+        values["out"] = str(self.out)
+        values["critic_filters"] = list(self.critic_filters)
+        values["shape"] = self.shape.to_dict()
+        return values
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
+    """A checkpoint written by `train` (weights, shape, options, state, ...)."""
+    return torch.load(path, map_location=device, weights_only=False)
+
+
+def generator_from_checkpoint(checkpoint: dict) -> DCRNNGenerator:
+    """The trained generator of a checkpoint, on the CPU, in eval mode."""
+    net = DCRNNGenerator(DCRNNShape.from_dict(checkpoint["shape"]))
+    net.load_state_dict(checkpoint["generator"])
+    return net.eval()
+
+
+def critic_view(fake: torch.Tensor, binary: str) -> torch.Tensor:
+    """The fake planes as the critic sees them: thresholded at 0 with the gradient passed
+    straight through, or as they are."""
+    if binary == "none":
+        return fake
+    hard = torch.where(fake > 0, 1.0, -1.0)
+    return fake + (hard - fake).detach()
+
+
+def gradient_penalty(critic: DCRNNCritic, real: torch.Tensor, fake: torch.Tensor,
+                     scale: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP's penalty (||grad|| - 1)^2 at points between each real and fake segment, one
+    interpolation weight per sample."""
+    weight = torch.rand(real.shape[0], 1, 1, 1, device=real.device)
+    between = (weight * real + (1 - weight) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(between, scale).sum(), between, create_graph=True)
+    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+
+
+def noise(batch: int, size: int, device: torch.device,
+          generator: torch.Generator | None = None) -> torch.Tensor:
+    """z ~ U[-1, 1]: the range the performer's noise controls move in."""
+    return torch.rand(batch, size, device=device, generator=generator) * 2 - 1
+
+
+def drop_scales(scales: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
+    """The scales with a random `share` of rows replaced by the uniform "no key" scale."""
+    scales = scales.copy()
+    scales[rng.random(len(scales)) < share] = UNIFORM_SCALE
+    return scales
+
+
+@torch.no_grad()
+def generate_planes(net: DCRNNGenerator, scales: np.ndarray, steps: int, seed: int,
+                    device: torch.device | str = "cpu") -> np.ndarray:
+    """(N, 2, steps, keys) planes for the scales, with z drawn from `seed`."""
+    g = torch.Generator().manual_seed(seed)
+    z = noise(len(scales), net.shape.noise_size, torch.device("cpu"), g).to(device)
+    was_training = net.training
+    net.eval()
+    planes = net(z, torch.from_numpy(scales).to(device), steps).cpu().numpy()
+    net.train(was_training)
+    return planes
+
+
+def planes_to_rolls(planes: np.ndarray, low: int, **binarise: Any) -> np.ndarray:
+    """(N, T, 128) rolls of (N, 2, T, keys) planes (roll.binarise)."""
+    return np.stack([rolls.binarise(p, low, **binarise) for p in planes])
+
+
+def gap(generated: dict[str, Any], reference: dict[str, Any], overlap: float) -> float:
+    """How far generated figures lie from the reference's: the mean relative distance of
+    pitch classes per bar, polyphony and notes per bar, plus the absolute distance of the
+    empty-bar rate and the one-step share, plus what is missing from full feature overlap
+    and from a full in-scale ratio. 0 is the data itself."""
+    relative = [abs(generated[k] - reference[k]) / max(reference[k], 0.05)
+                for k in ("pitch_classes_per_bar", "polyphony_rate", "notes_per_bar")]
+    in_scale = generated.get("in_scale_ratio", 1.0)
+    return float(np.mean(relative)
+                 + abs(generated["empty_bar_rate"] - reference["empty_bar_rate"])
+                 + abs(generated["one_step_share"] - reference["one_step_share"])
+                 + (1 - overlap) + (1 - (in_scale if math.isfinite(in_scale) else 0.0)))
+
+
+class Validator:
+    """Scores a generator against the validation segments (see the module docstring)."""
+
+    def __init__(self, pieces: roll_data.SegmentSource, seed: int) -> None:
+        rng = np.random.default_rng((seed, 7))
+        self.segments = pieces.draw(VALID_SEGMENTS, rng, transpose=0)
+        self.low = pieces.low
+        self.reference = evaluate.roll_figures(self.segments.rolls, self.segments.scales)
+        self.reference_features = evaluate.segment_features(self.segments.rolls)
+        self.seed = seed
+
+    def score(self, net: DCRNNGenerator, device: torch.device) -> dict[str, Any]:
+        planes = generate_planes(net, self.segments.scales, SEGMENT_STEPS, self.seed, device)
+        generated = planes_to_rolls(planes, self.low, method="threshold")
+        figures = evaluate.roll_figures(generated, self.segments.scales)
+        overlap = evaluate.feature_overlap(evaluate.segment_features(generated),
+                                           self.reference_features)["mean"]
+        figures["feature_overlap"] = overlap
+        figures["gap"] = round(gap(figures, self.reference, overlap), 4)
+        return figures
+
+
+def train(options: DCRNNOptions) -> Path:
+    """Train per `options`; returns the path of the best checkpoint."""
+    from tqdm import tqdm
+
+    command_started = time.monotonic()
+    device = resolve_device(options.device)
+    seed_everything(options.seed)
+    shape = options.shape
+    high = shape.low + shape.keys
+    corpus = roll_data.load_pieces(options.workers)
+    summary = corpus.summary()
+    train_source = roll_data.SegmentSource(corpus.train, SEGMENT_STEPS, shape.low, high)
+    valid_source = roll_data.SegmentSource(corpus.valid, SEGMENT_STEPS, shape.low, high)
+    log.info("training on %d segments of %d pieces, validating on %d segments",
+             train_source.segment_count, len(corpus.train), valid_source.segment_count)
+    validator = Validator(valid_source, options.seed)
+    log.info("validation data: %s", validator.reference)
+
+    generator = DCRNNGenerator(shape).to(device)
+    critic = DCRNNCritic(shape, SEGMENT_STEPS).to(device)
+    betas = (0.5, 0.9)
+    g_optimizer = torch.optim.Adam(generator.parameters(), lr=options.lr, betas=betas)
+    c_optimizer = torch.optim.Adam(critic.parameters(), lr=options.lr, betas=betas)
+    log.info("generator %.2fM, critic %.2fM parameters on %s",
+             generator.parameter_count() / 1e6, critic.parameter_count() / 1e6, device)
+    out = options.out
+    out.mkdir(parents=True, exist_ok=True)
+    state: dict[str, Any] = {"step": 0, "elapsed_s": 0.0, "best_gap": math.inf,
+                             "history": []}
+    if options.resume and (out / "last.pt").is_file():
+        checkpoint = load_checkpoint(out / "last.pt", device)
+        if checkpoint["shape"] != shape.to_dict():
+            raise ValueError(f"{out / 'last.pt'} holds a net of shape {checkpoint['shape']}, "
+                             f"not {shape.to_dict()}; resume with the same sizes, or drop "
+                             "--resume")
+        generator.load_state_dict(checkpoint["generator"])
+        critic.load_state_dict(checkpoint["critic"])
+        g_optimizer.load_state_dict(checkpoint["g_optimizer"])
+        c_optimizer.load_state_dict(checkpoint["c_optimizer"])
+        state = checkpoint["state"]
+        log.info("resuming %s at step %d (%.1f min trained)", out / "last.pt", state["step"],
+                 state["elapsed_s"] / 60)
+
+    def save(name: str) -> None:
+        checkpoint = {"generator": generator.state_dict(), "critic": critic.state_dict(),
+                      "g_optimizer": g_optimizer.state_dict(),
+                      "c_optimizer": c_optimizer.state_dict(),
+                      "shape": shape.to_dict(), "options": options.to_dict(), "state": state,
+                      "corpus": summary, "segment_steps": SEGMENT_STEPS,
+                      "validation_data": validator.reference, "device": str(device),
+                      "torch": torch.__version__}
+        partial = out / f"{name}.partial"
+        torch.save(checkpoint, partial)
+        partial.replace(out / name)
+
+    def validate() -> None:
+        figures = validator.score(generator, device)
+        figures.update(step=state["step"], minutes=round(state["elapsed_s"] / 60, 2),
+                       wasserstein=running.get("wasserstein"))
+        state["history"].append(figures)
+        log.info("step %d: gap %.3f (pcs/bar %.2f, polyphony %.2f, notes/bar %.1f, empty "
+                 "%.2f, 1-step %.2f, in scale %.3f, overlap %.2f)", state["step"],
+                 figures["gap"], figures["pitch_classes_per_bar"], figures["polyphony_rate"],
+                 figures["notes_per_bar"], figures["empty_bar_rate"],
+                 figures["one_step_share"], figures["in_scale_ratio"],
+                 figures["feature_overlap"])
+        if figures["gap"] < state["best_gap"]:
+            state["best_gap"] = figures["gap"]
+            save("best.pt")
+
+    budget_s = options.minutes * 60 if options.minutes else math.inf
+    started = command_started - state["elapsed_s"]
+    last_save = last_validation = time.monotonic()
+    running: dict[str, float] = {}
+    bar = tqdm(total=options.steps, initial=state["step"], desc="dcrnn", unit="step",
+               dynamic_ncols=True)
+    while state["step"] < options.steps and state["elapsed_s"] < budget_s:
+        # The data of a step depends only on (seed, step): a resumed run sees the same.
+        rng = np.random.default_rng((options.seed, state["step"]))
+        for _ in range(options.critic_steps):
+            batch = train_source.draw(options.batch, rng)
+            scales_np = drop_scales(batch.scales, options.no_key, rng)
+            real = torch.from_numpy(rolls.roll_planes(batch.rolls, shape.low, high)).to(device)
+            scales = torch.from_numpy(scales_np).to(device)
+            with torch.no_grad():
+                fake = generator(noise(options.batch, shape.noise_size, device), scales,
+                                 SEGMENT_STEPS)
+            fake = critic_view(fake, options.binary)
+            wasserstein = critic(real, scales).mean() - critic(fake, scales).mean()
+            penalty = gradient_penalty(critic, real, fake, scales)
+            c_optimizer.zero_grad(set_to_none=True)
+            (options.gp_weight * penalty - wasserstein).backward()
+            c_optimizer.step()
+        # Fresh noise, and scales of a fresh draw, for every generator update.
+        scales = torch.from_numpy(drop_scales(train_source.draw(options.batch, rng).scales,
+                                              options.no_key, rng)).to(device)
+        fake = generator(noise(options.batch, shape.noise_size, device), scales,
+                         SEGMENT_STEPS)
+        g_loss = -critic(critic_view(fake, options.binary), scales).mean()
+        g_optimizer.zero_grad(set_to_none=True)
+        g_loss.backward()
+        g_optimizer.step()
+        state["step"] += 1
+        bar.update(1)
+        if state["step"] % 10 == 0 or not running:
+            running = {"wasserstein": float(wasserstein), "penalty": float(penalty)}
+            bar.set_postfix(W=f"{running['wasserstein']:.3f}", gp=f"{running['penalty']:.3f}")
+        state["elapsed_s"] = time.monotonic() - started
+        if time.monotonic() - last_validation > options.validate_minutes * 60:
+            validate()
+            last_validation = time.monotonic()
+        if time.monotonic() - last_save > options.checkpoint_minutes * 60:
+            save("last.pt")
+            last_save = time.monotonic()
+    bar.close()
+    validate()
+    save("last.pt")
+    (out / "history.json").write_text(json.dumps(state["history"], indent=2) + "\n")
+    log.info("done: %d steps in %.1f min; best gap %.3f; %s", state["step"],
+             state["elapsed_s"] / 60, state["best_gap"], out / "best.pt")
+    return out / "best.pt"
+
+
+def train_command(argv: list[str]) -> int:
+    """`livegen train dcrnn [options]`."""
+    defaults = DCRNNOptions()
+    parser = argparse.ArgumentParser(
+        prog="livegen train dcrnn",
+        description="Train the DCRNN (a WGAN-GP piano-roll generator with a noise code and "
+                    "a scale condition) on polyphonic pieces of the music21 corpus. Stops "
+                    "after --steps generator updates or --minutes, whichever comes first; "
+                    "the checkpoint closest to the validation data is OUT/best.pt.")
+    parser.add_argument("--out", type=Path, default=defaults.out, help="checkpoint folder")
+    parser.add_argument("--device", default=defaults.device,
+                        help="auto (cuda if torch sees a GPU, else cpu), cpu, cuda, cuda:1")
+    parser.add_argument("--steps", type=int, default=defaults.steps,
+                        help="generator updates")
+    parser.add_argument("--minutes", type=float, default=defaults.minutes,
+                        help="wall-clock budget of the whole command, a first corpus parse "
+                             "included (default %(default)s; 0 = none)")
+    parser.add_argument("--batch", type=int, default=defaults.batch)
+    parser.add_argument("--critic-steps", type=int, default=defaults.critic_steps,
+                        help="critic updates per generator update")
+    parser.add_argument("--lr", type=float, default=defaults.lr, help="Adam step size (both)")
+    parser.add_argument("--gp-weight", type=float, default=defaults.gp_weight)
+    parser.add_argument("--binary", choices=BINARY_VIEWS, default=defaults.binary,
+                        help="how the critic sees fakes")
+    parser.add_argument("--no-key", type=float, default=defaults.no_key,
+                        help="share of rows trained with the uniform 'no key' scale")
+    parser.add_argument("--noise-size", type=int, default=defaults.noise_size)
+    parser.add_argument("--high-size", type=int, default=defaults.high_size, help="RNNa width")
+    parser.add_argument("--frame-size", type=int, default=defaults.frame_size,
+                        help="RNNb width")
+    parser.add_argument("--critic-filters", default=",".join(map(str, defaults.critic_filters)),
+                        help="filters of the critic's four conv layers (default %(default)s)")
+    parser.add_argument("--critic-kernel", type=int, default=defaults.critic_kernel,
+                        help="the critic's conv kernel size (odd)")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--validate-minutes", type=float, default=defaults.validate_minutes)
+    parser.add_argument("--resume", action="store_true", help="continue OUT/last.pt")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes for the first corpus parse (default: all cores)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice)")
+    options = parser.parse_args(argv)
+    if options.device.startswith("cuda") and not torch.cuda.is_available():
+        raise LivegenError(f"--device {options.device}: torch {torch.__version__} sees no GPU "
+                           "here; use --device cpu (or auto)")
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    try:
+        filters = tuple(int(f) for f in options.critic_filters.split(","))
+        train_options = DCRNNOptions(
+            out=options.out, device=options.device, minutes=options.minutes or None,
+            steps=options.steps, batch=options.batch, critic_steps=options.critic_steps,
+            lr=options.lr, gp_weight=options.gp_weight, binary=options.binary,
+            no_key=options.no_key, noise_size=options.noise_size,
+            high_size=options.high_size, frame_size=options.frame_size,
+            critic_filters=filters, critic_kernel=options.critic_kernel, seed=options.seed,
+            workers=options.workers,
+            validate_minutes=options.validate_minutes, resume=options.resume,
+            command=shlex.join(["livegen", "train", "dcrnn", *argv]))
+        best = train(train_options)
+    except ValueError as exc:
+        raise LivegenError(str(exc)) from None
+    print(f"best checkpoint: {best}")
+    return 0
