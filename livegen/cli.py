@@ -176,18 +176,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_handler("livegen.service:install_command"))
 
     p = command("train", help="train a model (needs the [train] extra: torch)")
-    p.add_argument("model", choices=["charrnn", "langevin"])
+    p.add_argument("model", choices=["charrnn", "langevin", "dcrnn"])
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options; see livegen train MODEL -h")
     p.set_defaults(handler=_handler("livegen.train:train_command"))
 
     p = command("export", help="export a trained checkpoint to models/ (ONNX + manifest)")
-    p.add_argument("model", choices=["charrnn", "langevin"])
+    p.add_argument("model", choices=["charrnn", "langevin", "dcrnn"])
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options; see livegen export MODEL -h")
     p.set_defaults(handler=_handler("livegen.train:export_command"))
 
     p = command("eval", help="evaluate a shipped model: held-out NLL, "
                             "controllability, copying, BLEU")
-    p.add_argument("model", choices=["charrnn", "langevin"])
+    p.add_argument("model", choices=["charrnn", "langevin", "dcrnn"])
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options; see livegen eval MODEL -h")
     p.set_defaults(handler=_handler("livegen.evaluate:eval_command"))
 

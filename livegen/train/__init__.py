@@ -9,6 +9,10 @@
     livegen train langevin [options]    train the chorale score network (out/langevin)
     livegen export langevin [options]   best checkpoint -> models/langevin-tN.onnx (one
                                         graph per segment length) + models/langevin.json
+    livegen train dcrnn [options]       train the DCRNN GAN (out/dcrnn), resumable
+    livegen export dcrnn [options]      best checkpoint -> models/dcrnn.16.onnx and
+                                        dcrnn.32.onnx (+ int8 if it qualifies),
+                                        models/dcrnn.json, and the untrained baseline
 """
 
 from __future__ import annotations
@@ -36,6 +40,10 @@ def train_command(args: argparse.Namespace) -> int:
     _need_torch()
     import torch
 
+    if args.model == "dcrnn":
+        from livegen.train.dcrnn import train_command as train_dcrnn
+
+        return train_dcrnn(args.rest)
     if args.model == "langevin":
         from livegen.train.langevin import train_command as train_langevin
 
@@ -101,6 +109,10 @@ def train_command(args: argparse.Namespace) -> int:
 def export_command(args: argparse.Namespace) -> int:
     """`livegen export charrnn|langevin [options]`."""
     _need_torch()
+    if args.model == "dcrnn":
+        from livegen.train.dcrnn_ship import export_command as export_dcrnn
+
+        return export_dcrnn(args.rest)
     if args.model == "langevin":
         from livegen.train.langevin_ship import export_command as export_langevin
 
