@@ -324,3 +324,24 @@ def test_octaves_crossing_and_octave_leaps():
     figures = chorale_figures([crossed], 1)
     assert figures["crossing_frames"] == 1 and figures["frames"] == 1
     assert figures["in_range"] == 1.0 and figures["notes"] == 2
+
+
+def test_key_control_moves_the_context_into_the_key_and_register_leans_its_way():
+    # A C major cadence, I-IV-V-I, one chord per beat.
+    context = _tokens([72, 72, 71, 72], [64, 65, 62, 64], [55, 57, 55, 55], [48, 53, 55, 48])
+    tokens = np.repeat(context, 4, axis=0)
+    tokens[1::4] = tokens[2::4] = tokens[3::4] = roll.HOLD
+    known = np.ones_like(tokens, dtype=bool)
+    unchanged = langevin.steer(tokens, known, Controls(key=0))
+    assert np.array_equal(unchanged, tokens)
+    moved = langevin.steer(tokens, known, Controls(key=2))  # D major
+    pitches, _ = roll.sounding_pitches(moved)
+    d_major = langevin.scale_classes(2, False)
+    assert set((pitches[pitches >= 0] % 12).tolist()) <= d_major
+    up = langevin.steer(tokens, known, Controls(key=12, pitch=1.0))
+    down = langevin.steer(tokens, known, Controls(key=12, pitch=0.0))
+    shift_up = int((up - tokens)[tokens >= roll.FIRST_PITCH_TOKEN][0])
+    shift_down = int((down - tokens)[tokens >= roll.FIRST_PITCH_TOKEN][0])
+    assert shift_up >= 0 >= shift_down and shift_up - shift_down >= 5
+    unknown = np.zeros_like(known)
+    assert np.array_equal(langevin.steer(tokens, unknown, Controls(key=2)), tokens)

@@ -497,11 +497,19 @@ def tonic_chord(key: int, steps: int) -> np.ndarray:
     return tokens
 
 
+REGISTER_DEADBAND = 3  # semitones: a smaller register correction is not worth a modulation
+
+
 def steer(tokens: np.ndarray, known: np.ndarray, controls: Controls) -> np.ndarray:
-    """Compose mode's key and register controls, applied to the given context: a shift
-    that moves the context's key onto the key control (when the context does not already
-    fit that scale) and, among the shifts that keep its pitch class, the one whose place in
-    the allowed range is nearest the pitch control. Only given cells are moved."""
+    """Compose mode's key and register controls, applied to the given context cells before
+    the next bar is made from it (so the music modulates there, and stays).
+
+    Key: when the context's notes do not fit the key control's major scale (or its
+    relative minor's), the context moves by the interval between its estimated key and the
+    control's. Register: a pitch control away from its neutral 0.5 asks for a shift towards
+    the top (1) or bottom (0) of the shifts that keep the context in range; with a key set,
+    only shifts that keep that key (octaves) are taken, without one also fourths and fifths,
+    and none smaller than REGISTER_DEADBAND."""
     context = np.where(known, tokens, roll.REST)
     allowed = roll.transpositions_in_range(context)
     pitches, _ = roll.sounding_pitches(context)
@@ -511,20 +519,24 @@ def steer(tokens: np.ndarray, known: np.ndarray, controls: Controls) -> np.ndarr
     wanted = 0
     if controls.key != NO_KEY:
         scale = scale_classes(controls.key % 12, False) | {(controls.key + 8) % 12}
-        fit = weights[list(scale)].sum() / weights.sum()
-        if fit < 0.9:
+        if weights[list(scale)].sum() / weights.sum() < 0.9:
             wanted = (controls.key - major_root(*estimate_key(weights))) % 12
-    target = allowed.start + float(controls.pitch) * (allowed.stop - 1 - allowed.start)
-    candidates = [s for s in allowed if (s - wanted) % 12 == 0]
-    if controls.key == NO_KEY:
-        candidates = list(allowed)
+            wanted = wanted - 12 if wanted > 6 else wanted
+    lean = 2 * (float(controls.pitch) - 0.5)
+    reach = (allowed.stop - 1) if lean > 0 else -allowed.start
+    target = wanted + lean * reach
+    if controls.key != NO_KEY:
+        candidates = [s for s in allowed if (s - wanted) % 12 == 0]
+    else:
+        candidates = [s for s in allowed if s % 12 in (0, 5, 7)]
+    if abs(target - wanted) < REGISTER_DEADBAND:
+        target = wanted
     if not candidates:
-        candidates = list(allowed)
+        return tokens
     shift = min(candidates, key=lambda s: (abs(s - target), abs(s)))
     if shift == 0:
         return tokens
-    moved = roll.transpose_tokens(context, shift)
-    return np.where(known, moved, tokens)
+    return np.where(known, roll.transpose_tokens(context, shift), tokens)
 
 
 # ---------------------------------------------------------------- the segment generator

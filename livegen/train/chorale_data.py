@@ -258,21 +258,39 @@ def crop_starts(chorale: Chorale, length: int) -> np.ndarray:
     return starts[starts + length <= len(chorale.tokens)]
 
 
+class CropIndex:
+    """Every bar-aligned crop of `length` steps of the chorales, with the shifts that keep
+    each crop in range, so that a batch is drawn with a few array operations (a training
+    step on a GPU must not wait for Python loops here)."""
+
+    def __init__(self, chorales: Sequence[Chorale], length: int) -> None:
+        windows = [c.tokens[s:s + length] for c in chorales for s in crop_starts(c, length)]
+        if not windows:
+            raise ValueError(f"no chorale holds a crop of {length} steps")
+        self.windows = np.stack(windows).astype(np.int64)
+        struck = self.windows >= roll.FIRST_PITCH_TOKEN
+        offsets = self.windows - roll.FIRST_PITCH_TOKEN
+        spans = np.asarray(roll.VOICE_SIZES) - roll.FIRST_PITCH_TOKEN - 1  # high - low
+        lowest = np.where(struck, offsets, np.iinfo(np.int64).max).min(axis=1)
+        highest = np.where(struck, offsets, np.iinfo(np.int64).min).max(axis=1)
+        sounds = struck.any(axis=1)
+        self.down = np.where(sounds, -lowest, -10**6).max(axis=1)  # most negative shift
+        self.up = np.where(sounds, spans - highest, 10**6).min(axis=1)
+        silent = ~sounds.any(axis=1)
+        self.down[silent] = self.up[silent] = 0
+
+    def sample(self, count: int, rng: np.random.Generator) -> np.ndarray:
+        """(count, length, 4) int64: crops drawn uniformly, each transposed by a shift
+        drawn uniformly from those that keep it in range."""
+        picks = rng.integers(len(self.windows), size=count)
+        shifts = rng.integers(self.down[picks], self.up[picks] + 1)
+        crops = self.windows[picks]
+        return np.where(crops >= roll.FIRST_PITCH_TOKEN, crops + shifts[:, None, None], crops)
+
+
 def random_crops(chorales: Sequence[Chorale], count: int, length: int,
                  rng: np.random.Generator) -> np.ndarray:
-    """(count, length, 4) int64 tokens: each a crop starting on a bar line of a chorale
-    drawn uniformly, transposed by a shift drawn uniformly from those that keep it in
-    range. A crop that starts inside a note keeps its leading HOLDs: that is the music."""
-    usable = [c for c in chorales if len(crop_starts(c, length))]
-    if not usable:
-        raise ValueError(f"no chorale holds a crop of {length} steps")
-    crops = np.empty((count, length, roll.VOICES), dtype=np.int64)
-    for row, pick in enumerate(rng.integers(len(usable), size=count)):
-        chorale = usable[pick]
-        starts = crop_starts(chorale, length)
-        start = int(starts[rng.integers(len(starts))])
-        tokens = chorale.tokens[start:start + length]
-        shifts = roll.transpositions_in_range(tokens)
-        crops[row] = roll.transpose_tokens(tokens, int(rng.integers(shifts.start,
-                                                                    shifts.stop)))
-    return crops
+    """(count, length, 4) int64 tokens: crops starting on bar lines of the chorales, each
+    transposed by a shift drawn uniformly from those that keep it in range (CropIndex).
+    A crop that starts inside a note keeps its leading HOLDs: that is the music."""
+    return CropIndex(chorales, length).sample(count, rng)

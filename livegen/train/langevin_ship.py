@@ -110,7 +110,10 @@ def build_manifest(checkpoint: dict, files: dict[int, Path]) -> dict[str, Any]:
         "schedule": {"sigma_max": langevin.SIGMA_MAX, "sigma_min": langevin.SIGMA_MIN,
                      "rho": langevin.RHO, "trained_sigma_range":
                          [options["sigma_min"], options["sigma_max"]],
-                     "trained_sigma_distribution": "log-uniform, one per sample",
+                     "trained_sigma_distribution": {
+                         "kind": options.get("sigma_distribution", "loguniform"),
+                         "centre": options.get("sigma_centre"),
+                         "spread": options.get("sigma_spread"), "per": "sample"},
                      "sampler": "DDIM steps on the VE process over EDM-spaced levels, "
                                 "final denoise, per-voice argmax; inpainting by replacement"},
         "net": checkpoint["shape"],

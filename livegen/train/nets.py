@@ -208,9 +208,14 @@ class ScoreNet(nn.Module):
         its target: −z in the original's form (0.5·MSE, as langevin-music), else EDM's
         (clean − c_skip·x) / c_out, which weights every σ alike."""
         x = clean + sigma.reshape(-1, 1, 1) * noise
-        out = self.raw(x, sigma)
+        return self.loss_of(self.raw(x, sigma), clean, sigma, noise)
+
+    def loss_of(self, out: torch.Tensor, clean: torch.Tensor, sigma: torch.Tensor,
+                noise: torch.Tensor) -> torch.Tensor:
+        """The loss of `loss` for an F already computed at x = clean + σ·noise."""
         if not self.shape.sigma_input:
             return 0.5 * torch.mean((out + noise) ** 2)
+        x = clean + sigma.reshape(-1, 1, 1) * noise
         _, c_skip, c_out = self.preconditioning(sigma)
         return torch.mean((out - (clean - c_skip * x) / c_out) ** 2)
 
