@@ -856,6 +856,8 @@ def eval_command(args: argparse.Namespace) -> int:
 
     if args.model == "langevin":
         return langevin_eval_command(args.rest)
+    if args.model == "dcrnn":
+        return dcrnn_eval_command(args.rest)
 
     parser = argparse.ArgumentParser(prog="livegen eval charrnn",
                                      description="Held-out NLL, controllability, copying and "
@@ -891,4 +893,500 @@ def eval_command(args: argparse.Namespace) -> int:
         metrics["test"] = report["test"]
         model_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         print(f"recorded in {model_path}")
+    return 0
+
+
+# ---------------------------------------------------------------- DCRNN: piano-roll figures
+# GENERATORS.md section 3's figures for GAN piano rolls, over batches of (N, T, 128) rolls
+# (roll.piano_roll's SILENT / SUSTAIN / ONSET cells), with bars of BAR_STEPS 16ths.
+
+BAR_STEPS = 16
+# Note lengths in 16ths: 1, 2, 3, 4, 5-6, 7-8, 9-12, 13-16, 17 and more.
+LENGTH_EDGES = (1, 2, 3, 4, 5, 7, 9, 13, 17)
+LENGTH_LABELS = ("1", "2", "3", "4", "5-6", "7-8", "9-12", "13-16", "17+")
+
+
+def _bars(rolls: np.ndarray) -> np.ndarray:
+    """(N * bars, 16, 128) bars of (N, T, 128) rolls (T a multiple of 16)."""
+    rolls = np.asarray(rolls)
+    if rolls.ndim != 3 or rolls.shape[1] % BAR_STEPS:
+        raise ValueError(f"rolls have shape (N, T, 128) with T a multiple of {BAR_STEPS}, "
+                         f"got {rolls.shape}")
+    return rolls.reshape(-1, BAR_STEPS, rolls.shape[2])
+
+
+def empty_bar_rate(rolls: np.ndarray) -> float:
+    """The share of bars in which nothing sounds."""
+    return float((~(_bars(rolls) > 0).any(axis=(1, 2))).mean())
+
+
+def pitch_classes_per_bar(rolls: np.ndarray) -> float:
+    """The mean number of pitch classes (0..12) sounding in a bar, over bars that are not
+    empty (so that it does not repeat the empty-bar rate)."""
+    keys = (_bars(rolls) > 0).any(axis=1)  # (bars, 128)
+    classes = np.zeros((len(keys), 12), dtype=bool)
+    for pitch_class in range(12):
+        classes[:, pitch_class] = keys[:, pitch_class::12].any(axis=1)
+    used = classes.sum(axis=1)
+    return float(used[used > 0].mean()) if (used > 0).any() else 0.0
+
+
+def polyphony_rate(rolls: np.ndarray, more_than: int = 2) -> float:
+    """The share of time steps with more than `more_than` keys sounding (MuseGAN's PP)."""
+    return float(((np.asarray(rolls) > 0).sum(axis=2) > more_than).mean())
+
+
+def roll_notes(rolls: np.ndarray) -> list[list]:
+    """The grid notes of each roll (roll.grid_notes)."""
+    return [grid.grid_notes(r) for r in np.asarray(rolls)]
+
+
+def note_lengths(rolls: np.ndarray) -> np.ndarray:
+    """The length in steps of every note of the rolls (a note cut by a roll's end counts
+    up to there)."""
+    return np.asarray([n.end - n.start for notes in roll_notes(rolls) for n in notes],
+                      dtype=np.int64)
+
+
+def length_histogram(lengths: np.ndarray) -> list[float]:
+    """The share of notes in each LENGTH_LABELS bin."""
+    lengths = np.asarray(lengths)
+    counts = np.bincount(np.searchsorted(LENGTH_EDGES, lengths, side="right") - 1,
+                         minlength=len(LENGTH_EDGES))
+    return [round(float(c) / max(1, len(lengths)), 4) for c in counts]
+
+
+def in_scale_ratio(rolls: np.ndarray, scales: np.ndarray) -> float:
+    """The share of notes (onsets) whose pitch class has weight in the roll's scale (12
+    values; a class with weight 0 is outside). nan when there are no notes."""
+    inside = total = 0
+    for notes, scale in zip(roll_notes(rolls), np.asarray(scales), strict=True):
+        classes = np.asarray([n.pitch % 12 for n in notes], dtype=np.int64)
+        inside += int((scale[classes] > 0).sum())
+        total += len(classes)
+    return inside / total if total else math.nan
+
+
+# What `segment_features` measures, one column each.
+FEATURES = ("notes_per_bar", "pitch_classes_per_bar", "polyphony", "mean_pitch",
+            "pitch_range", "mean_length", "on_beat_share", "sounding_keys")
+
+
+def segment_features(rolls: np.ndarray) -> np.ndarray:
+    """(N, len(FEATURES)) per-segment features (mgeval's kind): notes per bar, pitch
+    classes per bar, share of steps with more than 2 keys, mean and range of the notes'
+    pitches, mean note length, share of onsets on a beat, mean keys sounding per step.
+    A segment with no notes gets 0 for the pitch figures."""
+    rolls = np.asarray(rolls)
+    bars = rolls.shape[1] / BAR_STEPS
+    rows = []
+    for segment, notes in zip(rolls, roll_notes(rolls), strict=True):
+        pitches = np.asarray([n.pitch for n in notes], dtype=np.float64)
+        starts = np.asarray([n.start for n in notes], dtype=np.int64)
+        lengths = np.asarray([n.end - n.start for n in notes], dtype=np.float64)
+        rows.append([
+            len(notes) / bars,
+            pitch_classes_per_bar(segment[None]) if len(notes) else 0.0,
+            polyphony_rate(segment[None]),
+            pitches.mean() if len(notes) else 0.0,
+            np.ptp(pitches) if len(notes) else 0.0,
+            lengths.mean() if len(notes) else 0.0,
+            (starts % 4 == 0).mean() if len(notes) else 0.0,
+            (segment > 0).sum(axis=1).mean()])
+    return np.asarray(rows, dtype=np.float64).reshape(-1, len(FEATURES))
+
+
+def histogram_overlap(a: np.ndarray, b: np.ndarray, bins: int = 20) -> float:
+    """The overlapping area (0..1) of the normalised histograms of two samples over the
+    bins spanning both: 1 when they fall alike, 0 when they never meet (mgeval's OA, with
+    histograms for the KDEs)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    low, high = min(a.min(), b.min()), max(a.max(), b.max())
+    if high <= low:
+        return 1.0
+    edges = np.linspace(low, high, bins + 1)
+    ha = np.histogram(a, edges)[0] / len(a)
+    hb = np.histogram(b, edges)[0] / len(b)
+    return float(np.minimum(ha, hb).sum())
+
+
+def feature_overlap(generated: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """histogram_overlap of every segment feature, and their mean."""
+    result = {name: round(histogram_overlap(generated[:, i], reference[:, i]), 4)
+              for i, name in enumerate(FEATURES)}
+    result["mean"] = round(float(np.mean(list(result.values()))), 4)
+    return result
+
+
+def _bar_key(bar: np.ndarray) -> bytes | None:
+    """A bar's cells moved down to its lowest sounding key (so a transposed copy has the
+    same key); None for an empty bar, which copies nothing."""
+    keys = np.flatnonzero((bar > 0).any(axis=0))
+    if not len(keys):
+        return None
+    return bar[:, keys[0]:keys[-1] + 1].tobytes() + bytes([keys[-1] - keys[0]])
+
+
+def bar_index(pieces: Sequence[tuple[np.ndarray, Sequence[int]]]
+              ) -> dict[bytes, set[tuple[int, int]]]:
+    """The 16-step bar from each given start of each (T, 128) training roll, keyed
+    transposition-invariantly -> the (piece, start step) places it occurs."""
+    index: dict[bytes, set[tuple[int, int]]] = {}
+    for p, (piece_roll, starts) in enumerate(pieces):
+        for start in starts:
+            bar = np.asarray(piece_roll[start:start + BAR_STEPS])
+            key = _bar_key(bar) if len(bar) == BAR_STEPS else None
+            if key is not None:
+                index.setdefault(key, set()).add((p, int(start)))
+    return index
+
+
+def copied_bars(sequences: Sequence[np.ndarray], index: dict[bytes, set[tuple[int, int]]]
+                ) -> dict[str, Any]:
+    """How much of generated (T, 128) sequences occurs in the training bars of `index`: the
+    share of non-empty bars found there, and the longest run of consecutive generated bars
+    that are consecutive bars of one training piece (up to transposition)."""
+    found = total = longest = 0
+    for sequence in sequences:
+        runs: dict[tuple[int, int], int] = {}
+        for b in range(len(sequence) // BAR_STEPS):
+            key = _bar_key(np.asarray(sequence[b * BAR_STEPS:(b + 1) * BAR_STEPS]))
+            places = index.get(key, set()) if key is not None else set()
+            total += key is not None
+            found += bool(places)
+            runs = {(p, s): runs.get((p, s - BAR_STEPS), 0) + 1 for p, s in places}
+            longest = max(longest, *runs.values(), 0)
+    return {"bars": total, "found_share": round(found / max(1, total), 4),
+            "longest_run_bars": longest}
+
+
+def nearest_centroid_accuracy(features: np.ndarray, labels: np.ndarray,
+                              train: np.ndarray) -> float:
+    """Accuracy on the rows not in `train` of a nearest-centroid classifier fitted on the
+    rows in `train` (features standardised by the training rows' spread)."""
+    features, labels, train = np.asarray(features), np.asarray(labels), np.asarray(train)
+    spread = features[train].std(axis=0)
+    scaled = features / np.where(spread > 0, spread, 1.0)
+    classes = np.unique(labels[train])
+    centroids = np.stack([scaled[train & (labels == c)].mean(axis=0) for c in classes])
+    test = ~train
+    distances = ((scaled[test][:, None] - centroids[None]) ** 2).sum(axis=2)
+    return float((classes[distances.argmin(axis=1)] == labels[test]).mean())
+
+
+def roll_figures(rolls: np.ndarray, scales: np.ndarray | None = None) -> dict[str, Any]:
+    """The figures of a set of segments: empty bars, pitch classes per bar, polyphony,
+    notes per bar, the share of one-step notes and the note-length histogram, and the
+    in-scale ratio under their scales when given."""
+    lengths = note_lengths(rolls)
+    bars = len(_bars(rolls))
+    figures: dict[str, Any] = {
+        "segments": len(rolls),
+        "empty_bar_rate": round(empty_bar_rate(rolls), 4),
+        "pitch_classes_per_bar": round(pitch_classes_per_bar(rolls), 3),
+        "polyphony_rate": round(polyphony_rate(rolls), 4),
+        "notes_per_bar": round(len(lengths) / max(1, bars), 3),
+        "one_step_share": round(float((lengths == 1).mean()) if len(lengths) else 0.0, 4),
+        "length_histogram": length_histogram(lengths)}
+    if scales is not None:
+        figures["in_scale_ratio"] = round(in_scale_ratio(rolls, scales), 4)
+    return figures
+
+
+# ---------------------------------------------------------------- DCRNN: the command
+# Gesture codes for noise[0..7], as examples/emg.toml maps them: eight armband channels,
+# normalised to 0..1 by the calibration, then 0..1 -> -1..1. The levels are patterns
+# defined here (flexor side active for a wave in, extensor side for a wave out), not
+# recordings; each trial adds GESTURE_JITTER of Gaussian noise per channel.
+GESTURES = {
+    "rest": (0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05),
+    "wave_in": (0.15, 0.70, 0.85, 0.60, 0.20, 0.10, 0.05, 0.10),
+    "wave_out": (0.60, 0.20, 0.10, 0.10, 0.30, 0.75, 0.85, 0.60),
+}
+GESTURE_JITTER = 0.1
+EVAL_KEYS = {"C major": 0, "G major": 7, "E-flat major": 3, "F-sharp major": 6}
+
+
+def major_scale_condition(root: int) -> np.ndarray:
+    """The scale a key control sends: 1/7 on the major scale of `root`."""
+    return (major_scale(root) / 7).astype(np.float32)
+
+
+def generate_rolls(model: Any, z: np.ndarray, scales: np.ndarray, *,
+                   method: str | None = None, seed: int = 0, batch: int = 256) -> np.ndarray:
+    """(N, phrase, 128) rolls of a DCRNN for codes (N, noise) and scales (N, 12),
+    binarised by `method` (default: the model's own); sampling draws from (seed, row)."""
+    from livegen.music.roll import binarise
+
+    method = method or model.binarisation
+    found = []
+    for start in range(0, len(z), batch):
+        planes = model.planes(z[start:start + batch], scales[start:start + batch])
+        for row, p in enumerate(planes, start):
+            uniforms = (np.random.default_rng((seed, row)).random(p.shape)
+                        if method == "sample" else None)
+            found.append(binarise(p, model.low, method=method, threshold=model.threshold,
+                                  sustain=model.sustain, uniforms=uniforms))
+    return np.stack(found)
+
+
+def random_rolls(reference: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """Random segments with the reference's note density: a Poisson number of notes per
+    segment with its mean, each with a pitch and a length drawn from its notes, at a
+    uniformly random step."""
+    notes = [n for ns in roll_notes(reference) for n in ns]
+    pitches = np.asarray([n.pitch for n in notes])
+    lengths = np.asarray([n.end - n.start for n in notes])
+    steps = reference.shape[1]
+    rolls_out = np.zeros((count, steps, reference.shape[2]), dtype=np.uint8)
+    for segment in rolls_out:
+        for _ in range(rng.poisson(len(notes) / len(reference))):
+            i = rng.integers(len(notes))
+            start = int(rng.integers(steps))
+            end = min(steps, start + int(lengths[i]))
+            segment[start:end, pitches[i]] = np.maximum(segment[start:end, pitches[i]], 1)
+            segment[start, pitches[i]] = 2
+    return rolls_out
+
+
+def segment_vectors(rolls: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """What a listener tells segments apart by: segment_features scaled by the data's
+    spread, and the share of onsets at each of the 16 steps of a bar (the rhythm)."""
+    features = segment_features(rolls) / spread
+    onsets = np.zeros((len(rolls), BAR_STEPS))
+    for i, notes in enumerate(roll_notes(rolls)):
+        for n in notes:
+            onsets[i, n.start % BAR_STEPS] += 1
+    onsets /= np.maximum(onsets.sum(axis=1, keepdims=True), 1)
+    return np.concatenate([features, 4 * onsets], axis=1)
+
+
+def noise_controllability(model: Any, spread: np.ndarray, *, seeds: int = 8,
+                          codes: int = 24, step: float = 0.5) -> dict[str, Any]:
+    """How far segments move when the driven noise values move, beside the variation
+    between random codes. Per seed (the fixed values), `codes` random settings of the
+    driven values, each nudged by a random direction of length `step`: the mean distance
+    between the two segments' vectors per unit of change; the mean distance between two
+    random settings of the driven values; and between two entirely random codes."""
+    from livegen.generators.dcrnn import fixed_code
+
+    scale = major_scale_condition(0)
+    driven = np.asarray(model.driven)
+    nudged, settings, randoms = [], [], []
+    for seed in range(seeds):
+        rng = np.random.default_rng((seed, 11))
+        base = np.tile(fixed_code(seed, model.noise_size), (codes, 1))
+        a = base.copy()
+        a[:, driven] = rng.uniform(-1, 1, (codes, len(driven)))
+        direction = rng.normal(size=(codes, len(driven)))
+        direction *= step / np.linalg.norm(direction, axis=1, keepdims=True)
+        b = a.copy()
+        b[:, driven] = np.clip(a[:, driven] + direction, -1, 1)
+        c = base.copy()
+        c[:, driven] = rng.uniform(-1, 1, (codes, len(driven)))
+        full = rng.uniform(-1, 1, (2 * codes, model.noise_size)).astype(np.float32)
+        scales = np.tile(scale, (codes, 1))
+        va, vb, vc = (segment_vectors(generate_rolls(model, x, scales), spread)
+                      for x in (a, b, c))
+        vr = segment_vectors(generate_rolls(model, full, np.tile(scale, (2 * codes, 1))),
+                             spread)
+        moved = np.linalg.norm(b[:, driven] - a[:, driven], axis=1)
+        nudged += list(np.linalg.norm(vb - va, axis=1)[moved > 0] / moved[moved > 0])
+        settings += list(np.linalg.norm(vc - va, axis=1))
+        randoms += list(np.linalg.norm(vr[:codes] - vr[codes:], axis=1))
+    return {"per_unit_change": round(float(np.mean(nudged)), 3),
+            "between_driven_settings": round(float(np.mean(settings)), 3),
+            "between_random_codes": round(float(np.mean(randoms)), 3),
+            "driven_share": round(float(np.mean(settings) / max(np.mean(randoms), 1e-9)), 3),
+            "seeds": seeds, "codes": codes, "step": step}
+
+
+def gesture_codes(gesture: str, trials: int, rng: np.random.Generator) -> np.ndarray:
+    """(trials, 8) noise values of a gesture: its channel levels with jitter, 0..1 -> -1..1."""
+    levels = np.asarray(GESTURES[gesture]) + rng.normal(0, GESTURE_JITTER, (trials, 8))
+    return np.clip(levels, 0, 1) * 2 - 1
+
+
+def gesture_accuracy(model: Any, spread: np.ndarray, *, seeds: int = 5, trials: int = 40
+                     ) -> dict[str, Any]:
+    """Whether the three gestures give segments that can be told apart: per seed (the
+    fixed noise values), `trials` jittered codes per gesture; a nearest-centroid classifier
+    fitted on the first half of each gesture's trials labels the second half."""
+    from livegen.generators.dcrnn import fixed_code
+
+    accuracies = []
+    for seed in range(seeds):
+        rng = np.random.default_rng((seed, 13))
+        vectors, labels = [], []
+        for label, gesture in enumerate(GESTURES):
+            z = np.tile(fixed_code(seed, model.noise_size), (trials, 1))
+            z[:, :8] = gesture_codes(gesture, trials, rng)
+            scales = np.tile(major_scale_condition(0), (trials, 1))
+            vectors.append(segment_vectors(generate_rolls(model, z, scales), spread))
+            labels += [label] * trials
+        train = np.tile(np.arange(trials) < trials // 2, len(GESTURES))
+        accuracies.append(nearest_centroid_accuracy(np.concatenate(vectors),
+                                                    np.asarray(labels), train))
+    return {"accuracy": round(float(np.mean(accuracies)), 4),
+            "per_seed": [round(a, 4) for a in accuracies], "chance": round(1 / 3, 4),
+            "trials": trials, "jitter": GESTURE_JITTER,
+            "gestures": {k: list(v) for k, v in GESTURES.items()}}
+
+
+def _data_sets(model: Any, count: int, seed: int) -> tuple[Any, Any, Any]:
+    """(`count` held-out segments, `count` training segments, the training pieces) in the
+    model's keys, untransposed, drawn as training draws them (each collection alike)."""
+    from livegen.train import roll_data
+
+    corpus = roll_data.load_pieces()
+    high = model.low + model.keys
+    test = roll_data.SegmentSource(corpus.test, model.phrase_steps, model.low, high)
+    train = roll_data.SegmentSource(corpus.train, model.phrase_steps, model.low, high)
+    return (test.draw(count, np.random.default_rng((seed, 1)), transpose=0),
+            train.draw(count, np.random.default_rng((seed, 2)), transpose=0), corpus.train)
+
+
+def evaluate_dcrnn(model_path: Path, *, untrained_path: Path | None, count: int = 512,
+                   seed: int = 0, threads: int = 1) -> dict[str, Any]:
+    """Every figure of `livegen eval dcrnn`, as a dict (what --write puts in the manifest)."""
+    from livegen.generators.dcrnn import DCRNN
+    from livegen.music.roll import BINARISATIONS
+
+    started = time.monotonic()
+    model = DCRNN(model_path, threads=threads)  # a bad model fails before the corpus loads
+    untrained = (DCRNN(untrained_path, threads=threads)
+                 if untrained_path is not None and Path(untrained_path).is_file() else None)
+    test, train, train_pieces = _data_sets(model, count, seed)
+    reference, scales = test.rolls, test.scales
+    z = np.random.default_rng(seed).uniform(-1, 1, (count, model.noise_size))
+    report: dict[str, Any] = {"model": str(model_path), "variant": model.variant,
+                              "binarisation": model.binarisation, "segments": count,
+                              "test_pieces": len({piece for piece, _, _ in test.origins})}
+    reference_features = segment_features(reference)
+    sets = {"data": reference, "model": generate_rolls(model, z, scales),
+            "random": random_rolls(reference, count, np.random.default_rng(seed + 1))}
+    if untrained is not None:
+        sets["untrained"] = generate_rolls(untrained, z, scales, method=model.binarisation)
+    report["figures"] = {}
+    for name, found in sets.items():
+        figures = roll_figures(found, scales)
+        # The data's own overlap: training segments against the held-out ones.
+        other = segment_features(train.rolls if name == "data" else found)
+        figures["feature_overlap"] = feature_overlap(other, reference_features)
+        report["figures"][name] = figures
+    log.info("figures done (%.0f s)", time.monotonic() - started)
+    report["binarisation_choice"] = {
+        method: {k: v for k, v in roll_figures(generate_rolls(model, z, scales,
+                                                              method=method)).items()
+                 if k in ("notes_per_bar", "one_step_share", "length_histogram",
+                          "empty_bar_rate", "polyphony_rate")}
+        for method in BINARISATIONS}
+    report["in_scale"] = {}
+    for key, root in EVAL_KEYS.items():
+        key_scales = np.tile(major_scale_condition(root), (count, 1))
+        report["in_scale"][key] = {
+            "model": round(in_scale_ratio(generate_rolls(model, z, key_scales), key_scales), 4),
+            "random": round(in_scale_ratio(sets["random"], key_scales), 4)}
+        if untrained is not None:
+            report["in_scale"][key]["untrained"] = round(in_scale_ratio(
+                generate_rolls(untrained, z, key_scales, method=model.binarisation),
+                key_scales), 4)
+    log.info("in-scale done (%.0f s)", time.monotonic() - started)
+    index = bar_index([(piece.roll(), piece.starts) for piece in train_pieces])
+    # Sequences as a performer makes them: four two-bar phrases, each under its own code.
+    usable = (count // 4) * 4
+    sequences = sets["model"][:usable].reshape(-1, 4 * model.phrase_steps, 128)
+    held_out = reference[:usable]
+    report["copying"] = {
+        "model": copied_bars(sequences, index),
+        "held_out_data": copied_bars(held_out.reshape(-1, 4 * model.phrase_steps,
+                                                      held_out.shape[2]), index)}
+    log.info("copying done (%.0f s)", time.monotonic() - started)
+    spread = segment_features(reference).std(axis=0)
+    spread = np.where(spread > 0, spread, 1.0)
+    report["noise"] = noise_controllability(model, spread)
+    report["gestures"] = gesture_accuracy(model, spread)
+    if untrained is not None:
+        report["gestures_untrained"] = gesture_accuracy(untrained, spread)["accuracy"]
+    log.info("noise and gestures done (%.0f s)", time.monotonic() - started)
+    report["seconds"] = round(time.monotonic() - started, 1)
+    return report
+
+
+def format_dcrnn_report(report: dict[str, Any]) -> str:
+    """The report as the lines `livegen eval dcrnn` prints."""
+    figures = report["figures"]
+    columns = [c for c in ("data", "model", "random", "untrained") if c in figures]
+    lines = [f"model {report['model']} ({report['variant']}, {report['binarisation']}); "
+             f"{report['segments']} segments, and as many of {report['test_pieces']} held-out "
+             "pieces",
+             f"{'figure':24s}" + "".join(f"{c:>11s}" for c in columns)]
+    for key in ("empty_bar_rate", "pitch_classes_per_bar", "polyphony_rate", "notes_per_bar",
+                "one_step_share", "in_scale_ratio"):
+        lines.append(f"{key:24s}" + "".join(f"{figures[c][key]:11.3f}" for c in columns))
+    lines.append(f"{'feature overlap (mean)':24s}" + "".join(
+        f"{figures[c]['feature_overlap']['mean']:11.3f}" for c in columns))
+    lines.append("note lengths (16ths)     " + " ".join(f"{label:>5s}"
+                                                       for label in LENGTH_LABELS))
+    for c in columns:
+        lines.append(f"  {c:22s} " + " ".join(f"{v:5.2f}" for v in
+                                                figures[c]["length_histogram"]))
+    lines.append("binarisation: notes/bar, one-step share, empty bars, polyphony")
+    for method, f in report["binarisation_choice"].items():
+        lines.append(f"  {method:12s} {f['notes_per_bar']:7.2f} {f['one_step_share']:7.3f} "
+                     f"{f['empty_bar_rate']:7.3f} {f['polyphony_rate']:7.3f}")
+    lines.append("in-scale ratio under a key: " + "; ".join(
+        f"{key} {v['model']:.3f} (random {v['random']:.3f}"
+        + (f", untrained {v['untrained']:.3f})" if "untrained" in v else ")")
+        for key, v in report["in_scale"].items()))
+    copying = report["copying"]
+    lines.append(f"copying (4-phrase sequences vs training bars, up to transposition): "
+                 f"model {copying['model']['found_share']:.3f} of bars found, longest run "
+                 f"{copying['model']['longest_run_bars']} bars; held-out data "
+                 f"{copying['held_out_data']['found_share']:.3f}, "
+                 f"{copying['held_out_data']['longest_run_bars']} bars")
+    n = report["noise"]
+    lines.append(f"noise: {n['per_unit_change']:.2f} per unit change of the driven values; "
+                 f"between driven settings {n['between_driven_settings']:.2f}, between "
+                 f"random codes {n['between_random_codes']:.2f} "
+                 f"(driven share {n['driven_share']:.2f})")
+    g = report["gestures"]
+    lines.append(f"gestures rest / wave in / wave out: nearest-centroid accuracy "
+                 f"{g['accuracy']:.3f} (chance {g['chance']:.3f}; per seed {g['per_seed']})"
+                 + (f"; untrained {report['gestures_untrained']:.3f}"
+                    if "gestures_untrained" in report else ""))
+    lines.append(f"({report['seconds']:.0f} s)")
+    return "\n".join(lines)
+
+
+def dcrnn_eval_command(argv: list[str]) -> int:
+    """`livegen eval dcrnn [options]`."""
+    parser = argparse.ArgumentParser(prog="livegen eval dcrnn",
+                                     description="Piano-roll figures, in-scale ratio, "
+                                                 "copying, noise controllability and gesture "
+                                                 "distinguishability of the DCRNN, beside "
+                                                 "the data and baselines (ONNX Runtime).")
+    parser.add_argument("--model", type=Path, default=Path("models/dcrnn.json"))
+    parser.add_argument("--untrained", type=Path, default=None,
+                        help="the untrained baseline's manifest (default: beside the model, "
+                             "NAME-untrained.json)")
+    parser.add_argument("--segments", type=int, default=512)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--write", action="store_true",
+                        help="record the figures in the model's manifest (metrics)")
+    parser.add_argument("--json", type=Path, help="also write the report as JSON here")
+    options = parser.parse_args(argv)
+    untrained = options.untrained or options.model.with_name(
+        options.model.stem + "-untrained.json")
+    report = evaluate_dcrnn(options.model, untrained_path=untrained, count=options.segments,
+                            seed=options.seed)
+    print(format_dcrnn_report(report))
+    if options.json:
+        options.json.parent.mkdir(parents=True, exist_ok=True)
+        options.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if options.write:
+        manifest = json.loads(options.model.read_text(encoding="utf-8"))
+        manifest["metrics"] = {k: v for k, v in report.items() if k != "model"}
+        options.model.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        print(f"recorded in {options.model}")
     return 0
