@@ -244,6 +244,23 @@ def test_a_change_plays_the_same_music_however_early_or_late_the_player_sees_it(
         assert {v for due, v in velocities if due >= 1.457} == {67}
 
 
+def test_a_change_from_before_the_music_starts_is_never_late() -> None:
+    """A reading from before time zero, seen after its cut but before the music starts:
+    nothing has been sent, so the music starts under it, as when seen in good time."""
+    runs = []
+    for seen_at in (-0.5, -0.02):
+        clock, timeline = Clock(-0.6), Timeline()
+        player = StepPlayer(Arpeggio(), timeline, channel=1, lookahead_s=0.4, commit_s=0.02,
+                            latency_budget_s=0.01, rollback_threshold=0.01,
+                            controls=Controls(pitch=0.0), release=Released(), clock=clock)
+        player.begin(origin=0.0)
+        runs.append(played(clock, timeline, player,
+                           [(seen_at, Controls(version=1, t=-0.1, pitch=1.0))], until=1.0))
+        assert player.stats.late_changes == 0
+    assert runs[0] == runs[1]
+    assert {m[1] for _, m in runs[0] if m[0] & 0xF0 == NOTE_ON} == {80}
+
+
 def test_a_change_seen_after_its_cut_is_counted_late() -> None:
     clock, timeline = Clock(0.0), Timeline()
     player = StepPlayer(Arpeggio(), timeline, channel=1, lookahead_s=0.4, commit_s=0.02,

@@ -360,7 +360,11 @@ class _Plan:
         new = change.controls
         regenerate = self.gen.changed(self.basis, new, player.rollback_threshold)
         cut = new.t + player.commit_s
-        if cut < now + MIN_LEAD_S:
+        # Too late for its cut: something due after it may be on its way out. Not so
+        # before the music starts (a reading from before time zero): nothing has been sent
+        # yet, and a cut at or before time zero starts the music under the new controls
+        # whenever it is seen.
+        if cut < now + MIN_LEAD_S and now + MIN_LEAD_S > self.origin:
             player.stats.late_changes += 1
             log.debug("%s: a change came %.1f ms after its cut; cut from the clock",
                       player.tag, (now + MIN_LEAD_S - cut) * 1e3)
