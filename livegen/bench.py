@@ -458,7 +458,7 @@ def bench_charrnn(argv: Sequence[str]) -> int:
     parser.add_argument("--warmup", type=int, default=500, help="untimed steps first")
     parser.add_argument("--no-torch", action="store_true", help="skip the torch rows")
     options = parser.parse_args(argv)
-    manifest = options.model or config_module.load(options.config).generators.charrnn.model
+    manifest = options.model or config_module.load(options.config).generator("charrnn").model
     rows: dict[str, np.ndarray] = {}
     first = None
     for variant in sorted(CharRNN(manifest).manifest["files"]):
@@ -553,8 +553,8 @@ port = "{name}"
 require_port = true
 
 [generators.charrnn]
-model = "{cfg.generators.charrnn.model}"
-variant = "{cfg.generators.charrnn.variant}"
+model = "{cfg.generator('charrnn').model}"
+variant = "{cfg.generator('charrnn').variant}"
 
 [inputs.hand]
 type = "replay"
@@ -606,7 +606,7 @@ def _print_engine_table(args: argparse.Namespace, cfg: Any, figures: dict[str, A
         print(f"{what:<28}{p50:9.3f} {p99:9.3f} {worst:9.3f}   {target}")
 
     print(f"livegen bench engine: {args.seconds:g} s of the Char-RNN "
-          f"({cfg.generators.charrnn.variant}) through JACK, the hand jumping every "
+          f"({cfg.generator('charrnn').variant}) through JACK, the hand jumping every "
           f"{args.change_every:g} s; lookahead {cfg.engine.lookahead_ms:g} ms, commit "
           f"{cfg.engine.commit_ms:g} ms; {notes} note-ons received by a second client")
     print()

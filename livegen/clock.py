@@ -3,6 +3,10 @@
 The clock runs on its internal tempo, or follows incoming MIDI clock (24 pulses per
 quarter note, with start/stop/continue), and can produce outgoing clock pulses. Position
 is kept as an anchor (time, beat) and a tempo, so a tempo change never makes it jump.
+
+Generators plan in beats. The clock publishes every change of tempo, position or
+transport as a new `Grid`, an immutable snapshot that an inference thread reads without
+a lock (one attribute read) and uses to turn beats into due times.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
+from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +33,41 @@ CLOCK_TICK, CLOCK_START, CLOCK_CONTINUE, CLOCK_STOP = 0xF8, 0xFA, 0xFB, 0xFC
 _MAX_PULSE_GAP_S = 1.0
 
 
+@dataclass(frozen=True, slots=True)
+class Grid:
+    """Musical time as it stands from monotonic time `t0` on: beat `beat0` falls at `t0`
+    and the beats follow at `bpm`. While the transport is stopped (`running` False) the
+    position stands still at `beat0` and no beat has a time yet."""
+
+    t0: float
+    beat0: float
+    bpm: float
+    beats_per_bar: int
+    running: bool = True
+    started: int = 0  # counts transport Starts: a new count means "from the top"
+
+    @property
+    def beat_s(self) -> float:
+        return 60.0 / self.bpm
+
+    def beat_at(self, t: float) -> float:
+        """The (fractional) beat at monotonic time t; frozen while stopped."""
+        if not self.running:
+            return self.beat0
+        return self.beat0 + (t - self.t0) / self.beat_s
+
+    def time_at(self, beat: float) -> float:
+        """The monotonic time at which `beat` falls, at this tempo (as if running)."""
+        return self.t0 + (beat - self.beat0) * self.beat_s
+
+    def bar_of(self, beat: float) -> int:
+        """The index of the bar `beat` falls in (bar 0 starts at beat 0)."""
+        return math.floor(beat / self.beats_per_bar + 1e-9)
+
+
 class Clock:
-    """Tempo and position. Not thread-safe: owned by the event loop."""
+    """Tempo and position. Not thread-safe: owned by the event loop, which publishes each
+    change as `grid` for the generators' threads."""
 
     def __init__(self, bpm: float, beats_per_bar: int = 4, origin: float = 0.0) -> None:
         self.beats_per_bar = beats_per_bar
@@ -42,6 +80,18 @@ class Clock:
         self.following = False
         self._pulses: deque[float] = deque(maxlen=PPQN + 1)
         self._next_pulse_beat = 0.0
+        self._starts = 0
+        self.grid = Grid(origin, 0.0, self._bpm, beats_per_bar)
+        self._publish()
+
+    def _publish(self) -> None:
+        self.grid = Grid(self._anchor_t, self._anchor_beat, self._bpm, self.beats_per_bar,
+                         self.running, self._starts)
+
+    def anchor(self, t: float) -> None:
+        """Beat 0 falls at monotonic time t (the music's start)."""
+        self._anchor_t, self._anchor_beat = t, 0.0
+        self._publish()
 
     @property
     def bpm(self) -> float:
@@ -78,6 +128,7 @@ class Clock:
         self._anchor_beat = self.beat_at(t)
         self._anchor_t = t
         self._bpm = bounded_bpm(bpm)
+        self._publish()
 
     # ------------------------------------------------------------ following MIDI clock
 
@@ -96,10 +147,14 @@ class Clock:
             self._pulses.clear()
             if status == CLOCK_START:
                 self._next_pulse_beat = 0.0
+                self._starts += 1
+            self._anchor_beat, self._anchor_t = self._next_pulse_beat, t
+            self._publish()
         elif status == CLOCK_STOP:
             self._anchor_beat = self.beat_at(t)
             self._anchor_t = t
             self.running = False
+            self._publish()
         elif status == CLOCK_TICK:
             if not self.following:
                 # Joining a clock that is already running (its Start came before we
@@ -119,6 +174,7 @@ class Clock:
             self._anchor_t, self._anchor_beat = t, self._next_pulse_beat
             self._next_pulse_beat += 1.0 / PPQN
             self.running = True
+            self._publish()
 
     # ------------------------------------------------------------ sending MIDI clock
 

@@ -95,8 +95,27 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
 _NOISE_TARGET = re.compile(r"^noise\[(\d+)\]$")
 
 
+# Targets a rule may give one generator alone (`charrnn.temperature`): what shapes a
+# generator's own music. Tempo, the playing generator and the key of the whole are shared.
+SCOPED_TARGETS = ("pitch", "density", "key", "temperature", "top_p", "velocity", "noise")
+
+
+def split_scope(spec: str) -> tuple[str | None, str]:
+    """`charrnn.temperature` -> ("charrnn", "temperature"); `temperature` -> (None, ...)."""
+    scope, dot, rest = spec.partition(".")
+    return (scope, rest) if dot else (None, spec)
+
+
 def parse_target(spec: str) -> tuple[str, int | None]:
-    """`pitch` -> ("pitch", None); `noise[3]` -> ("noise", 3). Raises ValueError."""
+    """`pitch` -> ("pitch", None); `noise[3]` -> ("noise", 3); a generator's own
+    `lead.pitch` -> ("pitch", None) (see split_scope). Raises ValueError."""
+    scope, spec = split_scope(spec)
+    if scope is not None:
+        target, index = parse_target(spec)
+        if target not in SCOPED_TARGETS:
+            raise ValueError(f"{target!r} is shared by every generator; give it without "
+                             f"{scope + '.'!r}")
+        return target, index
     m = _NOISE_TARGET.match(spec)
     if m:
         index = int(m.group(1))
@@ -116,6 +135,15 @@ def parse_target(spec: str) -> tuple[str, int | None]:
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
     generator: str = setting("charrnn", doc="the generator that plays at start")
+    generators: tuple[str, ...] = setting(
+        (), doc="the generators that run ([generators.NAME] sections or registered names); "
+                "unset = engine.generator alone")
+    mode: Literal["switch", "layer"] = setting(
+        "switch", doc="switch: one sounds at a time, chosen by the generator target, "
+                      "changing at a bar line; layer: all sound, each on its own channel")
+    watchdog_s: float = setting(2.0, lo=0.1, hi=60.0,
+                                doc="a generator whose thread has not turned for this long "
+                                    "(past its own budget) is replaced")
     latency_budget_ms: float = setting(10.0, lo=0.5, hi=1000.0,
                                        doc="control latency budget; overruns are counted")
     lookahead_ms: float = setting(400.0, lo=20.0, hi=10000.0,
@@ -137,7 +165,8 @@ class EngineConfig:
 
 @dataclass(frozen=True, slots=True)
 class ClockConfig:
-    bpm: float = setting(100.0, lo=MIN_BPM, hi=MAX_BPM, doc="internal tempo")
+    bpm: float = setting(120.0, lo=MIN_BPM, hi=MAX_BPM,
+                         doc="internal tempo (120: the Char-RNN plays as it learned)")
     beats_per_bar: int = setting(4, lo=1, hi=16)
     source: Literal["internal", "midi"] = setting("internal",
                                                   doc="internal tempo, or follow MIDI clock")
@@ -177,22 +206,32 @@ class OutputConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class CharRNNConfig:
-    model: Path = setting(Path("models/charrnn.json"), doc="manifest of the ONNX model")
-    temperature: float = setting(1.0, lo=TEMPERATURE_LIMITS[0], hi=TEMPERATURE_LIMITS[1])
-    top_p: float = setting(0.95, lo=TOP_P_LIMITS[0], hi=TOP_P_LIMITS[1])
-    channel: int | None = setting(None, lo=1, hi=16, doc="MIDI channel; unset = output.channel")
+class GeneratorConfig:
+    """What every [generators.NAME] section holds. Each generator's own config class (see
+    livegen.generators.REGISTRY) is a child that adds its keys and its model's default."""
+
+    type: str = setting("", doc="the generator this section plays (unset = the section's "
+                                "name), e.g. two sections of type charrnn on two channels")
+    plugin: str = setting("", doc="a generator of your own: 'package.module:Class'")
+    model: Path = setting(Path("models/model.json"), doc="manifest of the ONNX model")
+    variant: str = setting("default", doc="model variant: default = the one the manifest "
+                                          "names")
     providers: tuple[str, ...] = setting(
         ("CUDAExecutionProvider", "CPUExecutionProvider"),
         doc="ONNX Runtime execution providers, in order of preference")
     threads: int = setting(1, lo=1, hi=64, doc="ONNX Runtime intra-op threads")
-    variant: Literal["default", "fp32", "int8"] = setting(
-        "default", doc="model variant: default = the one the manifest names; int8 only if shipped")
+    channel: int | None = setting(None, lo=1, hi=16, doc="MIDI channel; unset = output.channel")
 
 
 @dataclass(frozen=True, slots=True)
-class GeneratorsConfig:
-    charrnn: CharRNNConfig = setting(factory=CharRNNConfig)
+class CharRNNConfig(GeneratorConfig):
+    model: Path = setting(Path("models/charrnn.json"), doc="manifest of the ONNX model")
+    variant: Literal["default", "fp32", "int8"] = setting(
+        "default", doc="model variant: default = the one the manifest names; int8 only if shipped")
+    temperature: float = setting(1.0, lo=TEMPERATURE_LIMITS[0], hi=TEMPERATURE_LIMITS[1])
+    top_p: float = setting(0.95, lo=TOP_P_LIMITS[0], hi=TOP_P_LIMITS[1])
+    quantize: Literal["off", "1/8", "1/16", "1/16t"] = setting(
+        "off", doc="snap its onsets to the clock's grid (for DAW users who want notes on it)")
 
 
 # ---------------------------------------------------------------- inputs
@@ -466,19 +505,53 @@ class Config:
     engine: EngineConfig = setting(factory=EngineConfig)
     clock: ClockConfig = setting(factory=ClockConfig)
     output: OutputConfig = setting(factory=OutputConfig)
-    generators: GeneratorsConfig = setting(factory=GeneratorsConfig)
+    generators: Mapping[str, GeneratorConfig] = setting(
+        factory=dict, doc="[generators.NAME] sections; a generator that runs without one "
+                          "plays with its defaults")
     inputs: Mapping[str, InputConfig] = setting(factory=dict)
     map: tuple[MapRule, ...] = setting(())
     source: Path | None = setting(None, doc="the file this config was read from",
                                   internal=True)
 
+    @property
+    def playing(self) -> tuple[str, ...]:
+        """The generators that run: engine.generators, else engine.generator alone."""
+        return self.engine.generators or (self.engine.generator,)
+
+    def generator(self, name: str) -> GeneratorConfig:
+        """The config of generator `name`: its section, else its registered defaults."""
+        if name in self.generators:
+            return self.generators[name]
+        from livegen.generators import generator_type
+
+        return generator_type(name).config_class()
+
     def check(self, path: str, problems: list[str]) -> None:
-        generators = [f.name for f in dataclasses.fields(GeneratorsConfig)]
-        if self.engine.generator not in generators:
-            problems.append(f"engine.generator: unknown generator {self.engine.generator!r}"
-                            f"{_suggest(self.engine.generator, generators)} "
-                            f"(generators: {', '.join(generators)})")
-        driven: dict[tuple[str, int | None], int] = {}
+        from livegen.generators import REGISTRY
+
+        known = sorted({*self.generators, *REGISTRY})
+        for i, name in enumerate(self.playing):
+            if name not in known:
+                key = f"engine.generators[{i}]" if self.engine.generators else "engine.generator"
+                problems.append(f"{key}: unknown generator {name!r}{_suggest(name, known)} "
+                                f"(generators: {', '.join(known)}, or a [generators.NAME] "
+                                "section)")
+        if self.engine.generators and self.engine.generator not in self.engine.generators:
+            problems.append(f"engine.generator: {self.engine.generator!r} is not among "
+                            f"engine.generators ({', '.join(self.engine.generators)}); it is "
+                            "the one that plays first")
+        if self.engine.mode == "layer" and len(self.playing) > 1:
+            channels: dict[int, str] = {}
+            for name in self.playing:
+                if name not in known:
+                    continue
+                channel = self.generator(name).channel or self.output.channel
+                if channel in channels:
+                    problems.append(f"generators.{name}.channel: {channel} is also "
+                                    f"{channels[channel]}'s; in layer mode each generator "
+                                    "plays on its own channel")
+                channels[channel] = name
+        driven: dict[tuple[str | None, str, int | None], int] = {}
         for i, rule in enumerate(self.map):
             if "." in rule.source and rule.input_name not in self.inputs:
                 known = ", ".join(self.inputs) or "none"
@@ -487,9 +560,14 @@ class Config:
                                 f"(configured inputs: {known})")
             elif "." in rule.source:
                 self._check_key(i, rule, problems)
+            scope, _ = split_scope(rule.target)
+            if scope is not None and scope not in self.playing:
+                problems.append(f"map[{i}].target: {rule.target!r} names generator {scope!r}"
+                                f", which does not run{_suggest(scope, self.playing)} "
+                                f"(running: {', '.join(self.playing)})")
             # Two rules on one target would fight (the later one always won, silently):
             # one rule per target keeps what drives each control in one place.
-            target = parse_target(rule.target)
+            target = (scope, *parse_target(rule.target))
             if target in driven:
                 first = self.map[driven[target]]
                 problems.append(f"map[{i}].target: {rule.target!r} is already driven by "
@@ -541,7 +619,10 @@ def loads(text: str, *, base_dir: Path, source: str = "<config>") -> Config:
     except ValueError as exc:
         raise ConfigError(source, [str(exc)]) from None
     problems: list[str] = []
-    config = _Builder(base_dir, problems).build(Config, table, "")
+    builder = _Builder(base_dir, problems)
+    config = builder.build(Config, table, "")
+    if not problems:
+        config = builder.with_default_generators(config)
     if not problems:
         config = dataclasses.replace(config, source=Path(source).resolve()
                                      if source != "<config>" else None)
@@ -595,9 +676,14 @@ def check_runnable(config: Config) -> None:
     names a model file of the size it promises. (The sha256 and the graph are checked
     when the model loads.) Raises ConfigError, one line per problem, each with a fix that
     fits where the config lives."""
-    name = config.engine.generator
-    settings = getattr(config.generators, name)
-    problems = _manifest_problems(name, settings, f"generators.{name}.model", config.source)
+    problems: list[str] = []
+    for name in config.playing:
+        settings = config.generator(name)
+        if settings.plugin:
+            continue  # a generator of your own: its model is its own business
+        kind = settings.type or name
+        problems += _manifest_problems(kind, settings, f"generators.{name}.model",
+                                       config.source)
     if problems:
         raise ConfigError(str(config.source or "<config>"), problems)
 
@@ -788,6 +874,8 @@ class _Builder:
             return self.sequence(args, raw, path, meta)
         if origin in (Mapping, dict) and args[1] is InputConfig:
             return self.inputs(raw, path)
+        if origin in (Mapping, dict) and args[1] is GeneratorConfig:
+            return self.generators(raw, path)
         if dataclasses.is_dataclass(hint):
             return self.build(hint, raw, path)
         return self.scalar(hint, raw, path, meta)
@@ -841,6 +929,53 @@ class _Builder:
                 continue
             with contextlib.suppress(_Invalid):
                 result[name] = self.build(INPUT_TYPES[kind], table, item_path)
+        return result
+
+    def with_default_generators(self, config: Config) -> Config:
+        """A section built from defaults (its paths resolved like written ones) for each
+        registered generator that runs without a section of its own."""
+        from livegen.generators import REGISTRY
+
+        missing = {name: {} for name in config.playing
+                   if name not in config.generators and name in REGISTRY}
+        if not missing:
+            return config
+        built = self.generators(missing, "generators")
+        return dataclasses.replace(config, generators={**config.generators, **built})
+
+    def generators(self, raw: Any, path: str) -> dict[str, GeneratorConfig]:
+        from livegen.generators import REGISTRY, generator_type
+
+        if not isinstance(raw, dict):
+            self.problems.append(f"{path}: expected tables like [generators.NAME], "
+                                 f"got {_describe(raw)}")
+            raise _Invalid
+        result = {}
+        for name, table in raw.items():
+            item_path = f"{path}.{name}"
+            if not isinstance(table, dict):
+                self.problems.append(f"{item_path}: expected a table, got {_describe(table)}")
+                continue
+            type_name, plugin = table.get("type") or name, table.get("plugin") or ""
+            if not (isinstance(type_name, str) and isinstance(plugin, str)):
+                self.problems.append(f"{item_path}: type and plugin are strings")
+                continue
+            try:
+                kind = generator_type(type_name, plugin)
+            except KeyError:
+                key = f"{item_path}.type" if "type" in table else item_path
+                self.problems.append(f"{key}: unknown generator {type_name!r}"
+                                     f"{_suggest(type_name, REGISTRY)} (generators: "
+                                     f"{', '.join(REGISTRY)}; or a plugin = "
+                                     "'package.module:Class' of your own)")
+                continue
+            except (ImportError, AttributeError, ValueError) as exc:
+                self.problems.append(f"{item_path}.plugin: cannot load {plugin!r} ({exc}); "
+                                     "name a class with Config, kind and from_config, "
+                                     "importable from PYTHONPATH")
+                continue
+            with contextlib.suppress(_Invalid):
+                result[name] = self.build(kind.config_class, table, item_path)
         return result
 
     def with_profile(self, table: dict[str, Any], path: str) -> dict[str, Any]:

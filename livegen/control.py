@@ -19,7 +19,15 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from livegen.config import NOISE_SIZE, TARGETS, Config, MapRule, OneEuroConfig, parse_target
+from livegen.config import (
+    NOISE_SIZE,
+    TARGETS,
+    Config,
+    MapRule,
+    OneEuroConfig,
+    parse_target,
+    split_scope,
+)
 from livegen.inputs.base import Reading
 
 log = logging.getLogger(__name__)
@@ -47,6 +55,26 @@ class Controls:
     tempo: float = 100.0      # bpm, for segment generators
     generator: str = "charrnn"
     noise: tuple[float, ...] = field(default=(0.0,) * NOISE_SIZE)
+    # What holds for one generator alone: (generator, target, noise index or -1, value),
+    # from rules like `lead.temperature` and from each generator's own configured
+    # temperature and top_p. `for_generator` applies them.
+    scoped: tuple[tuple[str, str, int, float], ...] = ()
+
+    def for_generator(self, name: str) -> Controls:
+        """These controls as generator `name` sees them: its own values in force."""
+        own = [entry for entry in self.scoped if entry[0] == name]
+        if not own:
+            return self
+        values: dict[str, object] = {}
+        noise = list(self.noise)
+        for _, target, index, value in own:
+            if target == "noise":
+                noise[index] = value
+            elif target == "key":
+                values["key"] = round(value) % 12
+            else:
+                values[target] = value
+        return dataclasses.replace(self, noise=tuple(noise), **values)
 
     def key_histogram(self) -> tuple[float, ...]:
         """The 12-value pitch-class histogram of the key (uniform when there is none)."""
@@ -137,6 +165,7 @@ class Rule:
 
     def __init__(self, spec: MapRule) -> None:
         self.spec = spec
+        self.scope, _ = split_scope(spec.target)  # a generator's own rule, or None
         self.target, self.index = parse_target(spec.target)
         wanted = spec.out_range or TARGETS[self.target].range
         # The config refuses an out_range beyond the target's limits; a Config built in
@@ -189,7 +218,7 @@ class Mapper:
     """
 
     def __init__(self, config: Config, generators: tuple[str, ...] | None = None) -> None:
-        self.generators = generators or (config.engine.generator,)
+        self.generators = generators or config.playing
         self.neutral = neutral_controls(config)
         self.rules = [Rule(spec) for spec in config.map]
         self.by_source: dict[str, list[Rule]] = {}
@@ -233,8 +262,17 @@ class Mapper:
     def _values(self) -> dict[str, object]:
         values = self._values_of(self.neutral)
         noise = list(self.neutral.noise)
+        shared = {(rule.target, rule.index) for rule in self.rules
+                  if rule.scope is None and rule.output is not None}
+        # A generator's own configured value holds until a rule drives the target for all.
+        scoped = [entry for entry in self.neutral.scoped
+                  if (entry[1], None if entry[2] < 0 else entry[2]) not in shared]
         for rule in self.rules:  # the config allows one rule per target
             if rule.output is None:
+                continue
+            if rule.scope is not None:
+                scoped.append((rule.scope, rule.target,
+                               -1 if rule.index is None else rule.index, rule.output))
                 continue
             if rule.target == "noise":
                 noise[rule.index] = rule.output
@@ -246,6 +284,7 @@ class Mapper:
             else:
                 values[rule.target] = rule.output
         values["noise"] = tuple(noise)
+        values["scoped"] = tuple(scoped)
         return values
 
     @staticmethod
@@ -257,14 +296,22 @@ class Mapper:
 def neutral_controls(config: Config) -> Controls:
     """The controls when nothing drives them: each target's neutral or the configured value."""
     generator = config.engine.generator
-    settings = getattr(config.generators, generator)
+    settings = config.generator(generator)
+    # Each other generator's own sampling settings hold for it alone.
+    scoped = tuple((name, target, -1, held(target, getattr(config.generator(name), target)))
+                   for name in config.playing if name != generator
+                   for target in ("temperature", "top_p")
+                   if hasattr(config.generator(name), target))
     return Controls(
         pitch=TARGETS["pitch"].neutral,
         density=TARGETS["density"].neutral,
         key=0,
-        temperature=held("temperature", settings.temperature),
-        top_p=held("top_p", settings.top_p),
+        # A generator without sampling settings (a segment generator) leaves the
+        # Controls' own defaults.
+        temperature=held("temperature", getattr(settings, "temperature", 1.0)),
+        top_p=held("top_p", getattr(settings, "top_p", 0.95)),
         velocity=TARGETS["velocity"].neutral,
         tempo=held("tempo", config.clock.bpm),
         generator=generator,
+        scoped=scoped,
     )

@@ -29,6 +29,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -44,6 +45,8 @@ from livegen.clock import CLOCK_START, CLOCK_STOP, CLOCK_TICK, Clock
 from livegen.config import Config, ConfigError, MidiInputConfig, ReplayInputConfig
 from livegen.control import Controls, Mapper
 from livegen.errors import LivegenError
+from livegen.generators import generator_type
+from livegen.generators.players import Player, SegmentPlayer
 from livegen.generators.step import StepPlayer
 from livegen.inputs.base import Input, Reading, supervise
 from livegen.inputs.replay import Replay, ReplayInput, TraceWriter
@@ -63,6 +66,10 @@ STOP_GRACE_S = 0.1
 # An input is stale once silent for more than its stale_after; in a replay it is declared
 # stale this long after that moment (the Mapper asks for "more than").
 STALE_MARGIN_S = 1e-6
+# The watchdog: a player replaced this many times within this window withholds
+# WATCHDOG=1, so systemd restarts the service.
+REPLACED_LIMIT = 3
+REPLACED_WINDOW_S = 60.0
 
 
 @dataclass
@@ -96,7 +103,9 @@ class Engine:
         self.clock_follower: asyncio.Task[None] | None = None
         self.clock_sent_until: float | None = None  # MIDI clock pulses are planned to here
         self.output: Output | None = None
-        self.players: dict[str, StepPlayer] = {}
+        self.players: dict[str, Player] = {}
+        self.active = cfg.engine.generator  # switch mode: the generator that sounds
+        self.replaced: list[float] = []  # when stuck players were replaced (the watchdog)
         self.inputs: dict[str, tuple[Input, asyncio.Task[None]]] = {}
         self.replay: Replay | None = None  # every input a replay: played as one, exactly
         self.trace: TraceWriter | None = None
@@ -154,13 +163,12 @@ class Engine:
         generators = self.load_generators()
         self.output = Output.open(cfg.output, self.timeline, record=self.options.record_midi)
         self.origin = time.monotonic() + START_LEAD_S
+        self.clock.anchor(self.origin)
         self.make_players(generators, release=self.output.release)
         self.output_started = time.monotonic()
         self.output.start()
         end = self.origin + self.options.duration if self.options.duration else None
-        for player in self.players.values():
-            player.start(self.origin, end)
-        self.clock = Clock(cfg.clock.bpm, cfg.clock.beats_per_bar, self.origin)
+        self.start_players(self.origin, end)
         if cfg.clock.source == "midi":
             self._follow_clock()
         if cfg.clock.send:
@@ -179,24 +187,47 @@ class Engine:
 
     def load_generators(self) -> dict[str, Any]:
         """The generators of this run, their models loaded and checked."""
-        return {name: build_generator(self.cfg, name, self.seed)
-                for name in (self.cfg.engine.generator,)}
+        return {name: build_generator(self.cfg, name, self.seed) for name in self.cfg.playing}
 
     def make_players(self, generators: dict[str, Any], release: Callable[[str], None],
-                     clock: Callable[[], float] = time.monotonic) -> list[StepPlayer]:
-        """A StepPlayer for each generator, under the mapper's present controls."""
-        cfg = self.cfg
+                     clock: Callable[[], float] = time.monotonic) -> list[Player]:
+        """A player for each generator (a StepPlayer or a SegmentPlayer, by its kind),
+        under the mapper's present controls."""
         for name, generator in generators.items():
-            settings = getattr(cfg.generators, name)
-            self.players[name] = StepPlayer(
-                generator, self.timeline,
-                channel=settings.channel or cfg.output.channel,
-                lookahead_s=cfg.engine.lookahead_ms / 1e3,
-                commit_s=cfg.engine.commit_ms / 1e3,
-                latency_budget_s=cfg.engine.latency_budget_ms / 1e3,
-                rollback_threshold=cfg.engine.rollback_threshold,
-                controls=self.mapper.controls, release=release, clock=clock)
+            self.players[name] = self.make_player(name, generator, release, clock)
         return list(self.players.values())
+
+    def make_player(self, name: str, generator: Any, release: Callable[[str], None],
+                    clock: Callable[[], float] = time.monotonic) -> Player:
+        cfg = self.cfg
+        settings = cfg.generator(name)
+        channel = settings.channel or cfg.output.channel
+        controls = self.mapper.controls.for_generator(name)
+        grid = self._grid
+        if _kind(cfg, name) == "segment":
+            return SegmentPlayer(generator, self.timeline, channel=channel, grid=grid,
+                                 controls=controls, release=release, tag=name, clock=clock,
+                                 watchdog_s=cfg.engine.watchdog_s)
+        return StepPlayer(
+            generator, self.timeline, channel=channel,
+            lookahead_s=cfg.engine.lookahead_ms / 1e3,
+            commit_s=cfg.engine.commit_ms / 1e3,
+            latency_budget_s=cfg.engine.latency_budget_ms / 1e3,
+            rollback_threshold=cfg.engine.rollback_threshold,
+            controls=controls, release=release, clock=clock, grid=grid,
+            quantize=getattr(settings, "quantize", "off"), tag=name,
+            watchdog_s=cfg.engine.watchdog_s)
+
+    def _grid(self) -> Any:
+        return self.clock.grid  # one attribute read: the newest published Grid
+
+    def start_players(self, origin: float, end: float | None = None) -> None:
+        """Start every player from `origin`: in switch mode all but the active one held
+        from the start (they take over at a bar line when chosen)."""
+        for name, player in self.players.items():
+            if self.cfg.engine.mode == "switch" and name != self.active:
+                player.hold(self.clock.grid.beat_at(origin))
+            player.start(origin, end)
 
     def _follow_clock(self) -> None:
         """Listen to clock.follow_port (supervised like any input) and hand its clock and
@@ -207,7 +238,7 @@ class Engine:
         port = MidiInputConfig(type="midi", port=self.cfg.clock.follow_port,
                                api=self.cfg.output.api)
         follower = MidiInput(CLOCK_TAG, port, on_clock=lambda status, t: (
-            loop.call_soon_threadsafe(self.clock.on_midi, status, t)))
+            loop.call_soon_threadsafe(self._on_midi_clock, status, t)))
         self.clock_follower = loop.create_task(supervise(follower, lambda reading: None),
                                                name="clock-follower")
         log.info("clock: following MIDI clock from the port matching %r",
@@ -311,14 +342,45 @@ class Engine:
         if controls is not None:
             self._apply(controls)
 
+    def _on_midi_clock(self, status: int, t: float) -> None:
+        self.clock.on_midi(status, t)
+        self._clock_changed()
+
+    def _clock_changed(self) -> None:
+        for player in self.players.values():
+            player.clock_changed()
+
     def _apply(self, controls: Controls) -> None:
         if controls.tempo != self.clock.bpm and not self.clock.following:
             self.clock.set_tempo(controls.tempo, max(controls.t, self.clock_sent_until or 0))
-        player = self.players.get(controls.generator)
-        if player is not None:
-            player.set_controls(controls)
+            self._clock_changed()
+        if self.cfg.engine.mode == "switch" and controls.generator != self.active:
+            self._switch_to(controls.generator, controls.t)
+        for name, player in self.players.items():
+            player.set_controls(controls.for_generator(name))
         for hook in self.options.on_controls:
             hook(controls)
+
+    def _switch_to(self, name: str, t: float) -> None:
+        """Switch mode: `name` takes over at the next bar line after `t` + commit; the
+        outgoing generator plays nothing from there and its notes are ended there."""
+        incoming = self.players.get(name)
+        outgoing = self.players.get(self.active)
+        if incoming is None:
+            return
+        grid = self.clock.grid
+        commit = self.cfg.engine.commit_ms / 1e3
+        bar = math.ceil(grid.beat_at(max(t, time.monotonic()) + commit)
+                        / grid.beats_per_bar - 1e-9) * grid.beats_per_bar
+        log.info("switch: %s takes over from %s at beat %g", name, self.active, bar)
+        if outgoing is not None and self.output is not None:
+            outgoing.hold(bar)
+            when = grid.time_at(bar)
+            loop = asyncio.get_running_loop()
+            tag = self.active
+            loop.call_later(max(0.0, when - time.monotonic()), self.output.release, tag)
+        incoming.play_from(bar)
+        self.active = name
 
     async def _housekeeping(self) -> None:
         watchdog = self.notifier.watchdog_interval()
@@ -338,6 +400,7 @@ class Engine:
                 self._send_clock(now)
             for hook in self.options.on_tick:
                 hook(now)
+            self._watch_players(now)
             if watchdog is not None and now >= next_watchdog and self.healthy():
                 self.notifier.notify("WATCHDOG=1")
                 next_watchdog = now + watchdog
@@ -355,9 +418,44 @@ class Engine:
         self.clock_sent_until = until
 
     def healthy(self) -> bool:
-        """The loop is turning (we are in it) and the output thread and players live."""
+        """The loop is turning (we are in it), the output thread and the players live, and
+        no player has had to be replaced REPLACED_LIMIT times within REPLACED_WINDOW_S:
+        then systemd's watchdog, no longer fed, restarts the service."""
+        now = time.monotonic()
+        recent = [t for t in self.replaced if now - t < REPLACED_WINDOW_S]
         return (self.output is not None and self.output.alive
-                and all(p.running for p in self.players.values()))
+                and all(p.running for p in self.players.values())
+                and len(recent) < REPLACED_LIMIT)
+
+    def _watch_players(self, now: float) -> None:
+        """Abandon a player whose thread has not turned for longer than its own work
+        allows (stuck in ONNX Runtime, say): its notes are ended and a fresh player, with
+        a freshly loaded generator, takes over from the next bar line."""
+        for name, player in list(self.players.items()):
+            if not player.stuck(now):
+                continue
+            self.replaced.append(now)
+            log.error("%s: its thread has not turned for %.1f s; replacing it (its notes "
+                      "are ended)", name, now - player.alive_at)
+            player.stop(timeout=0.0)
+            self.timeline.drop_tag(name)
+            if self.output is not None:
+                self.output.release(name)
+            try:
+                generator = build_generator(self.cfg, name, self.seed)
+            except Exception:
+                log.exception("%s: cannot be loaded again; it stays silent", name)
+                del self.players[name]
+                continue
+            fresh = self.make_player(name, generator, self.output.release
+                                     if self.output else (lambda tag: None))
+            grid = self.clock.grid
+            start = grid.time_at(math.ceil(grid.beat_at(now) / grid.beats_per_bar)
+                                 * grid.beats_per_bar)
+            if self.cfg.engine.mode == "switch" and name != self.active:
+                fresh.hold(grid.beat_at(start))
+            fresh.start(start)
+            self.players[name] = fresh
 
     async def _shutdown(self) -> None:
         if self.clock_follower is not None:
@@ -410,11 +508,12 @@ class Engine:
             if getattr(new, section) != getattr(old, section):
                 log.warning("reload: [%s] changes take effect at restart (the port stays "
                             "open)", section)
-        if new.engine.generator != old.engine.generator or any(
-                getattr(new.generators, n).model != getattr(old.generators, n).model
-                for n in self.players):
+        if new.playing != old.playing or any(
+                new.generator(n).model != old.generator(n).model for n in self.players):
             log.warning("reload: a new generator or model takes effect at restart")
         for player in self.players.values():
+            if not isinstance(player, StepPlayer):
+                continue
             player.lookahead_s = new.engine.lookahead_ms / 1e3
             player.commit_s = new.engine.commit_ms / 1e3
             player.latency_budget_s = new.engine.latency_budget_ms / 1e3
@@ -446,16 +545,7 @@ class Engine:
 
     def figures(self) -> dict[str, Any]:
         out = self.output.stats().as_dict() if self.output else {}
-        players = {}
-        for name, player in self.players.items():
-            s = player.stats
-            players[name] = {
-                "step_ms": s.step.summary(),
-                "control_latency_ms": s.control_latency.summary(),
-                "steps": s.steps, "rollbacks": s.rollbacks,
-                "budget_overruns": s.budget_overruns, "late": s.late, "stalls": s.stalls,
-                "failures": s.failures, "late_changes": s.late_changes,
-            }
+        players = {name: player.figures() for name, player in self.players.items()}
         inputs = {name: {"readings": src.stats.readings, "restarts": src.stats.restarts,
                          "dropped": dict(src.stats.dropped), **src.stats.figures}
                   for name, (src, _task) in self.inputs.items()}
@@ -471,6 +561,8 @@ class Engine:
             "inputs": inputs,
             "clock": {"bpm": round(self.clock.bpm, 2), "following": self.clock.following,
                       "running": self.clock.running},
+            "active": self.active,
+            "replaced": len(self.replaced),
             "reloads": self._reloads,
             "reload_failures": self._reload_failures,
         }
@@ -481,13 +573,18 @@ def format_stats(figures: dict[str, Any]) -> str:
     `nan`); each input that dropped data says how much and why."""
     parts = []
     for name, g in figures["generators"].items():
-        step, lat = g["step_ms"], g["control_latency_ms"]
-        steps = (f"step p50 {step['p50']:.2f} p99 {step['p99']:.2f} ms" if step.get("n")
-                 else "step -")
-        latency = (f"control latency p50 {lat['p50']:.1f} p99 {lat['p99']:.1f} ms (over "
-                   f"budget {g['budget_overruns']}/{lat['n']})" if lat.get("n")
-                   else "control latency: no changes yet")
-        parts.append(f"{name} {steps}, {latency}, late {g['late']}, stalls {g['stalls']}")
+        kind = g.get("kind", "step")
+        work = "step" if kind == "step" else "plan"
+        step, lat = g[f"{work}_ms"], g["control_latency_ms"]
+        steps = (f"{work} p50 {step['p50']:.2f} p99 {step['p99']:.2f} ms" if step.get("n")
+                 else f"{work} -")
+        over = (f" (over budget {g['budget_overruns']}/{lat['n']})" if kind == "step"
+                else "")
+        latency = (f"control latency p50 {lat['p50']:.1f} p99 {lat['p99']:.1f} ms{over}"
+                   if lat.get("n") else "control latency: no changes yet")
+        tail = (f"late {g['late']}, stalls {g['stalls']}" if kind == "step" else
+                f"missed {g['missed']}, over budget {g['budget_overruns']}")
+        parts.append(f"{name} {steps}, {latency}, {tail}")
     out = figures["output"]
     if out:
         p50 = out["lateness_p50_ms"]
@@ -505,13 +602,16 @@ def format_stats(figures: dict[str, Any]) -> str:
     return " | ".join(parts)
 
 
-def build_generator(cfg: Config, name: str, seed: int) -> Any:
-    """The step generator `name`, its model loaded and checked (errors before any note)."""
-    if name == "charrnn":
-        from livegen.generators.charrnn_step import CharRNNStep
+def _kind(cfg: Config, name: str) -> str:
+    settings = cfg.generator(name)
+    return generator_type(settings.type or name, settings.plugin).kind
 
-        return CharRNNStep.from_config(cfg.generators.charrnn, seed=seed)
-    raise ConfigError(str(cfg.source), [f"engine.generator: {name!r} cannot play yet"])
+
+def build_generator(cfg: Config, name: str, seed: int) -> Any:
+    """Generator `name` (a [generators.NAME] section or a registered name), its model
+    loaded and checked (errors before any note)."""
+    settings = cfg.generator(name)
+    return generator_type(settings.type or name, settings.plugin).build(settings, seed=seed)
 
 
 def run_command(args: argparse.Namespace) -> int:

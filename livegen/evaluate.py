@@ -876,7 +876,7 @@ def eval_command(args: argparse.Namespace) -> int:
                         help="record the figures in the model's manifest (metrics)")
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
     options = parser.parse_args(args.rest)
-    cfg = config_module.load(options.config).generators.charrnn
+    cfg = config_module.load(options.config).generator("charrnn")
     model_path = options.model or cfg.model
     ablation = options.ablation or model_path.with_name(model_path.stem + "-ablation.json")
     report = evaluate(model_path, ablation_path=ablation, seconds=options.seconds,

@@ -20,7 +20,6 @@ import atexit
 import contextlib
 import ctypes
 import ctypes.util
-import dataclasses
 import errno
 import functools
 import logging
@@ -828,9 +827,7 @@ def panic_plan(cfg: Config, every_note: bool = False) -> list[Message]:
     livegen plays on, for synths that ignore CC 123 (on every panic channel with
     `every_note`)."""
     played = {cfg.output.channel} | {
-        g.channel for g in (getattr(cfg.generators, f.name)
-                            for f in dataclasses.fields(cfg.generators))
-        if getattr(g, "channel", None)}
+        channel for name in cfg.playing if (channel := cfg.generator(name).channel)}
     note_channels = cfg.output.panic_channels if every_note else sorted(played)
     messages = panic_messages(cfg.output.panic_channels)
     for channel in note_channels:

@@ -27,6 +27,7 @@ from livegen import config as config_module
 from livegen.config import Config, OutputConfig
 from livegen.engine import START_LEAD_S, Engine, RunOptions
 from livegen.errors import LivegenError
+from livegen.generators.step import StepPlayer
 from livegen.output import MidiFileRecorder, panic_messages
 from livegen.timeline import Event, Message
 
@@ -134,8 +135,12 @@ def render(cfg: Config, trace: Path, out: Path, *, seed: int | None = None,
     for message in panic_messages(cfg.output.panic_channels):
         midi.send(message, clock.now)
     engine.origin = clock.now + START_LEAD_S
+    engine.clock.anchor(engine.origin)
     players = engine.make_players(generators, release=lambda tag: midi.release(tag, clock()),
                                   clock=clock)
+    if not all(isinstance(player, StepPlayer) for player in players):
+        raise LivegenError("render plays step generators (the Char-RNN) on a virtual clock;"
+                           " a segment generator plays in `livegen run --replay` only")
     replay = engine.open_replay()
     seconds = duration if duration is not None else replay.length
     if not seconds > 0:

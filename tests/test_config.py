@@ -25,7 +25,7 @@ def problems_of(text: str, tmp_path: Path) -> list[str]:
 def test_shipped_config_is_valid_and_needs_no_hardware() -> None:
     cfg = config.load(ROOT / "config.toml")
     assert {c.type for c in cfg.inputs.values()} == {"sim"}
-    assert cfg.generators.charrnn.model == ROOT / "models" / "charrnn.json"
+    assert cfg.generators["charrnn"].model == ROOT / "models" / "charrnn.json"
 
 
 def test_effective_config_round_trips(tmp_path: Path) -> None:
@@ -41,7 +41,7 @@ def test_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
     (tmp_path / "etc" / "c.toml").write_text(
         '[generators.charrnn]\nmodel = "models/m.json"\n[output]\nrecord = "/abs/x.mid"\n')
     cfg = config.load(tmp_path / "etc" / "c.toml")
-    assert cfg.generators.charrnn.model == tmp_path / "etc" / "models" / "m.json"
+    assert cfg.generators["charrnn"].model == tmp_path / "etc" / "models" / "m.json"
     assert cfg.output.record == Path("/abs/x.mid")
 
 
@@ -249,7 +249,7 @@ def test_a_default_model_path_resolves_against_the_config_folder(tmp_path: Path)
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc" / "c.toml").write_text("[inputs.old]\ntype = 'replay'\n")
     cfg = config.load(tmp_path / "etc" / "c.toml")
-    assert cfg.generators.charrnn.model == tmp_path / "etc" / "models" / "charrnn.json"
+    assert cfg.generators["charrnn"].model == tmp_path / "etc" / "models" / "charrnn.json"
     assert cfg.inputs["old"].path == tmp_path / "etc" / "recording.jsonl"
 
 

@@ -38,7 +38,7 @@ def test_install_writes_unit_config_and_shared_data(installed: Path) -> None:
 
 def test_installed_config_resolves_models_beside_it(installed: Path) -> None:
     cfg = config.load(installed / "etc/livegen/config.toml")
-    assert cfg.generators.charrnn.model == installed / "etc/livegen/models/charrnn.json"
+    assert cfg.generators["charrnn"].model == installed / "etc/livegen/models/charrnn.json"
 
 
 def test_install_keeps_an_existing_config(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 The engine's step generator uses four pieces, each cheap and explicit:
 
-    model = CharRNN.from_config(config.generators.charrnn)   # checks manifest, hash, graph
+    model = CharRNN.from_config(config.generator("charrnn"))   # checks manifest, hash, graph
     state = model.initial_state()                             # immutable (h, c)
     logits, state = model.step(token, controls, state)        # pure: the old state stays valid
     token = sample(logits, temperature=..., top_p=..., uniform=uniform(seed, step_index))
@@ -127,6 +127,8 @@ class CharRNN:
         self.layers = int(state["layers"])
         self.hidden_size = int(state["hidden_size"])
         self.primer_token = int(self.manifest["primer_token"])
+        # Its time shifts are seconds of music played at the training tempo: beats there.
+        self.tempo_bpm = float(self.manifest["training"]["tempo_bpm"])
         self._zero = _frozen(np.zeros((self.layers, 1, self.hidden_size), np.float32))
 
     @classmethod

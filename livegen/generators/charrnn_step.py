@@ -71,6 +71,9 @@ class CharRNNStep:
         self.max_held_s = max_held_s
         self.steer = steer
         self._vector_cache: tuple[Controls, np.ndarray] | None = None
+        # The model's seconds are beats at the tempo its data were played at (the
+        # manifest's): at 60 bpm its music goes half as fast as at 120.
+        self.seconds_per_beat = 60.0 / model.tempo_bpm
 
     @classmethod
     def from_config(cls, config: CharRNNConfig, *, seed: int) -> CharRNNStep:

@@ -45,7 +45,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from livegen.clock import Grid
 from livegen.control import Controls
+from livegen.generators.beats import BeatPlan
 from livegen.inputs.base import Backoff
 from livegen.music.events import TimedEvent
 from livegen.stats import Samples
@@ -64,6 +66,8 @@ STALL_S = 0.25
 KEEP_BEHIND_S = 1.0
 # A plan that reached the end of the run waits this long between looks at its changes.
 FINISHED_IDLE_S = 0.5
+# A paused plan (the followed clock stopped) waits this long for clock_changed().
+PAUSED_IDLE_S = 0.1
 # Times in the music are compared on this grid (decimal places of a second). A change's
 # time comes as origin + offset, and (origin + offset) - origin is the offset give or take
 # a rounding error that depends on the origin, so on the run; a cut that moved by that
@@ -72,6 +76,8 @@ MUSIC_TIME_DIGITS = 6
 # Restarting a failed generator: 0.2 s, doubling up to 5 s; a generator that then ran
 # well for a minute starts again from 0.2 s after its next failure.
 RESTART_BACKOFF = Backoff(first=0.2, factor=2.0, cap=5.0, healthy_s=60.0)
+# Without a clock's Grid, beats are seconds (tests of the planning alone).
+SECONDS_GRID = Grid(t0=0.0, beat0=0.0, bpm=60.0, beats_per_bar=4)
 
 
 class StepState(Protocol):
@@ -81,7 +87,12 @@ class StepState(Protocol):
 
 
 class StepGenerator(Protocol):
-    """What StepPlayer needs of a step generator. States are immutable values."""
+    """What StepPlayer needs of a step generator. States are immutable values.
+
+    Its music is timed in its own seconds, which are beats at the tempo its training data
+    were played at: `seconds_per_beat` (0.5 for music learned at 120 bpm; 1.0 when the
+    attribute is missing). The player turns them into beats, and the clock beats into
+    time, so the music follows the tempo."""
 
     name: str
 
@@ -145,14 +156,23 @@ class PlayerStats:
 class StepPlayer:
     """Runs one step generator in its own inference thread against the timeline."""
 
+    kind = "step"
+
     def __init__(self, generator: StepGenerator, timeline: Timeline, *, channel: int,
                  lookahead_s: float, commit_s: float, latency_budget_s: float,
                  rollback_threshold: float, controls: Controls,
                  release: Callable[[str], None],
                  clock: Callable[[], float] = time.monotonic,
-                 backoff: Backoff = RESTART_BACKOFF) -> None:
+                 backoff: Backoff = RESTART_BACKOFF,
+                 grid: Callable[[], Grid] = lambda: SECONDS_GRID,
+                 quantize: str = "off", tag: str | None = None,
+                 watchdog_s: float = 2.0) -> None:
         self.generator = generator
-        self.tag = generator.name
+        self.watchdog_s = watchdog_s
+        self.grid = grid  # the clock's Grid of the moment, read without a lock
+        self.quantize = quantize
+        self.seconds_per_beat = float(getattr(generator, "seconds_per_beat", 1.0))
+        self.tag = tag or generator.name
         self.timeline = timeline
         self.channel = channel - 1
         self.lookahead_s = lookahead_s
@@ -166,6 +186,7 @@ class StepPlayer:
         self.end: float | None = None  # clock time after which nothing is played
         self._controls = controls
         self._pending: deque[_Change] = deque()
+        self._commands: deque[tuple[str, float]] = deque()  # ("hold"|"play", beat)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -181,6 +202,33 @@ class StepPlayer:
         self._thread = threading.Thread(target=self._run, args=(origin,),
                                         name=f"infer-{self.tag}", daemon=True)
         self._thread.start()
+
+    def hold(self, beat: float) -> None:
+        """Play nothing from `beat` on: another generator takes over there."""
+        self._commands.append(("hold", beat))
+        self._wake.set()
+
+    def play_from(self, beat: float) -> None:
+        """Play on from `beat`: the music continues where it was held."""
+        self._commands.append(("play", beat))
+        self._wake.set()
+
+    def stuck(self, now: float) -> bool:
+        """A step takes about a millisecond and the thread never rests longer than a
+        fraction of a second: silence this long means it is stuck (in ONNX Runtime)."""
+        return self.running and now - self.alive_at > self.watchdog_s
+
+    def figures(self) -> dict[str, Any]:
+        s = self.stats
+        return {"kind": "step", "step_ms": s.step.summary(),
+                "control_latency_ms": s.control_latency.summary(),
+                "steps": s.steps, "rollbacks": s.rollbacks,
+                "budget_overruns": s.budget_overruns, "late": s.late, "stalls": s.stalls,
+                "failures": s.failures, "late_changes": s.late_changes}
+
+    def clock_changed(self) -> None:
+        """The clock published a new Grid (tempo, transport): look at it now."""
+        self._wake.set()
 
     def set_controls(self, controls: Controls) -> None:
         """Hand new controls to the planning. Every change is judged in order, so the
@@ -258,8 +306,13 @@ class StepPlayer:
         those the plan has reached, then take one step (None) or return how long the plan
         may rest before it needs another."""
         self.alive_at = now
+        plan.follow_clock(now)
+        while self._commands:
+            plan.command(*self._commands.popleft(), now)
         while self._pending:
             plan.schedule(self._pending.popleft(), now)
+        if plan.paused or plan.held:
+            return PAUSED_IDLE_S
         plan.apply_reached()
         if plan.finished:
             return FINISHED_IDLE_S
@@ -285,17 +338,25 @@ class StepPlayer:
 
 
 class _Plan:
-    """The inference thread's plan: the generator's state, where it stands in time, the
-    state saved after every step (for rollback), and the changes not yet reached.
+    """The inference thread's plan: the generator's state, where it stands in the music,
+    the state saved after every step (for rollback), and the changes not yet reached.
 
-    Every time here is music time (seconds from the generator's time zero, `origin` on
-    the clock), except `until` and the `now` arguments, which are clock times: they say
-    when to plan, never what."""
+    Every time here is music time (the generator's own seconds from its time zero, which
+    falls on beat `origin_beat`), except `until` and the `now` arguments, which are clock
+    times: they say when to plan, never what. The clock's Grid turns one into the other;
+    `published` holds what was planned, in beats, on its way to the timeline."""
 
     def __init__(self, player: StepPlayer, origin: float) -> None:
         self.player = player
         self.gen = player.generator
-        self.origin = origin          # clock time of the generator's time zero
+        self.spb = player.seconds_per_beat
+        self.published = BeatPlan(player.timeline, player.tag, player.grid, player.quantize,
+                                  lead_s=MIN_LEAD_S)
+        grid = self.published.grid
+        self.origin_beat = grid.beat_at(origin)  # the beat of the music's time zero
+        self.started = grid.started      # the transport Start this plan belongs to
+        self.paused = not grid.running
+        self.held = False                # switch mode: another generator plays
         self.state = self.gen.initial()
         self.index = 0                # steps taken: seeds the step's randomness
         self.controls = player._controls
@@ -305,14 +366,21 @@ class _Plan:
         self.latency_from: float | None = None  # a change not yet answered
         self._save()
 
+    def beat_of(self, music: float) -> float:
+        return self.origin_beat + music / self.spb
+
+    def clock_time(self, music: float) -> float:
+        return self.published.grid.time_at(self.beat_of(music))
+
     def music_time(self, t: float) -> float:
         """Clock time `t` in music time, on the 1 µs grid."""
-        return round(t - self.origin, MUSIC_TIME_DIGITS)
+        beat = self.published.grid.beat_at(t)
+        return round((beat - self.origin_beat) * self.spb, MUSIC_TIME_DIGITS)
 
     @property
     def until(self) -> float:
         """The clock time the plan reaches."""
-        return self.origin + self.state.time
+        return self.clock_time(self.state.time)
 
     @property
     def end(self) -> float | None:
@@ -339,15 +407,71 @@ class _Plan:
         if end is not None:
             events = [e for e in events if e.time < end]
         if events:
-            player.timeline.add_many(
-                [(self.origin + e.time, player._message(e, controls)) for e in events],
-                player.tag)
+            self.published.add(
+                [(self.beat_of(e.time), player._message(e, controls)) for e in events])
         if self.latency_from is not None:
             # The first step under the new controls is in the plan (a note, or the
             # decision to rest): the change has been answered.
             player._record_latency(player.clock() - self.latency_from)
             self.latency_from = None
         self._save()
+
+    # ------------------------------------------------------------ the clock's changes
+
+    def follow_clock(self, now: float) -> None:
+        """Take the clock's newest Grid: a new tempo re-times what is planned (no
+        regeneration); a stop pauses the music at the stop's beat (its notes ended), a
+        continue resumes it there, a start begins it again from the top."""
+        if not self.published.follow(now):
+            return
+        grid = self.published.grid
+        if grid.started != self.started:
+            self.started = grid.started
+            self._restart_from_the_top()
+        if not grid.running and not self.paused:
+            self._pause_at(grid.beat0, now)
+        elif grid.running and self.paused:
+            self.paused = False
+
+    def command(self, what: str, beat: float, now: float) -> None:
+        """Switch mode: hold at `beat` (paused there, its notes ended by the engine), or
+        play on from `beat` (the music continues from where it was held)."""
+        if what == "hold":
+            self.held = True
+            cut = round((beat - self.origin_beat) * self.spb, MUSIC_TIME_DIGITS)
+            if self._roll_back(cut) and self.state.time < cut:
+                self.state = self.gen.wait_until(self.state, cut, self.controls, self.index)
+                self.index += 1
+                self._save()
+            self.published.withdraw_after(beat, now)
+        else:
+            self.held = False
+            self.origin_beat = beat - self.state.time / self.spb
+            self.switches.clear()
+            self.checkpoints.clear()
+            self._save()
+
+    def _pause_at(self, beat: float, now: float) -> None:
+        self.paused = True
+        cut = round((beat - self.origin_beat) * self.spb, MUSIC_TIME_DIGITS)
+        if self._roll_back(cut) and self.state.time < cut:
+            self.state = self.gen.wait_until(self.state, cut, self.controls, self.index)
+            self.index += 1
+            self._save()
+        self.published.withdraw_all(now)
+        self.player.release(self.player.tag)
+
+    def _restart_from_the_top(self) -> None:
+        player = self.player
+        self.published.withdraw_all(player.clock())
+        player.release(player.tag)
+        self.state, self.index = self.gen.initial(), 0
+        self.origin_beat = 0.0
+        self.switches.clear()
+        self.checkpoints.clear()
+        self._save()
+
+    # ------------------------------------------------------------ control changes
 
     def schedule(self, change: _Change, now: float) -> None:
         """Place a change in the music (see the module's docstring).
@@ -364,7 +488,7 @@ class _Plan:
         # before the music starts (a reading from before time zero): nothing has been sent
         # yet, and a cut at or before time zero starts the music under the new controls
         # whenever it is seen.
-        if cut < now + MIN_LEAD_S and now + MIN_LEAD_S > self.origin:
+        if cut < now + MIN_LEAD_S and now + MIN_LEAD_S > self.clock_time(0.0):
             player.stats.late_changes += 1
             log.debug("%s: a change came %.1f ms after its cut; cut from the clock",
                       player.tag, (now + MIN_LEAD_S - cut) * 1e3)
@@ -391,7 +515,7 @@ class _Plan:
             first = self.checkpoints[0]
             if first.index == 0 and cut <= first.state.time:
                 # The music has not started yet: start it under the new controls.
-                self.player.timeline.drop_tag(self.player.tag)
+                self.published.withdraw_all(self.player.clock())
                 self.state, self.index = first.state, 0
                 self.checkpoints.clear()
                 self._save()
@@ -413,10 +537,11 @@ class _Plan:
         while len(checkpoints) > 1 and checkpoints[-1].state.time > cut:
             checkpoints.pop()
         restored = checkpoints[-1]
-        # Dropping after the restored state's time rather than after the cut: the kept
-        # steps' messages are due at or before it and the dropped ones' after the cut, so
-        # no rounding of the clock time can keep a dropped message or drop a kept one.
-        self.player.timeline.drop_after(self.origin + restored.state.time, self.player.tag)
+        # Withdrawn by beat: the kept steps' messages lie at or before the restored
+        # state's time and the dropped ones' after the cut, whatever quantizing does to
+        # their due times.
+        self.published.withdraw_after(self.beat_of(restored.state.time),
+                                      self.player.clock())
         self.player.stats.rollbacks += 1
         self.index, self.state = restored.index, restored.state
         return True
@@ -427,12 +552,14 @@ class _Plan:
             log.warning("%s fell %.0f ms behind: its notes are ended and it starts again",
                         player.tag, behind * 1e3)
             player._restart_cleanly()
+            self.published.withdraw_all(now)
             player.stats.stalls += 1  # counted once handled: a reader sees the notes ended
             self.state, self.index = self.gen.initial(), 0
-            self.origin = now + MIN_LEAD_S
+            self.origin_beat = self.published.grid.beat_at(now + MIN_LEAD_S)
         else:
             player.stats.late += 1
-            self.origin += behind  # play on from now: a short pause, no pile-up
+            # Play on from now: a short pause, no pile-up.
+            self.origin_beat += behind / self.published.grid.beat_s
         # The music's time moved against the clock: the placed changes take over now.
         while self.switches:
             switch = self.switches.popleft()
@@ -444,6 +571,7 @@ class _Plan:
 
     def forget_before(self, t: float) -> None:
         checkpoints = self.checkpoints
-        keep_from = t - self.origin
+        keep_from = self.music_time(t)
         while len(checkpoints) > 1 and checkpoints[1].state.time < keep_from:
             checkpoints.popleft()
+        self.published.forget_before(t)
