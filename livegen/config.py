@@ -679,9 +679,9 @@ def check_runnable(config: Config) -> None:
     problems: list[str] = []
     for name in config.playing:
         settings = config.generator(name)
-        if settings.plugin:
+        if getattr(settings, "plugin", ""):
             continue  # a generator of your own: its model is its own business
-        kind = settings.type or name
+        kind = getattr(settings, "type", "") or name
         problems += _manifest_problems(kind, settings, f"generators.{name}.model",
                                        config.source)
     if problems:

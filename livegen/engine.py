@@ -45,7 +45,7 @@ from livegen.clock import CLOCK_START, CLOCK_STOP, CLOCK_TICK, Clock
 from livegen.config import Config, ConfigError, MidiInputConfig, ReplayInputConfig
 from livegen.control import Controls, Mapper
 from livegen.errors import LivegenError
-from livegen.generators import generator_type
+from livegen.generators import type_of
 from livegen.generators.players import Player, SegmentPlayer
 from livegen.generators.step import StepPlayer
 from livegen.inputs.base import Input, Reading, supervise
@@ -604,14 +604,14 @@ def format_stats(figures: dict[str, Any]) -> str:
 
 def _kind(cfg: Config, name: str) -> str:
     settings = cfg.generator(name)
-    return generator_type(settings.type or name, settings.plugin).kind
+    return type_of(name, settings).kind
 
 
 def build_generator(cfg: Config, name: str, seed: int) -> Any:
     """Generator `name` (a [generators.NAME] section or a registered name), its model
     loaded and checked (errors before any note)."""
     settings = cfg.generator(name)
-    return generator_type(settings.type or name, settings.plugin).build(settings, seed=seed)
+    return type_of(name, settings).build(settings, seed=seed)
 
 
 def run_command(args: argparse.Namespace) -> int:

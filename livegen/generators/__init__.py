@@ -88,3 +88,10 @@ def generator_type(type_name: str, plugin: str = "") -> GeneratorType:
         return GeneratorType(cls.Config, kind, cls.from_config)
     registration = REGISTRY[type_name]
     return GeneratorType(resolve(registration.config), registration.kind, registration.build)
+
+
+def type_of(name: str, settings: Any) -> GeneratorType:
+    """The generator a [generators.NAME] section plays: its `type` (default: NAME) or its
+    `plugin`."""
+    return generator_type(getattr(settings, "type", "") or name,
+                          getattr(settings, "plugin", ""))
