@@ -554,11 +554,12 @@ def _sample_all(model: Any, given: np.ndarray, known: np.ndarray, *, batch: int,
         part = slice(start, start + batch)
         if original:
             result = sample_original(model.denoise, given[part], known[part], rng=rng,
-                                     sigma_max=model.sigma_max, sigma_min=model.sigma_min)
+                                     sigma_max=model.sigma_max, sigma_min=model.sigma_min,
+                                     noised_given=model.noised_given)
         else:
             result = sample(model.denoise, given[part], known[part], evaluations=evaluations,
                             rng=rng, eta=eta, sigma_max=model.sigma_max,
-                            sigma_min=model.sigma_min)
+                            sigma_min=model.sigma_min, noised_given=model.noised_given)
         out.append(result.tokens)
     return np.concatenate(out), time.perf_counter() - started
 

@@ -161,6 +161,26 @@ def test_score_net_shapes_loss_and_a_step_that_learns():
         assert np.isfinite(before) and net.loss(clean, sigma, noise).item() < before
 
 
+def test_given_cells_stay_clean_and_out_of_the_loss():
+    torch.manual_seed(0)
+    net = ScoreNet(ScoreShape(width=16, layers=1, heads=2, feedforward=32, dropout=0.0))
+    options = training.TrainOptions(given_share=1.0)
+    cells = training.given_cells(64, 32, options, np.random.default_rng(0))
+    assert cells.shape == (64, 32, 4) and cells.any() and not cells.all()
+    assert any(c[:16].all() and not c[16:].any() for c in cells)  # a context bar
+    assert any(c[:, 0].all() and c[:16].all() and not c[16:, 1:].any() for c in cells)
+    given = training.expand(torch.from_numpy(cells))
+    clean = training.onehot(torch.randint(1, 20, (64, 32, 4)))
+    sigma = torch.full((64,), 2.0)
+    noise = torch.randn_like(clean)
+    other = torch.where(given, torch.randn_like(clean), noise)  # differs only where given
+    assert torch.equal(net.noisy(clean, sigma, noise, given)[given], clean[given])
+    assert net.loss(clean, sigma, noise, given).item() == pytest.approx(
+        net.loss(clean, sigma, other, given).item(), rel=1e-6)
+    assert net.loss(clean, sigma, noise).item() != pytest.approx(
+        net.loss(clean, sigma, other).item(), rel=1e-6)
+
+
 def test_dropout_is_off_when_not_training():
     net = ScoreNet(ScoreShape(width=16, layers=1, heads=2, feedforward=32, dropout=0.5))
     x, sigma = torch.randn(1, 32, 105), torch.ones(1)

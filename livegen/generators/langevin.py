@@ -16,9 +16,11 @@ probability-flow ODE; eta = 1: ancestral steps that add fresh noise), over an ED
 100 Langevin steps each, 2,000 evaluations), kept as the baseline the evaluation compares
 against.
 
-Inpainting is by replacement: the given (voice, step) cells are set to their one-hot plus
-σ·z before every evaluation, and to their exact tokens at the end, so they always come back
-exactly as given. Context bars, the performer's melody and harmonisation are all this.
+Inpainting is by replacement: before every evaluation the given (voice, step) cells are
+set to their one-hot, exactly (the net was trained to see given cells clean beside noisy
+ones; a net trained without that gets one-hot + σ·z, the classic replacement), and at the
+end to their exact tokens, so they always come back exactly as given. Context bars, the
+performer's melody and harmonisation are all this.
 
 `LangevinGenerator` is the segment generator (generators/segment.py) with three modes:
 compose (four voices continuing the previous segment), harmonise (the melody the performer
@@ -129,6 +131,8 @@ class ScoreModel:
         schedule = self.manifest.get("schedule", {})
         self.sigma_max = float(schedule.get("sigma_max", SIGMA_MAX))
         self.sigma_min = float(schedule.get("sigma_min", SIGMA_MIN))
+        # How the net expects given cells: clean (trained so) or noised like the rest.
+        self.noised_given = schedule.get("given_cells", "noised") != "clean"
         self._timings = np.zeros(TIMING_WINDOW)
         self._timed = 0
 
@@ -245,9 +249,11 @@ def sigma_levels(count: int, sigma_max: float = SIGMA_MAX, sigma_min: float = SI
 
 
 def _replace(x: np.ndarray, clean: np.ndarray, mask: np.ndarray, sigma: float,
-             rng: np.random.Generator) -> np.ndarray:
+             rng: np.random.Generator, noised: bool) -> np.ndarray:
     if not mask.any():
         return x
+    if not noised:
+        return np.where(mask, clean, x)
     noisy = clean + sigma * rng.standard_normal(x.shape).astype(np.float32)
     return np.where(mask, noisy, x)
 
@@ -261,12 +267,14 @@ def _scaled(x: np.ndarray, denoised: np.ndarray, temperature: float) -> np.ndarr
 def sample(denoise: Denoiser, given: np.ndarray, known: np.ndarray, *, evaluations: int,
            rng: np.random.Generator, temperature: float = 1.0, eta: float = 0.0,
            sigma_max: float = SIGMA_MAX, sigma_min: float = SIGMA_MIN,
-           deadline: float | None = None, per_evaluation_s: float = 0.0) -> Sampled:
+           deadline: float | None = None, per_evaluation_s: float = 0.0,
+           noised_given: bool = False) -> Sampled:
     """Fill the unknown cells of (B, T, 4) `given` tokens (where `known` (B, T, 4) is
     False) in `evaluations` network evaluations: evaluations − 1 steps down an EDM ladder
     of noise levels, then the final denoise and argmax. With a `deadline`
     (time.perf_counter() seconds), it stops stepping once another step plus the final
-    denoise (2 × per_evaluation_s) would not fit, and denoises at the level it reached."""
+    denoise (2 × per_evaluation_s) would not fit, and denoises at the level it reached.
+    Given cells are fed as exact one-hots, or with `noised_given` as one-hot + σ·z."""
     given = np.asarray(given, dtype=np.int64)
     known = np.asarray(known, dtype=bool)
     evaluations = max(1, int(evaluations))
@@ -282,7 +290,7 @@ def sample(denoise: Denoiser, given: np.ndarray, known: np.ndarray, *, evaluatio
             cut = True
             break
         level, following = sigmas[i], sigmas[i + 1]
-        x = _replace(x, clean, mask, level, rng)
+        x = _replace(x, clean, mask, level, rng, noised_given)
         denoised = _scaled(x, denoise(x, np.full(batch, level, np.float32)), temperature)
         used += 1
         epsilon = (x - denoised) / level
@@ -293,7 +301,7 @@ def sample(denoise: Denoiser, given: np.ndarray, known: np.ndarray, *, evaluatio
         x = (denoised + kept * epsilon
              + fresh * rng.standard_normal(x.shape)).astype(np.float32)
         level = following
-    x = _replace(x, clean, mask, level, rng)
+    x = _replace(x, clean, mask, level, rng, noised_given)
     denoised = denoise(x, np.full(batch, level, np.float32))
     used += 1
     return Sampled(decode(denoised, given, known), used, float(level), cut)
@@ -302,7 +310,7 @@ def sample(denoise: Denoiser, given: np.ndarray, known: np.ndarray, *, evaluatio
 def sample_original(denoise: Denoiser, given: np.ndarray, known: np.ndarray, *,
                     rng: np.random.Generator, levels: int = 20, steps_per_level: int = 100,
                     epsilon: float = 2e-5, sigma_max: float = SIGMA_MAX,
-                    sigma_min: float = SIGMA_MIN) -> Sampled:
+                    sigma_min: float = SIGMA_MIN, noised_given: bool = False) -> Sampled:
     """langevin-music's annealed Langevin dynamics (GENERATORS.md section 1): start from
     U[0, 1), `levels` geometric levels, `steps_per_level` steps of
     x += α·score + √(2α)·z with α = ε·σ²/σ_L², then the final denoise; with the same
@@ -318,12 +326,12 @@ def sample_original(denoise: Denoiser, given: np.ndarray, known: np.ndarray, *,
     for sigma in sigmas:
         alpha = epsilon * sigma ** 2 / sigmas[-1] ** 2
         for _ in range(steps_per_level):
-            x = _replace(x, clean, mask, sigma, rng)
+            x = _replace(x, clean, mask, sigma, rng, noised_given)
             score = (denoise(x, np.full(batch, sigma, np.float32)) - x) / sigma ** 2
             used += 1
             x = (x + alpha * score + math.sqrt(2 * alpha)
                  * rng.standard_normal(x.shape)).astype(np.float32)
-    x = _replace(x, clean, mask, sigmas[-1], rng)
+    x = _replace(x, clean, mask, sigmas[-1], rng, noised_given)
     denoised = denoise(x, np.full(batch, sigmas[-1], np.float32))
     return Sampled(decode(denoised, given, known), used + 1, float(sigmas[-1]))
 
@@ -636,7 +644,8 @@ class LangevinGenerator:
                         evaluations=evaluations, rng=rng, temperature=temperature,
                         eta=self.config.eta, sigma_max=self.model.sigma_max,
                         sigma_min=self.model.sigma_min, deadline=deadline,
-                        per_evaluation_s=per_evaluation)
+                        per_evaluation_s=per_evaluation,
+                        noised_given=self.model.noised_given)
         velocity = int(min(127, max(1, round(self.config.velocity
                                              * request.controls.velocity_scale))))
         notes = segment_notes(result.tokens[0], context, velocity=velocity)

@@ -3,6 +3,12 @@ of the Bach chorales, one noise level per sample, Adam with warm-up and a cosine
 exponential moving average of the weights (what is validated, saved and shipped),
 checkpoints, resume, a seed, a progress bar and a wall-clock budget.
 
+Most crops keep some cells clean, as the sampler gives them: the bar of context (compose),
+the context and the soprano throughout (harmonise), the context's soprano (continue), or
+a random share of cells (any inpainting); the loss is over the other cells. So the net
+learns what to put beside music it can see, which is every live use; the rest of the
+crops keep no cell clean (music from nothing).
+
 Noise levels are continuous, so that the sampler may use any schedule inside the trained
 range [sigma_min, sigma_max]: log-uniform over it (every level alike), or log-normal around
 sigma_centre (EDM's choice: most steps where the pitches are decided, about 0.3 to 2 for
@@ -35,6 +41,7 @@ log = logging.getLogger(__name__)
 
 VALID_SIGMAS = (0.1, 0.3, 0.6, 1.0, 2.0, 4.0, 10.0)
 VALID_CROPS = 128  # per length
+HARMONISE_SIGMAS = (1.0, 4.0)
 _OFFSETS = torch.tensor([s.start for s in roll.VOICE_SLICES])
 
 
@@ -57,6 +64,8 @@ class TrainOptions:
     sigma_distribution: str = "lognormal"
     sigma_centre: float = 0.7
     sigma_spread: float = 1.2  # standard deviation of ln sigma
+    given_share: float = 0.7  # crops with clean given cells
+    context_steps: int = 16  # the bar of context a live segment continues
     lengths: tuple[int, ...] = (32, 48)
     batch: int = 64
     lr: float = 1e-3
@@ -98,6 +107,36 @@ def onehot(tokens: torch.Tensor) -> torch.Tensor:
     index = tokens + _OFFSETS.to(tokens.device)
     out = torch.zeros((*tokens.shape[:-1], roll.CHORALE_DIM), device=tokens.device)
     return out.scatter_(-1, index, 1.0)
+
+
+GIVEN_PATTERNS = ("context", "harmonise", "melody_context", "random")
+
+
+def given_cells(count: int, steps: int, options: TrainOptions, rng: np.random.Generator
+                ) -> np.ndarray:
+    """(count, steps, 4) bool: the cells each crop keeps clean, drawn per crop: none (with
+    probability 1 - given_share), else one of GIVEN_PATTERNS alike."""
+    given = np.zeros((count, steps, roll.VOICES), dtype=bool)
+    context = min(options.context_steps, steps - 1)
+    kinds = rng.integers(len(GIVEN_PATTERNS), size=count)
+    chosen = rng.random(count) < options.given_share
+    for row in np.flatnonzero(chosen):
+        kind = GIVEN_PATTERNS[kinds[row]]
+        if kind in ("context", "harmonise"):
+            given[row, :context] = True
+        if kind == "harmonise":
+            given[row, :, 0] = True
+        if kind == "melody_context":
+            given[row, :context, 0] = True
+        if kind == "random":
+            given[row] = rng.random((steps, roll.VOICES)) < rng.random()
+    return given
+
+
+def expand(cells: torch.Tensor) -> torch.Tensor:
+    """(..., 4) per-cell flags -> (..., 105): each voice's flag over its whole block."""
+    sizes = torch.tensor(roll.VOICE_SIZES, device=cells.device)
+    return torch.repeat_interleave(cells, sizes, dim=-1)
 
 
 def sample_sigmas(count: int, options: TrainOptions, generator: torch.Generator,
@@ -152,10 +191,39 @@ def validate(net: ScoreNet, crops: dict[int, torch.Tensor], device: torch.device
         result[f"loss@{sigma:g}"] = float(np.mean(losses))
         result[f"accuracy@{sigma:g}"] = correct / total
         result[f"pitch_accuracy@{sigma:g}"] = pitch_correct / max(pitch_total, 1)
+        if sigma in HARMONISE_SIGMAS:
+            result[f"harmonise_accuracy@{sigma:g}"] = harmonise_accuracy(net, crops, sigma,
+                                                                         device)
     for name in ("loss", "accuracy", "pitch_accuracy"):
         result[name] = float(np.mean([result[f"{name}@{s:g}"] for s in VALID_SIGMAS]))
     net.train()
     return result
+
+
+@torch.no_grad()
+def harmonise_accuracy(net: ScoreNet, crops: dict[int, torch.Tensor], sigma: float,
+                       device: torch.device) -> float:
+    """One denoise of alto, tenor and bass at σ, with the bar of context and the soprano
+    given clean: how often the argmax has the true pitch (over cells that strike one)."""
+    generator = torch.Generator().manual_seed(1)
+    correct = total = 0
+    for tokens in crops.values():
+        tokens = tokens.to(device)
+        given = torch.zeros(tokens.shape, dtype=torch.bool, device=device)
+        given[:, :16] = True
+        given[:, :, 0] = True
+        clean = onehot(tokens)
+        noise = torch.randn(clean.shape, generator=generator).to(device)
+        sigmas = torch.full((len(clean),), sigma, device=device)
+        denoised = net(ScoreNet.noisy(clean, sigmas, noise, expand(given)), sigmas)
+        for voice in (1, 2, 3):
+            block = roll.VOICE_SLICES[voice]
+            guess = denoised[..., block].argmax(dim=-1)
+            truth = tokens[..., voice]
+            struck = (truth >= roll.FIRST_PITCH_TOKEN) & ~given[..., voice]
+            correct += int((guess[struck] == truth[struck]).sum())
+            total += int(struck.sum())
+    return correct / max(total, 1)
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
@@ -225,9 +293,11 @@ def train(options: TrainOptions) -> Path:
         state["history"].append({"step": state["step"], "minutes":
                                  round(state["elapsed_s"] / 60, 2), **figures})
         log.info("step %d: valid loss %.4f, denoised accuracy %.3f, on pitches %.3f (at "
-                 "sigma 0.6: %.3f) at %.1f min", state["step"], figures["loss"],
-                 figures["accuracy"], figures["pitch_accuracy"],
-                 figures["pitch_accuracy@0.6"], state["elapsed_s"] / 60)
+                 "sigma 0.6: %.3f); harmonising at sigma 1 / 4: %.3f / %.3f; at %.1f min",
+                 state["step"], figures["loss"], figures["accuracy"],
+                 figures["pitch_accuracy"], figures["pitch_accuracy@0.6"],
+                 figures["harmonise_accuracy@1"], figures["harmonise_accuracy@4"],
+                 state["elapsed_s"] / 60)
         if figures["loss"] < state["best_valid"]:
             state["best_valid"] = figures["loss"]
             save("best.pt")
@@ -249,12 +319,14 @@ def train(options: TrainOptions) -> Path:
         clean = onehot(torch.from_numpy(tokens).to(device))
         sigmas = sample_sigmas(options.batch, options, generator, device)
         noise = torch.randn(clean.shape, generator=generator).to(device)
+        given = expand(torch.from_numpy(given_cells(options.batch, length, options, rng))
+                       .to(device))
         progress = max(step / options.steps, state["elapsed_s"] / budget_s)
         lr = options.lr * min(1.0, (step + 1) / options.warmup) * (
             0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = net.loss(clean, sigmas, noise)
+        loss = net.loss(clean, sigmas, noise, given)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), options.clip)
@@ -321,6 +393,8 @@ def train_command(rest: list[str]) -> int:
     parser.add_argument("--lengths", default=",".join(map(str, defaults.lengths)),
                         help="crop lengths in 16ths, cycled per batch (the exported segment "
                              "lengths: context bar + bars to make); default %(default)s")
+    parser.add_argument("--given-share", type=float, default=defaults.given_share,
+                        help="share of crops that keep some cells clean (context, melody)")
     parser.add_argument("--batch", type=int, default=defaults.batch)
     parser.add_argument("--lr", type=float, default=defaults.lr, help="peak Adam step size")
     parser.add_argument("--ema", type=float, default=defaults.ema,
@@ -346,7 +420,7 @@ def train_command(rest: list[str]) -> int:
             sigma_input=not options.no_sigma_input, sigma_min=options.sigma_min,
             sigma_max=options.sigma_max, sigma_distribution=options.sigma_distribution,
             sigma_centre=options.sigma_centre, sigma_spread=options.sigma_spread,
-            lengths=lengths, batch=options.batch,
+            given_share=options.given_share, lengths=lengths, batch=options.batch,
             lr=options.lr, ema=options.ema, seed=options.seed,
             valid_minutes=options.valid_minutes, resume=options.resume,
             command=shlex.join(["livegen", "train", "langevin", *rest]))

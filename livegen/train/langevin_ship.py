@@ -114,8 +114,11 @@ def build_manifest(checkpoint: dict, files: dict[int, Path]) -> dict[str, Any]:
                          "kind": options.get("sigma_distribution", "loguniform"),
                          "centre": options.get("sigma_centre"),
                          "spread": options.get("sigma_spread"), "per": "sample"},
+                     "given_cells": "clean" if options.get("given_share", 0) > 0
+                                    else "noised",
                      "sampler": "DDIM steps on the VE process over EDM-spaced levels, "
-                                "final denoise, per-voice argmax; inpainting by replacement"},
+                                "final denoise, per-voice argmax; inpainting by replacement "
+                                "(given cells as given_cells says)"},
         "net": checkpoint["shape"],
         "training": {
             "data": checkpoint["data"], "command": options.get("command", ""),

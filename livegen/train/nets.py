@@ -202,22 +202,36 @@ class ScoreNet(nn.Module):
         _, c_skip, c_out = self.preconditioning(sigma)
         return c_skip * x + c_out * self.raw(x, sigma)
 
-    def loss(self, clean: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor
-             ) -> torch.Tensor:
+    def loss(self, clean: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor,
+             given: torch.Tensor | None = None) -> torch.Tensor:
         """Denoising score matching at one σ per sample, as the mean square of F against
         its target: −z in the original's form (0.5·MSE, as langevin-music), else EDM's
-        (clean − c_skip·x) / c_out, which weights every σ alike."""
+        (clean − c_skip·x) / c_out, which weights every σ alike. `given` (B, T, 105) bool
+        marks values left clean (the context the sampler will give exactly); the loss is
+        over the others."""
+        return self.loss_of(self.raw(self.noisy(clean, sigma, noise, given), sigma), clean,
+                            sigma, noise, given)
+
+    @staticmethod
+    def noisy(clean: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor,
+              given: torch.Tensor | None = None) -> torch.Tensor:
+        """clean + σ·noise, except where `given`."""
         x = clean + sigma.reshape(-1, 1, 1) * noise
-        return self.loss_of(self.raw(x, sigma), clean, sigma, noise)
+        return x if given is None else torch.where(given, clean, x)
 
     def loss_of(self, out: torch.Tensor, clean: torch.Tensor, sigma: torch.Tensor,
-                noise: torch.Tensor) -> torch.Tensor:
-        """The loss of `loss` for an F already computed at x = clean + σ·noise."""
+                noise: torch.Tensor, given: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss of `loss` for an F already computed at its noisy input."""
         if not self.shape.sigma_input:
-            return 0.5 * torch.mean((out + noise) ** 2)
-        x = clean + sigma.reshape(-1, 1, 1) * noise
-        _, c_skip, c_out = self.preconditioning(sigma)
-        return torch.mean((out - (clean - c_skip * x) / c_out) ** 2)
+            error = 0.5 * (out + noise) ** 2
+        else:
+            _, c_skip, c_out = self.preconditioning(sigma)
+            x = self.noisy(clean, sigma, noise, given)
+            error = (out - (clean - c_skip * x) / c_out) ** 2
+        if given is None:
+            return error.mean()
+        free = (~given).float()
+        return (error * free).sum() / free.sum().clamp(min=1.0)
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
