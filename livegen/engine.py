@@ -375,10 +375,7 @@ class Engine:
         log.info("switch: %s takes over from %s at beat %g", name, self.active, bar)
         if outgoing is not None and self.output is not None:
             outgoing.hold(bar)
-            when = grid.time_at(bar)
-            loop = asyncio.get_running_loop()
-            tag = self.active
-            loop.call_later(max(0.0, when - time.monotonic()), self.output.release, tag)
+            self.output.release_at(self.active, grid.time_at(bar))
         incoming.play_from(bar)
         self.active = name
 

@@ -75,6 +75,7 @@ BACKOFF_MAX_S = 8.0
 BURST = 256                  # messages sent in one go before letting the MIDI server drain
 BURST_PAUSE_S = 0.003        # > 2 JACK periods at 64 frames: rtmidi's 16 KiB buffer empties
 CONNECTION_CHECK_S = 2.0     # how often a JACK connection is checked (jack_lsp, a process)
+RELEASE_TAG_PREFIX = "release:"  # a timeline event that ends a tag's notes (release_at)
 CONNECT_CLIENT = "livegen-connect"  # the port connections start from when output.port is ""
 
 
@@ -579,6 +580,11 @@ class Output:
         self._releases.append(tag)
         self.timeline.wake()
 
+    def release_at(self, tag: str, due: float) -> None:
+        """End every note `tag` has sounding at monotonic time `due` (switch mode: the
+        outgoing generator at the bar line), as precisely as a message is sent."""
+        self.timeline.add(due, (), RELEASE_TAG_PREFIX + tag)
+
     def stats(self) -> OutputStats:
         p50, p99, worst = self._lateness.percentiles()
         return OutputStats(
@@ -678,6 +684,10 @@ class Output:
 
     def _play(self, event: Event) -> None:
         message = event.message
+        if not message:  # release_at(): end a tag's notes now
+            self._releases.append(event.tag.removeprefix(RELEASE_TAG_PREFIX))
+            self._end_released()
+            return
         status = message[0]
         kind = status & 0xF0
         now = time.monotonic()

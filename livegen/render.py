@@ -28,7 +28,7 @@ from livegen.config import Config, OutputConfig
 from livegen.engine import START_LEAD_S, Engine, RunOptions
 from livegen.errors import LivegenError
 from livegen.generators.step import StepPlayer
-from livegen.output import MidiFileRecorder, panic_messages
+from livegen.output import RELEASE_TAG_PREFIX, MidiFileRecorder, panic_messages
 from livegen.timeline import Event, Message
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,9 @@ class RenderedMidi:
 
     def play(self, event: Event) -> None:
         message, t = event.message, event.due
+        if not message:  # Output.release_at(): the tag's notes end here
+            self.release(event.tag.removeprefix(RELEASE_TAG_PREFIX), t)
+            return
         self._release_long_notes(t)
         kind = message[0] & 0xF0
         if kind not in (NOTE_ON, NOTE_OFF):

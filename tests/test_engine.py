@@ -42,8 +42,13 @@ def write_trace(path: Path, segments: list[tuple[float, dict[str, float]]],
 
 
 def write_config(path: Path, trace: Path, *, port: str = "", seed: int = 7,
-                 extra: str = "", pitch_rule: str = "", record: Path | None = None) -> Path:
+                 extra: str = "", pitch_rule: str = "", record: Path | None = None,
+                 connect: str = "") -> Path:
+    """A daemon's config; `connect` names a receiver the daemon joins itself before its
+    first message (a test that connects after the port appears may miss the first)."""
     output = f'api = "jack"\nport = "{port}"\nrequire_port = true' if port else 'port = ""'
+    if connect:
+        output += f'\nconnect = ["{connect}"]'
     if record is not None:
         output += f'\nrecord = "{record}"'
     path.write_text(f"""
@@ -354,7 +359,8 @@ def test_follows_incoming_midi_clock_and_sends_it_on(
     port, master = unique_name("livegen-e2e"), unique_name("livegen-master")
     sender = JackSender(master)
     try:
-        config = write_config(tmp_path / "c.toml", trace, port=port, extra=f"""
+        config = write_config(tmp_path / "c.toml", trace, port=port,
+                              connect=jack_receiver.name, extra=f"""
 [clock]
 bpm = 120
 source = "midi"
@@ -364,7 +370,6 @@ send = true
         stats = tmp_path / "stats.json"
         daemon = Daemon(config, "--stats-json", str(stats))
         daemons.append(daemon)
-        jack_receiver.connect(f"{port}:out")
         daemon.wait_for_log("input clock: listening on")
         pulse = 60.0 / 90.0 / 24  # the master plays at 90 bpm
         sender.send([0xFA])

@@ -1,0 +1,330 @@
+"""Music on the clock, through a real JACK server with a second client receiving notes and
+clock: the Char-RNN's tempo, quantized onsets on the clock's grid, a followed MIDI clock
+(tempo, stop, continue), the segment player (bar lines, the boundary where a change is
+heard, failures and missed bars), switch and layer modes, and the watchdog replacing a
+generator that hangs. The segment generator here is the test-only arpeggio plugin
+(tests/plugins/arpeggio.py)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import socket
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import JackReceiver, JackSender, sounding_notes, unique_name
+from test_engine import ROOT, Daemon, write_trace
+
+pytestmark = pytest.mark.jack
+
+MODEL = ROOT / "models" / "charrnn.json"
+PLUGINS = {"PYTHONPATH": str(ROOT / "tests" / "plugins")}
+TICK, START, CONTINUE, STOP = 0xF8, 0xFA, 0xFB, 0xFC
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        if daemon.process.poll() is None:
+            daemon.process.kill()
+            daemon.process.wait(10)
+
+
+def config(path: Path, trace: Path, *, port: str, clock: str = "bpm = 120",
+           engine: str = "", generators: str = "", rules: str = "") -> Path:
+    path.write_text(f"""
+[engine]
+seed = 5
+{engine}
+
+[clock]
+{clock}
+
+[output]
+api = "jack"
+port = "{port}"
+require_port = true
+panic_channels = [1, 3]
+
+[generators.charrnn]
+model = "{MODEL}"
+{generators}
+
+[inputs.hand]
+type = "replay"
+path = "{trace}"
+
+[[map]]
+source = "hand.x"
+target = "density"
+{rules}
+""")
+    return path
+
+
+def note_ons(arrivals: list[tuple[float, tuple[int, ...]]], channel: int | None = None
+             ) -> list[tuple[float, int, int]]:
+    """(time, channel 1..16, pitch) of each note-on received."""
+    return [(t, (m[0] & 0x0F) + 1, m[1]) for t, m in arrivals
+            if m[0] & 0xF0 == 0x90 and m[2] > 0
+            and (channel is None or (m[0] & 0x0F) + 1 == channel)]
+
+
+def onset_gaps(ons: list[tuple[float, int, int]]) -> list[float]:
+    """The intervals between distinct onsets (a chord's notes count once)."""
+    onsets: list[float] = []
+    for t, _, _ in ons:
+        if not onsets or t - onsets[-1] > 0.003:
+            onsets.append(t)
+    return [b - a for a, b in itertools.pairwise(onsets)]
+
+
+def pulses(arrivals: list[tuple[float, tuple[int, ...]]]) -> list[float]:
+    return [t for t, m in arrivals if m[0] == TICK]
+
+
+def play(tmp_path: Path, receiver: JackReceiver, daemons: list[Daemon], cfg: Path,
+         seconds: float, *extra: str, env: dict[str, str] | None = None) -> dict:
+    """Run the daemon for `seconds` of music into `receiver`; its figures."""
+    stats = tmp_path / f"{cfg.stem}.json"
+    daemon = Daemon(cfg, "--duration", str(seconds), "--stats-json", str(stats), *extra,
+                    env=env)
+    daemons.append(daemon)
+    port = cfg.read_text().split('port = "')[1].split('"')[0]
+    receiver.connect(f"{port}:out")
+    assert daemon.stop(timeout=seconds + 30, sig=None) == 0, daemon.text()
+    receiver.settle()
+    return json.loads(stats.read_text())
+
+
+def test_the_charrnn_plays_the_same_notes_slower_and_faster_with_the_tempo(
+        tmp_path: Path, daemons: list[Daemon]) -> None:
+    trace = write_trace(tmp_path / "t.jsonl", [(0.0, {"y": 0.5, "x": 0.6})])
+    medians, melodies = {}, {}
+    for bpm in (60, 100, 150):
+        receiver = JackReceiver(unique_name("livegen-rx"))
+        try:
+            cfg = config(tmp_path / f"c{bpm}.toml", trace, port=unique_name("livegen-t"),
+                         clock=f"bpm = {bpm}")
+            play(tmp_path, receiver, daemons, cfg, 6.0 * 120 / bpm)
+            ons = note_ons(receiver.arrivals)
+        finally:
+            receiver.close()
+        assert len(ons) >= 12, (bpm, ons)
+        medians[bpm] = statistics.median(onset_gaps(ons))
+        melodies[bpm] = [pitch for _, _, pitch in ons[:12]]
+    # The same notes (the music is planned in beats; the receiver, connected once the
+    # port is there, may miss the first note or two), at intervals that scale with 1/bpm.
+    phrase = melodies[150][2:10]
+    for bpm, melody in melodies.items():
+        assert any(melody[k:k + 8] == phrase for k in range(5)), (bpm, melodies)
+    in_beats = {bpm: gap * bpm / 60 for bpm, gap in medians.items()}
+    assert max(in_beats.values()) <= 1.1 * min(in_beats.values()), in_beats
+
+
+def test_quantized_onsets_lie_on_the_sixteenth_grid_of_the_clock_it_sends(
+        tmp_path: Path, jack_receiver: JackReceiver, daemons: list[Daemon]) -> None:
+    trace = write_trace(tmp_path / "t.jsonl", [(0.0, {"y": 0.5, "x": 0.7}),
+                                               (2.0, {"y": 0.5, "x": 0.3})])
+    cfg = config(tmp_path / "c.toml", trace, port=unique_name("livegen-q"),
+                 clock="bpm = 100\nsend = true", generators='quantize = "1/16"')
+    play(tmp_path, jack_receiver, daemons, cfg, 5.0)
+    arrivals = jack_receiver.arrivals
+    ticks = pulses(arrivals)
+    ons = note_ons(arrivals)
+    assert len(ticks) > 150 and len(ons) >= 8, (len(ticks), len(ons))
+    for t, _, pitch in ons:
+        k = min(range(len(ticks)), key=lambda i: abs(ticks[i] - t))
+        # The first pulse is beat 0; a 16th is 6 pulses.
+        assert k % 6 == 0, (t, pitch, k)
+        assert abs(ticks[k] - t) <= 0.002, (t, pitch, ticks[k] - t)
+
+
+def test_a_followed_clock_moves_the_music_and_its_stop_and_continue_pause_and_resume(
+        tmp_path: Path, jack_receiver: JackReceiver, daemons: list[Daemon]) -> None:
+    trace = write_trace(tmp_path / "t.jsonl", [(0.0, {"y": 0.5, "x": 0.6})])
+    master = JackSender(unique_name("livegen-master"))
+    port = unique_name("livegen-f")
+    try:
+        cfg = config(tmp_path / "c.toml", trace, port=port,
+                     clock=f'source = "midi"\nfollow_port = "{master.name}"')
+        daemon = Daemon(cfg)
+        daemons.append(daemon)
+        jack_receiver.connect(f"{port}:out")
+        daemon.wait_for_log("input clock: listening on")
+
+        def beats(bpm: float, count: int) -> None:
+            pulse = 60.0 / bpm / 24
+            due = time.monotonic()
+            for _ in range(24 * count):
+                due += pulse
+                time.sleep(max(0.0, due - time.monotonic()))
+                master.send([TICK])
+
+        master.send([START])
+        beats(90, 6)
+        changed = time.monotonic()
+        beats(140, 10)
+        master.send([STOP])
+        stopped = time.monotonic()
+        time.sleep(1.5)
+        master.send([CONTINUE])
+        resumed = time.monotonic()
+        beats(140, 6)
+        assert daemon.stop() == 0, daemon.text()
+    finally:
+        master.close()
+    jack_receiver.settle()
+    ons = note_ons(jack_receiver.arrivals)
+    slow = [o for o in ons if changed - 3 * 60 / 90 < o[0] < changed]
+    fast = [o for o in ons if changed + 60 / 140 < o[0] < stopped]
+    ratio = statistics.median(onset_gaps(slow)) / statistics.median(onset_gaps(fast))
+    assert abs(ratio - 140 / 90) < 0.15 * 140 / 90, (ratio, slow, fast)
+    # Paused: nothing starts and nothing sounds between the stop and the continue.
+    assert not [o for o in ons if stopped + 0.05 < o[0] < resumed], ons
+    before_continue = [m for t, m in jack_receiver.arrivals if t < resumed]
+    assert sounding_notes(before_continue) == set()
+    assert [o for o in ons if o[0] > resumed], "the music did not resume"
+    assert sounding_notes(jack_receiver.messages) == set()
+
+
+ARP = """
+[generators.arp]
+plugin = "arpeggio:Arpeggio"
+channel = 3
+{extra}
+"""
+
+
+def test_segments_fall_on_the_bar_lines_and_a_change_is_heard_at_the_next_boundary(
+        tmp_path: Path, jack_receiver: JackReceiver, daemons: list[Daemon]) -> None:
+    trace = write_trace(tmp_path / "t.jsonl", [(0.0, {"y": 0.1, "x": 0.5}),
+                                               (3.0, {"y": 0.9, "x": 0.5})])
+    cfg = config(tmp_path / "c.toml", trace, port=unique_name("livegen-s"),
+                 clock="bpm = 120\nsend = true", engine='generator = "arp"',
+                 rules='[[map]]\nsource = "hand.y"\ntarget = "pitch"\n' + ARP.format(extra=""))
+    figures = play(tmp_path, jack_receiver, daemons, cfg, 10.0, env=PLUGINS)
+    arrivals = jack_receiver.arrivals
+    ticks = pulses(arrivals)
+    ons = note_ons(arrivals, channel=3)
+    assert len(ons) >= 16, ons
+    origin = ticks[0]
+    for t, _, pitch in ons:
+        k = min(range(len(ticks)), key=lambda i: abs(ticks[i] - t))
+        assert k % 24 == 0 and abs(ticks[k] - t) <= 0.002, (t, pitch, k, ticks[k] - t)
+    bar: dict[int, list[int]] = defaultdict(list)  # 2 s bars at 120 bpm, 4/4
+    for t, _, pitch in ons:
+        bar[int((t - origin + 0.01) // 2.0)].append(pitch)
+    # Each change is heard at the first bar line whose segment was not yet planned when it
+    # came: the first reading (at 0 s, when bar 0 was already planned) from bar 1, the
+    # change at 3 s (in bar 1, while bar 2 was being planned) from bar 3.
+    assert all(p < 66 for b in (1, 2) for p in bar.get(b, [])), bar
+    assert all(p >= 66 for b in (3, 4) for p in bar.get(b, [])), bar
+    arp = figures["generators"]["arp"]
+    assert arp["missed"] == 0 and arp["failures"] == 0
+    assert arp["control_latency_ms"]["n"] >= 1
+
+
+def test_a_segment_generator_that_raises_or_misses_its_bar_is_counted_and_the_music_goes_on(
+        tmp_path: Path, jack_receiver: JackReceiver, daemons: list[Daemon]) -> None:
+    trace = write_trace(tmp_path / "t.jsonl", [(0.0, {"y": 0.5, "x": 0.5})])
+    cfg = config(tmp_path / "c.toml", trace, port=unique_name("livegen-m"),
+                 engine='generator = "arp"',
+                 rules=ARP.format(extra="fail_at_bar = 1\nslow_at_bar = 3"))
+    figures = play(tmp_path, jack_receiver, daemons, cfg, 12.0, env=PLUGINS)
+    arp = figures["generators"]["arp"]
+    assert arp["failures"] == 1, arp
+    assert arp["missed"] >= 1, arp
+    ons = note_ons(jack_receiver.arrivals, channel=3)
+    last = max(t for t, _, _ in ons)
+    assert last - min(t for t, _, _ in ons) > 9.0, "the music stopped"
+    assert sounding_notes(jack_receiver.messages) == set()
+
+
+def test_switch_mode_changes_generator_at_a_bar_line_with_no_note_left_sounding(
+        tmp_path: Path, jack_receiver: JackReceiver, daemons: list[Daemon]) -> None:
+    trace = write_trace(tmp_path / "t.jsonl", [(0.0, {"y": 0.5, "x": 0.8, "g": 0.0}),
+                                               (3.0, {"y": 0.5, "x": 0.8, "g": 1.0})])
+    cfg = config(tmp_path / "c.toml", trace, port=unique_name("livegen-w"),
+                 clock="bpm = 120\nsend = true",
+                 engine='generators = ["charrnn", "arp"]\nmode = "switch"',
+                 rules='[[map]]\nsource = "hand.g"\ntarget = "generator"\n'
+                       "out_range = [0.0, 1.0]\n" + ARP.format(extra=""))
+    figures = play(tmp_path, jack_receiver, daemons, cfg, 8.0, env=PLUGINS)
+    arrivals = jack_receiver.arrivals
+    origin = pulses(arrivals)[0]
+    bar_line = origin + 4.0  # the first bar line after 3 s + commit, at 120 bpm in 4/4
+    charrnn, arp = note_ons(arrivals, channel=1), note_ons(arrivals, channel=3)
+    assert charrnn and arp, (charrnn, arp)
+    assert max(t for t, _, _ in charrnn) < bar_line + 0.003, charrnn[-3:]
+    assert min(t for t, _, _ in arp) > bar_line - 0.003, arp[:3]
+    until_bar_line = [m for t, m in arrivals if t < bar_line + 0.01]
+    assert not {n for n in sounding_notes(until_bar_line) if n[0] == 0}, "a note hung on"
+    assert sounding_notes(jack_receiver.messages) == set()
+    assert figures["active"] == "arp"
+
+
+def test_layer_mode_plays_two_generators_on_two_channels(
+        tmp_path: Path, jack_receiver: JackReceiver, daemons: list[Daemon]) -> None:
+    trace = write_trace(tmp_path / "t.jsonl", [(0.0, {"y": 0.5, "x": 0.8})])
+    cfg = config(tmp_path / "c.toml", trace, port=unique_name("livegen-l"),
+                 engine='generators = ["charrnn", "arp"]\nmode = "layer"',
+                 rules=ARP.format(extra=""))
+    play(tmp_path, jack_receiver, daemons, cfg, 5.0, env=PLUGINS)
+    assert len(note_ons(jack_receiver.arrivals, channel=1)) >= 5
+    assert len(note_ons(jack_receiver.arrivals, channel=3)) >= 8
+    assert sounding_notes(jack_receiver.messages) == set()
+
+
+def test_a_generator_that_hangs_is_replaced_and_hangs_again_and_again_withhold_the_watchdog(
+        tmp_path: Path, jack_receiver: JackReceiver, daemons: list[Daemon]) -> None:
+    # It hangs while the pitch control is above 0.5: once (0.5 s of a high hand), then for
+    # good (the hand stays high): each hang is a replacement, three in a minute withhold
+    # WATCHDOG=1 so that systemd would restart the service.
+    trace = write_trace(tmp_path / "t.jsonl", [(0.0, {"y": 0.2, "x": 0.5}),
+                                               (2.0, {"y": 0.9, "x": 0.5}),
+                                               (2.4, {"y": 0.2, "x": 0.5}),
+                                               (7.0, {"y": 0.9, "x": 0.5})])
+    port = unique_name("livegen-h")
+    cfg = config(tmp_path / "c.toml", trace, port=port,
+                 engine='generator = "arp"\nwatchdog_s = 0.5',
+                 rules='[[map]]\nsource = "hand.y"\ntarget = "pitch"\n'
+                       + ARP.format(extra="hang_above = 0.5"))
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    address = str(tmp_path / "notify")
+    server.bind(address)
+    server.settimeout(0.2)
+    stats = tmp_path / "stats.json"
+    daemon = Daemon(cfg, "--stats-json", str(stats),
+                    env={**PLUGINS, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000"})
+    daemons.append(daemon)
+    jack_receiver.connect(f"{port}:out")
+    watchdog: list[float] = []
+    deadline = time.monotonic() + 25
+    try:
+        while time.monotonic() < deadline:
+            try:
+                message = server.recv(4096).decode()
+            except TimeoutError:
+                continue
+            if message == "WATCHDOG=1":
+                watchdog.append(time.monotonic())
+    finally:
+        server.close()
+    assert daemon.stop() == 0, daemon.text()
+    figures = json.loads(stats.read_text())
+    assert figures["replaced"] >= 4, figures["replaced"]
+    ons = note_ons(jack_receiver.arrivals, channel=3)
+    started = ons[0][0]
+    # Replaced once, it played on (bars 2-3 s after the first hang).
+    assert [o for o in ons if started + 5.0 < o[0] < started + 8.0], ons
+    # Hanging again and again: WATCHDOG=1 stopped for good.
+    assert watchdog and watchdog[-1] < deadline - 5, watchdog[-5:]
+    assert sounding_notes(jack_receiver.messages) == set()
