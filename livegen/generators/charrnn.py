@@ -32,6 +32,11 @@ from livegen.music import events, features
 
 log = logging.getLogger(__name__)
 
+# The single-step recurrent graph's tensors, in order (the export writes them, the
+# manifest records them, the runtime checks them).
+ONNX_INPUTS = ("token", "controls", "h", "c")
+ONNX_OUTPUTS = ("logits", "h_out", "c_out")
+
 KIND = "charrnn"
 _MASK64 = (1 << 64) - 1
 

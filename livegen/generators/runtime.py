@@ -21,11 +21,8 @@ from livegen.errors import LivegenError
 log = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = 1
-# The single-step recurrent graph's tensors, in order (generators with state share them).
-ONNX_INPUTS = ("token", "controls", "h", "c")
-ONNX_OUTPUTS = ("logits", "h_out", "c_out")
-FIX = ("restore the shipped model with `git checkout models/`, or re-export it with "
-       "`livegen export charrnn`")
+FIX = ("restore the shipped models with `git checkout models/`, or export this one again "
+       "with `livegen export KIND` (KIND: the manifest's kind)")
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(int64)": "int64",
               "tensor(int32)": "int32", "tensor(float16)": "float16"}
 
@@ -49,7 +46,7 @@ def load_manifest(path: Path, kind: str) -> dict[str, Any]:
         manifest = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ModelError(f"{path}: no such model manifest; {FIX}, or train one "
-                         "(README: The Char-RNN)") from None
+                         f"(`livegen train {kind}`)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelError(f"{path}: not a readable manifest ({exc}); {FIX}") from None
     if not isinstance(manifest, dict) or manifest.get("kind") != kind:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from livegen.generators.runtime import ONNX_INPUTS, ONNX_OUTPUTS
+from livegen.generators.charrnn import ONNX_INPUTS, ONNX_OUTPUTS
 from livegen.train.nets import CharRNN, CharRNNStep, NetShape
 
 log = logging.getLogger(__name__)
