@@ -253,7 +253,8 @@ def test_a_default_model_path_resolves_against_the_config_folder(tmp_path: Path)
     assert cfg.inputs["old"].path == tmp_path / "etc" / "recording.jsonl"
 
 
-@pytest.mark.parametrize("name", ["config.toml", "examples/gesture.toml", "examples/emg.toml"])
+@pytest.mark.parametrize("name", ["config.toml", "examples/gesture.toml", "examples/emg.toml",
+                                  "examples/daw-clock.toml"])
 def test_the_printed_effective_config_reads_back_as_the_same_config(
         name: str, tmp_path: Path) -> None:
     cfg = config.load(ROOT / name)
@@ -376,3 +377,40 @@ def test_run_refuses_a_missing_model_as_check_config_does(tmp_path: Path) -> Non
                           "--duration", "5"], capture_output=True, text=True, timeout=60,
                          cwd=ROOT)
     assert one_line_error(run) == one_line_error(check_config(path))
+
+
+# ---------------------------------------------------------------- several generators
+
+def test_generators_are_sections_of_a_registered_type_or_a_plugin(tmp_path: Path) -> None:
+    cfg = config.loads('[engine]\ngenerators = ["charrnn", "lead"]\nmode = "layer"\n'
+                       '[generators.lead]\ntype = "charrnn"\nchannel = 2\ntemperature = 0.7\n',
+                       base_dir=tmp_path)
+    assert cfg.playing == ("charrnn", "lead")
+    assert isinstance(cfg.generators["lead"], config.CharRNNConfig)
+    assert cfg.generators["lead"].temperature == 0.7
+    # A generator that runs without a section gets one from its defaults, its paths
+    # resolved against the config's folder like written ones.
+    assert cfg.generators["charrnn"].model == tmp_path / "models" / "charrnn.json"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('[engine]\ngenerators = ["charrnn", "dcrn"]\n',
+     "engine.generators[1]: unknown generator 'dcrn'; did you mean 'dcrnn'?"),
+    ('[engine]\ngenerator = "dcrnn"\ngenerators = ["charrnn"]\n',
+     "engine.generator: 'dcrnn' is not among engine.generators (charrnn)"),
+    ('[engine]\ngenerators = ["charrnn", "dcrnn"]\nmode = "layer"\n',
+     "generators.dcrnn.channel: 1 is also charrnn's; in layer mode each generator plays on "
+     "its own channel"),
+    ('[generators.x]\nplugin = "no_such_module:Thing"\n',
+     "generators.x.plugin: cannot load 'no_such_module:Thing'"),
+    ('[generators.x]\ntype = "charnn"\n',
+     "generators.x.type: unknown generator 'charnn'; did you mean 'charrnn'?"),
+    ('[inputs.sim]\ntype = "sim"\n[[map]]\nsource = "sim.hand.y"\ntarget = "lead.pitch"\n',
+     "map[0].target: 'lead.pitch' names generator 'lead', which does not run"),
+    ('[inputs.sim]\ntype = "sim"\n[[map]]\nsource = "sim.hand.y"\ntarget = "charrnn.tempo"\n',
+     "map[0].target: 'tempo' is shared by every generator; give it without 'charrnn.'"),
+])
+def test_what_cannot_run_together_is_refused_in_one_line(text: str, expected: str,
+                                                         tmp_path: Path) -> None:
+    found = problems_of(text, tmp_path)
+    assert any(problem.startswith(expected) for problem in found), found

@@ -180,3 +180,33 @@ def test_osc_controls_hold_after_a_faders_last_message(tmp_path: Path) -> None:
     assert m.update(Reading("fader", 10.0, {"level": 0.9})).density == pytest.approx(0.9)
     assert m.tick(10.0 + 600.0) is None  # ten minutes without moving it: it stays put
     assert m.controls.density == pytest.approx(0.9)
+
+
+def test_a_rule_for_one_generator_moves_that_generator_alone() -> None:
+    cfg = config.loads("""
+[engine]
+generators = ["charrnn", "lead"]
+mode = "layer"
+[generators.lead]
+type = "charrnn"
+channel = 2
+temperature = 0.6
+[inputs.sim]
+type = "sim"
+[[map]]
+source = "sim.hand.y"
+target = "lead.pitch"
+[[map]]
+source = "sim.hand.x"
+target = "temperature"
+""", base_dir=Path(__file__).parent)
+    mapper = Mapper(cfg)
+    # Before any rule drives temperature, each generator has its own configured one.
+    assert mapper.controls.for_generator("lead").temperature == 0.6
+    assert mapper.controls.for_generator("charrnn").temperature == 1.0
+    controls = mapper.update(Reading("sim", 1.0, {"hand.y": 0.9, "hand.x": 1.0}))
+    assert controls is not None
+    lead, other = controls.for_generator("lead"), controls.for_generator("charrnn")
+    assert lead.pitch == pytest.approx(0.9) and other.pitch == 0.5
+    # A rule on temperature for all overrides each generator's own setting.
+    assert lead.temperature == other.temperature == controls.temperature != 0.6
