@@ -141,6 +141,8 @@ class EngineConfig:
     mode: Literal["switch", "layer"] = setting(
         "switch", doc="switch: one sounds at a time, chosen by the generator target, "
                       "changing at a bar line; layer: all sound, each on its own channel")
+    melody_input: str = setting("", doc="a midi input whose notes are the performer's "
+                                        "melody (Langevin's harmonise and continue modes)")
     watchdog_s: float = setting(2.0, lo=0.1, hi=60.0,
                                 doc="a generator whose thread has not turned for this long "
                                     "(past its own budget) is replaced")
@@ -536,6 +538,12 @@ class Config:
                 problems.append(f"{key}: unknown generator {name!r}{_suggest(name, known)} "
                                 f"(generators: {', '.join(known)}, or a [generators.NAME] "
                                 "section)")
+        melody = self.engine.melody_input
+        if melody and (melody not in self.inputs or self.inputs[melody].type != "midi"):
+            midi = [name for name, i in self.inputs.items() if i.type == "midi"]
+            problems.append(f"engine.melody_input: {melody!r} is not a midi input"
+                            f"{_suggest(melody, midi)} (midi inputs: "
+                            f"{', '.join(midi) or 'none'})")
         if self.engine.generators and self.engine.generator not in self.engine.generators:
             problems.append(f"engine.generator: {self.engine.generator!r} is not among "
                             f"engine.generators ({', '.join(self.engine.generators)}); it is "

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
 NO_KEY = 12  # Controls.key value for "no key": the generator's neutral histogram
+MELODY_NOTES = 256  # the performer's melody kept in the Controls: at most this many notes
+MELODY_S = 60.0     # and none that ended longer ago than this
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,10 @@ class Controls:
     # from rules like `lead.temperature` and from each generator's own configured
     # temperature and top_p. `for_generator` applies them.
     scoped: tuple[tuple[str, str, int, float], ...] = ()
+    # What the performer plays on engine.melody_input's keyboard, newest last: (note-on
+    # time, note-off time or inf while held, pitch), monotonic seconds. Segment players
+    # turn it into beats (generators/segment.melody_notes).
+    melody: tuple[tuple[float, float, int], ...] = ()
 
     def for_generator(self, name: str) -> Controls:
         """These controls as generator `name` sees them: its own values in force."""
@@ -228,14 +234,40 @@ class Mapper:
         self.last_seen: dict[str, float] = {}
         self.controls = self.neutral
         self.unmapped: set[str] = set()
+        self.melody_input = config.engine.melody_input
+        self.melody: list[tuple[float, float, int]] = []
 
     def update(self, reading: Reading) -> Controls | None:
         self.last_seen[reading.source] = reading.t
-        moved = False
+        moved = reading.source == self.melody_input and self._play_melody(reading)
         for key, value in reading.values.items():
             for rule in self.by_source.get(f"{reading.source}.{key}", ()):
                 moved |= rule.apply(value, reading.t)
         return self._snapshot(reading.t) if moved else None
+
+    def _play_melody(self, reading: Reading) -> bool:
+        """Note-ons and note-offs of the melody input into the melody (its last
+        MELODY_NOTES notes, none older than MELODY_S)."""
+        changed = False
+        for key, value in reading.values.items():
+            if not key.startswith("note.") or not key[5:].isdigit():
+                continue
+            pitch = int(key[5:])
+            if value > 0:
+                self.melody.append((reading.t, math.inf, pitch))
+            else:
+                for i in range(len(self.melody) - 1, -1, -1):
+                    on, off, held = self.melody[i]
+                    if held == pitch and off == math.inf:
+                        self.melody[i] = (on, reading.t, pitch)
+                        break
+                else:
+                    continue
+            changed = True
+        if changed:
+            oldest = reading.t - MELODY_S
+            self.melody = [n for n in self.melody if n[1] >= oldest][-MELODY_NOTES:]
+        return changed
 
     def tick(self, now: float) -> Controls | None:
         """Return targets of inputs silent for longer than their stale_after to neutral."""
@@ -285,6 +317,7 @@ class Mapper:
                 values[rule.target] = rule.output
         values["noise"] = tuple(noise)
         values["scoped"] = tuple(scoped)
+        values["melody"] = tuple(self.melody)
         return values
 
     @staticmethod

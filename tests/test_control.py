@@ -210,3 +210,22 @@ target = "temperature"
     assert lead.pitch == pytest.approx(0.9) and other.pitch == 0.5
     # A rule on temperature for all overrides each generator's own setting.
     assert lead.temperature == other.temperature == controls.temperature != 0.6
+
+
+def test_the_melody_input_s_notes_become_the_performer_s_melody_in_beats() -> None:
+    from livegen.clock import Grid
+    from livegen.generators.segment import MelodyNote, melody_notes
+
+    cfg = config.loads('[engine]\nmelody_input = "keys"\n[inputs.keys]\ntype = "midi"\n'
+                       'virtual = true\n', base_dir=Path(__file__).parent)
+    mapper = Mapper(cfg)
+    mapper.update(Reading("keys", 10.0, {"note.60": 0.8, "note": 60 / 127, "velocity": 0.8}))
+    mapper.update(Reading("keys", 10.5, {"note.60": 0.0}))
+    controls = mapper.update(Reading("keys", 11.0, {"note.64": 0.7}))
+    assert controls is not None
+    assert controls.melody == ((10.0, 10.5, 60), (11.0, math.inf, 64))
+    grid = Grid(t0=10.0, beat0=8.0, bpm=120.0, beats_per_bar=4)  # beat 8 at 10 s
+    # What began in the bar of beats 8..12: in beats from 8; the held note lasts to 12.
+    assert melody_notes(controls.melody, grid, 8.0, 12.0) == (
+        MelodyNote(0.0, 1.0, 60), MelodyNote(2.0, 2.0, 64))
+    assert melody_notes(controls.melody, grid, 12.0, 16.0) == ()

@@ -8,7 +8,9 @@ still turns (`alive_at`, `stuck`) and its figures. StepPlayer (step.py) plays a 
 generator; SegmentPlayer (here) plays a segment generator.
 
 The segment player asks for segment n+1 while segment n plays, so it is ready before its
-bar line. New controls take effect at the next boundary whose planning has not begun; a
+bar line (a generator that listens to the performer, `plan_ahead_beats`, is asked as late
+as it says, so that it hears the bar before). New controls take effect at the next
+boundary whose planning has not begun; a
 change that arrives while a segment is being planned re-plans it when the time left allows
 (the planning took less than half of what is left). Control latency for a segment
 generator runs from the reading to the bar line at which it is heard; the planning time
@@ -33,7 +35,7 @@ from typing import Any, Protocol
 from livegen.clock import Grid
 from livegen.control import Controls
 from livegen.generators.beats import BeatPlan
-from livegen.generators.segment import MelodyNote, Segment, SegmentGenerator, SegmentRequest
+from livegen.generators.segment import Segment, SegmentGenerator, SegmentRequest, melody_notes
 from livegen.inputs.base import Backoff
 from livegen.stats import Samples
 from livegen.timeline import Timeline
@@ -97,7 +99,6 @@ class SegmentPlayer:
                  grid: Callable[[], Grid], controls: Controls,
                  release: Callable[[str], None], budget_share: float = 0.5,
                  fallback: str = "repeat", tag: str | None = None,
-                 melody: Callable[[float, float], tuple[MelodyNote, ...]] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  backoff: Backoff = RESTART_BACKOFF, watchdog_s: float = 2.0) -> None:
         self.generator = generator
@@ -108,7 +109,10 @@ class SegmentPlayer:
         self.release = release
         self.budget_share = budget_share  # of a bar: the planning budget
         self.fallback = fallback
-        self.melody = melody  # (from beat, to beat) -> what the performer played then
+        # A generator that listens to the performer (Langevin's harmonise) says how late it
+        # may be asked: that many beats before its bar line, hearing the bar until then.
+        # Any other is asked one segment ahead.
+        self.plan_ahead_beats: float | None = getattr(generator, "plan_ahead_beats", None)
         self.clock = clock
         self.backoff = backoff
         self.watchdog_s = watchdog_s
@@ -234,9 +238,11 @@ class SegmentPlayer:
         bar_start = grid.time_at(state.next_bar * bar_beats)
         if self.end is not None and bar_start >= self.end:
             return TURN_S
-        segment_s = self.generator.bars * bar_beats * grid.beat_s
-        if now < bar_start - segment_s:  # one segment ahead, no further
-            return bar_start - segment_s - now
+        ahead_beats = (self.generator.bars * bar_beats if self.plan_ahead_beats is None
+                       else self.plan_ahead_beats)
+        ahead_s = ahead_beats * grid.beat_s
+        if now < bar_start - ahead_s:  # one segment ahead (or as late as it asks), no more
+            return bar_start - ahead_s - now
         if now > bar_start - LEAD_S:
             self._miss(plan, state, now)
             return None
@@ -250,8 +256,8 @@ class SegmentPlayer:
         controls = self._newest
         while True:
             first_beat = state.next_bar * bar_beats
-            melody = (self.melody(first_beat - self.generator.bars * bar_beats, first_beat)
-                      if self.melody is not None else ())
+            melody = melody_notes(controls.melody, grid,
+                                  first_beat - self.generator.bars * bar_beats, first_beat)
             request = SegmentRequest(
                 bar=state.next_bar, bars=self.generator.bars, beats_per_bar=bar_beats,
                 bpm=grid.bpm, controls=controls, deadline=deadline,

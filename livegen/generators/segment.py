@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from livegen.clock import Grid
 from livegen.control import Controls
 
 STEPS_PER_BEAT = 4  # the 16th-note grid every segment generator thinks in
@@ -94,3 +95,18 @@ class SegmentGenerator(Protocol):
 def notes_in_order(notes: Sequence[SegmentNote]) -> tuple[SegmentNote, ...]:
     """Notes sorted by onset, then pitch: the order a segment carries them in."""
     return tuple(sorted(notes, key=lambda n: (n.beat, n.pitch, n.voice)))
+
+
+def melody_notes(melody: Sequence[tuple[float, float, int]], grid: Grid, from_beat: float,
+                 to_beat: float) -> tuple[MelodyNote, ...]:
+    """The performer's notes (Controls.melody: monotonic on/off times) that began in beats
+    [from_beat, to_beat), in beats from `from_beat`; a note still held, or held past
+    `to_beat`, lasts to `to_beat`."""
+    notes = []
+    for on, off, pitch in melody:
+        start = grid.beat_at(on)
+        if not from_beat <= start < to_beat:
+            continue
+        end = to_beat if off == float("inf") else min(to_beat, grid.beat_at(off))
+        notes.append(MelodyNote(start - from_beat, max(0.0, end - start), pitch))
+    return tuple(notes)
