@@ -76,11 +76,13 @@ class DCRNNOptions:
     frame_size: int = 128
     critic_filters: tuple[int, ...] = (32, 64, 128, 128)
     critic_kernel: int = 5
+    scale_gate: bool = True
     seed: int = 1
     workers: int | None = None
     validate_minutes: float = 2.0
     checkpoint_minutes: float = 5.0
     resume: bool = False
+    init: Path | None = None  # start from this checkpoint's weights (not its optimizers)
     command: str = ""
     shape: DCRNNShape = field(init=False)
 
@@ -92,11 +94,13 @@ class DCRNNOptions:
         self.shape = DCRNNShape(noise_size=self.noise_size, high_size=self.high_size,
                                 frame_size=self.frame_size,
                                 critic_filters=self.critic_filters,
-                                critic_kernel=self.critic_kernel)
+                                critic_kernel=self.critic_kernel,
+                                scale_gate=self.scale_gate)
 
     def to_dict(self) -> dict:
         values = asdict(self)
         values["out"] = str(self.out)
+        values["init"] = str(self.init) if self.init else None
         values["critic_filters"] = list(self.critic_filters)
         values["shape"] = self.shape.to_dict()
         return values
@@ -112,6 +116,15 @@ def generator_from_checkpoint(checkpoint: dict) -> DCRNNGenerator:
     net = DCRNNGenerator(DCRNNShape.from_dict(checkpoint["shape"]))
     net.load_state_dict(checkpoint["generator"])
     return net.eval()
+
+
+def _load_matching(net: torch.nn.Module, weights: dict[str, torch.Tensor]) -> list[str]:
+    """Load the weights that `net` has (a size mismatch is an error); returns the names of
+    the parameters it has and `weights` lacks, which keep their initial values."""
+    result = net.load_state_dict(weights, strict=False)
+    if result.unexpected_keys:
+        raise ValueError(f"the checkpoint has weights this net lacks: {result.unexpected_keys}")
+    return list(result.missing_keys)
 
 
 def critic_view(fake: torch.Tensor, binary: str) -> torch.Tensor:
@@ -252,6 +265,23 @@ def train(options: DCRNNOptions) -> Path:
         state = checkpoint["state"]
         log.info("resuming %s at step %d (%.1f min trained)", out / "last.pt", state["step"],
                  state["elapsed_s"] / 60)
+    elif options.init is not None:
+        source = load_checkpoint(options.init, device)
+        new = (_load_matching(generator, source["generator"])
+               + _load_matching(critic, source["critic"]))
+        source_state = source["state"]
+        state["initialised_from"] = {
+            "path": str(options.init), "steps": source_state["step"],
+            "minutes": round(source_state["elapsed_s"] / 60, 1),
+            "commands": source_state.get("commands")
+            or [{"command": source["options"].get("command", ""), "from_step": 0}],
+            "new_parameters": new}
+        log.info("starting from the weights of %s (%d steps); new: %s", options.init,
+                 source_state["step"], ", ".join(new) or "nothing")
+    # Every command that trained these weights, resumed runs included (their options may
+    # differ: the manifest shows how the model was made).
+    state.setdefault("commands", []).append(
+        {"command": options.command, "from_step": state["step"]})
 
     def save(name: str) -> None:
         checkpoint = {"generator": generator.state_dict(), "critic": critic.state_dict(),
@@ -375,6 +405,11 @@ def train_command(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--validate-minutes", type=float, default=defaults.validate_minutes)
     parser.add_argument("--resume", action="store_true", help="continue OUT/last.pt")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start from the weights of this checkpoint (a net of the same "
+                             "sizes, which may lack the scale gate), with fresh optimizers")
+    parser.add_argument("--no-scale-gate", action="store_true",
+                        help="no learned bias against keys outside the scale condition")
     parser.add_argument("--workers", type=int, default=None,
                         help="processes for the first corpus parse (default: all cores)")
     parser.add_argument("--threads", type=int, default=None,
@@ -397,6 +432,7 @@ def train_command(argv: list[str]) -> int:
             critic_filters=filters, critic_kernel=options.critic_kernel, seed=options.seed,
             workers=options.workers,
             validate_minutes=options.validate_minutes, resume=options.resume,
+            init=options.init, scale_gate=not options.no_scale_gate,
             command=shlex.join(["livegen", "train", "dcrnn", *argv]))
         best = train(train_options)
     except ValueError as exc:
