@@ -1105,6 +1105,7 @@ GESTURES = {
     "wave_out": (0.60, 0.20, 0.10, 0.10, 0.30, 0.75, 0.85, 0.60),
 }
 GESTURE_JITTER = 0.1
+HYSTERESIS_SUSTAINS = (-0.1, -0.25, -0.5)  # compared with the model's own setting
 EVAL_KEYS = {"C major": 0, "G major": 7, "E-flat major": 3, "F-sharp major": 6}
 
 
@@ -1114,9 +1115,11 @@ def major_scale_condition(root: int) -> np.ndarray:
 
 
 def generate_rolls(model: Any, z: np.ndarray, scales: np.ndarray, *,
-                   method: str | None = None, seed: int = 0, batch: int = 256) -> np.ndarray:
+                   method: str | None = None, sustain: float | None = None, seed: int = 0,
+                   batch: int = 256) -> np.ndarray:
     """(N, phrase, 128) rolls of a DCRNN for codes (N, noise) and scales (N, 12),
-    binarised by `method` (default: the model's own); sampling draws from (seed, row)."""
+    binarised by `method` and `sustain` (default: the model's own); sampling draws from
+    (seed, row)."""
     from livegen.music.roll import binarise
 
     method = method or model.binarisation
@@ -1127,7 +1130,8 @@ def generate_rolls(model: Any, z: np.ndarray, scales: np.ndarray, *,
             uniforms = (np.random.default_rng((seed, row)).random(p.shape)
                         if method == "sample" else None)
             found.append(binarise(p, model.low, method=method, threshold=model.threshold,
-                                  sustain=model.sustain, uniforms=uniforms))
+                                  sustain=model.sustain if sustain is None else sustain,
+                                  uniforms=uniforms))
     return np.stack(found)
 
 
@@ -1248,10 +1252,11 @@ def _data_sets(model: Any, count: int, seed: int) -> tuple[Any, Any, Any]:
 
 
 def evaluate_dcrnn(model_path: Path, *, untrained_path: Path | None, count: int = 512,
-                   seed: int = 0, threads: int = 1) -> dict[str, Any]:
+                   seed: int = 0, threads: int = 1, noise_seeds: int = 8,
+                   gesture_seeds: int = 5, trials: int = 40, timing_requests: int = 400
+                   ) -> dict[str, Any]:
     """Every figure of `livegen eval dcrnn`, as a dict (what --write puts in the manifest)."""
     from livegen.generators.dcrnn import DCRNN
-    from livegen.music.roll import BINARISATIONS
 
     started = time.monotonic()
     model = DCRNN(model_path, threads=threads)  # a bad model fails before the corpus loads
@@ -1276,12 +1281,16 @@ def evaluate_dcrnn(model_path: Path, *, untrained_path: Path | None, count: int 
         figures["feature_overlap"] = feature_overlap(other, reference_features)
         report["figures"][name] = figures
     log.info("figures done (%.0f s)", time.monotonic() - started)
-    report["binarisation_choice"] = {
-        method: {k: v for k, v in roll_figures(generate_rolls(model, z, scales,
-                                                              method=method)).items()
-                 if k in ("notes_per_bar", "one_step_share", "length_histogram",
-                          "empty_bar_rate", "polyphony_rate")}
-        for method in BINARISATIONS}
+    choices = [("threshold", None), ("sample", None)] + [
+        ("hysteresis", s) for s in sorted({*HYSTERESIS_SUSTAINS, model.sustain})]
+    report["binarisation_choice"] = {}
+    for method, sustain in choices:
+        found = generate_rolls(model, z, scales, method=method, sustain=sustain)
+        name = method if sustain is None else f"{method} {sustain:g}"
+        report["binarisation_choice"][name] = {
+            k: v for k, v in roll_figures(found).items()
+            if k in ("notes_per_bar", "one_step_share", "length_histogram", "empty_bar_rate",
+                     "polyphony_rate")}
     report["in_scale"] = {}
     for key, root in EVAL_KEYS.items():
         key_scales = np.tile(major_scale_condition(root), (count, 1))
@@ -1305,13 +1314,42 @@ def evaluate_dcrnn(model_path: Path, *, untrained_path: Path | None, count: int 
     log.info("copying done (%.0f s)", time.monotonic() - started)
     spread = segment_features(reference).std(axis=0)
     spread = np.where(spread > 0, spread, 1.0)
-    report["noise"] = noise_controllability(model, spread)
-    report["gestures"] = gesture_accuracy(model, spread)
+    report["noise"] = noise_controllability(model, spread, seeds=noise_seeds)
+    report["gestures"] = gesture_accuracy(model, spread, seeds=gesture_seeds, trials=trials)
     if untrained is not None:
-        report["gestures_untrained"] = gesture_accuracy(untrained, spread)["accuracy"]
+        report["gestures_untrained"] = gesture_accuracy(untrained, spread, seeds=gesture_seeds,
+                                                        trials=trials)["accuracy"]
     log.info("noise and gestures done (%.0f s)", time.monotonic() - started)
+    report["segment_time"] = segment_times(model, timing_requests)
     report["seconds"] = round(time.monotonic() - started, 1)
     return report
+
+
+def segment_times(model: Any, requests: int = 400) -> dict[str, Any]:
+    """ms per `segment` call of one and two 4/4 bars (graph, binarisation and notes), each
+    under a fresh random noise setting and key, after 20 untimed calls; and p99 as a share
+    of a bar at 120 bpm (2 s)."""
+    from livegen.control import Controls
+    from livegen.generators.segment import SegmentRequest
+
+    rng = np.random.default_rng(5)
+    result: dict[str, Any] = {}
+    for bars in (1, 2):
+        timings = []
+        for i in range(requests + 20):
+            controls = Controls(key=int(rng.integers(13)),
+                                noise=tuple(rng.uniform(-1, 1, 64).tolist()))
+            request = SegmentRequest(bar=i, bars=bars, beats_per_bar=4, bpm=120.0,
+                                     controls=controls, deadline=0.0)
+            begun = time.perf_counter()
+            model.segment(request)
+            if i >= 20:
+                timings.append((time.perf_counter() - begun) * 1e3)
+        p99 = float(np.percentile(timings, 99))
+        result[f"{bars}_bar"] = {"p50_ms": round(float(np.percentile(timings, 50)), 3),
+                                 "p99_ms": round(p99, 3),
+                                 "p99_share_of_bar_at_120": round(p99 / 2000, 5)}
+    return result
 
 
 def format_dcrnn_report(report: dict[str, Any]) -> str:
@@ -1332,10 +1370,11 @@ def format_dcrnn_report(report: dict[str, Any]) -> str:
     for c in columns:
         lines.append(f"  {c:22s} " + " ".join(f"{v:5.2f}" for v in
                                                 figures[c]["length_histogram"]))
-    lines.append("binarisation: notes/bar, one-step share, empty bars, polyphony")
+    lines.append("binarisation: notes/bar, one-step share, empty bars, polyphony; lengths")
     for method, f in report["binarisation_choice"].items():
-        lines.append(f"  {method:12s} {f['notes_per_bar']:7.2f} {f['one_step_share']:7.3f} "
-                     f"{f['empty_bar_rate']:7.3f} {f['polyphony_rate']:7.3f}")
+        lines.append(f"  {method:16s} {f['notes_per_bar']:7.2f} {f['one_step_share']:7.3f} "
+                     f"{f['empty_bar_rate']:7.3f} {f['polyphony_rate']:7.3f}  "
+                     + " ".join(f"{v:4.2f}" for v in f["length_histogram"]))
     lines.append("in-scale ratio under a key: " + "; ".join(
         f"{key} {v['model']:.3f} (random {v['random']:.3f}"
         + (f", untrained {v['untrained']:.3f})" if "untrained" in v else ")")
@@ -1356,6 +1395,10 @@ def format_dcrnn_report(report: dict[str, Any]) -> str:
                  f"{g['accuracy']:.3f} (chance {g['chance']:.3f}; per seed {g['per_seed']})"
                  + (f"; untrained {report['gestures_untrained']:.3f}"
                     if "gestures_untrained" in report else ""))
+    lines.append("segment time (ms, one thread): " + "; ".join(
+        f"{name.replace('_', ' ')} p50 {t['p50_ms']:.2f} p99 {t['p99_ms']:.2f} "
+        f"({100 * t['p99_share_of_bar_at_120']:.2f}% of a bar at 120 bpm)"
+        for name, t in report["segment_time"].items()))
     lines.append(f"({report['seconds']:.0f} s)")
     return "\n".join(lines)
 

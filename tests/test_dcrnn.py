@@ -190,6 +190,28 @@ def test_generator_shapes_range_and_causality():
         generator(z, scale, 30)
 
 
+def test_the_scale_gate_silences_keys_outside_the_scale():
+    import torch
+
+    from livegen.train.nets import DCRNNGenerator, DCRNNShape
+
+    torch.manual_seed(0)
+    gated = DCRNNGenerator(DCRNNShape(**TINY, scale_gate=True)).eval()
+    z = torch.rand(2, 16) * 2 - 1
+    c_major = torch.from_numpy(evaluate.major_scale_condition(0))[None].repeat(2, 1)
+    with torch.no_grad():
+        gated.scale_bias.fill_(-50.0)
+        planes = gated(z, c_major, 16)
+        no_key = gated(z, torch.full((2, 12), 1 / 12), 16)
+        gated.scale_bias.fill_(0.0)
+        open_gate = gated(z, c_major, 16)
+    outside = (torch.arange(84) + 24) % 12
+    outside = torch.isin(outside, torch.tensor([1, 3, 6, 8, 10]))
+    assert (planes[..., outside] == -1).all()  # C#, D#, F#, G#, A# never sound
+    assert torch.equal(planes[..., ~outside], open_gate[..., ~outside])
+    assert (no_key[..., outside] > -1).any()  # no key: nothing is outside
+
+
 def test_the_critic_sees_binary_fakes_and_the_gradient_passes_through():
     import torch
 
@@ -248,7 +270,7 @@ def test_a_tiny_run_trains_checkpoints_and_resumes(tmp_path, monkeypatch, pieces
     monkeypatch.setattr(dcrnn, "VALID_SEGMENTS", 16)
     torch.set_num_threads(1)
     options = dict(out=tmp_path, device="cpu", minutes=None, steps=3, batch=4,
-                   critic_steps=2, **TINY)
+                   critic_steps=2, scale_gate=False, **TINY)
     best = dcrnn.train(dcrnn.DCRNNOptions(**options))
     checkpoint = dcrnn.load_checkpoint(tmp_path / "last.pt")
     assert best.is_file() and checkpoint["state"]["step"] == 3
@@ -256,11 +278,21 @@ def test_a_tiny_run_trains_checkpoints_and_resumes(tmp_path, monkeypatch, pieces
     torch.manual_seed(1)  # the run's seed: the same initial weights
     initial = dcrnn.DCRNNGenerator(dcrnn.DCRNNShape(**TINY)).state_dict()
     assert any(not torch.equal(initial[k], checkpoint["generator"][k]) for k in initial)
-    dcrnn.train(dcrnn.DCRNNOptions(**{**options, "steps": 5, "resume": True}))
-    assert dcrnn.load_checkpoint(tmp_path / "last.pt")["state"]["step"] == 5
+    dcrnn.train(dcrnn.DCRNNOptions(**{**options, "steps": 5, "resume": True,
+                                      "command": "resumed"}))
+    state = dcrnn.load_checkpoint(tmp_path / "last.pt")["state"]
+    assert state["step"] == 5
+    assert [c["from_step"] for c in state["commands"]] == [0, 3]
+    assert state["commands"][1]["command"] == "resumed"
     with pytest.raises(ValueError, match="resume with the same sizes"):
         dcrnn.train(dcrnn.DCRNNOptions(**{**options, "steps": 6, "resume": True,
                                           "high_size": 8}))
+    # A net with the scale gate starts from these weights; the gate is new.
+    dcrnn.train(dcrnn.DCRNNOptions(**{**options, "out": tmp_path / "gated", "steps": 1,
+                                      "scale_gate": True, "init": tmp_path / "last.pt"}))
+    started = dcrnn.load_checkpoint(tmp_path / "gated" / "last.pt")["state"]
+    assert started["initialised_from"]["new_parameters"] == ["scale_bias"]
+    assert started["initialised_from"]["steps"] == 5
 
 
 # ---------------------------------------------------------------- export and runtime
@@ -478,6 +510,25 @@ def test_nearest_centroid_accuracy_tells_clusters_apart():
     assert evaluate.nearest_centroid_accuracy(features, labels, train) == 1.0
     noise_only = rng.normal(0, 1, (60, 2))
     assert evaluate.nearest_centroid_accuracy(noise_only, labels, train) < 0.8
+
+
+def test_the_eval_runs_end_to_end_on_real_pieces(tiny, pieces, monkeypatch):
+    corpus = roll_data.RollCorpus(tuple(pieces), tuple(pieces[:1]), tuple(pieces[1:]),
+                                  split_seed=0)
+    monkeypatch.setattr(roll_data, "load_pieces", lambda workers=None: corpus)
+    report = evaluate.evaluate_dcrnn(tiny[1], untrained_path=tiny[1], count=16,
+                                     noise_seeds=2, gesture_seeds=2, trials=6,
+                                     timing_requests=10)
+    data = report["figures"]["data"]
+    assert data["in_scale_ratio"] == 1.0  # a segment's scale is the classes it sounds
+    assert data["empty_bar_rate"] == 0.0 and data["notes_per_bar"] > 4
+    assert set(report["figures"]) == {"data", "model", "random", "untrained"}
+    assert {"threshold", "sample", "hysteresis -0.5"} <= set(report["binarisation_choice"])
+    assert 0 <= report["gestures"]["accuracy"] <= 1
+    assert report["copying"]["held_out_data"]["bars"] > 0
+    assert report["segment_time"]["2_bar"]["p99_ms"] > 0
+    text = evaluate.format_dcrnn_report(report)
+    assert "in-scale ratio under a key" in text and "nearest-centroid" in text
 
 
 def test_random_rolls_keep_the_reference_density():
