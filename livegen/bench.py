@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import subprocess
@@ -501,26 +502,93 @@ def bench_charrnn(argv: Sequence[str]) -> int:
 
 # ---------------------------------------------------------------- bench engine
 
-def engine_trace(path: Path, seconds: float, change_every: float, seed: int = 3) -> None:
-    """A replay trace of a hand that jumps to a new height and side every `change_every`
-    seconds (each jump changes the pitch or density bin: a rollback), 30 readings/s."""
+# The hand's third value flips at every jump between these velocity controls, so the
+# notes planned under each jump's controls sound at their own velocity (the Char-RNN learned
+# one velocity, 80: 80 x 0.5/0.75 = 53 and 80 x 0.9/0.75 = 96) and a receiver can tell the
+# notes planned before a change from those planned after it.
+BENCH_VELOCITIES = (0.5, 0.9)
+
+
+def engine_hand(seconds: float, change_every: float,
+                seed: int = 3) -> list[tuple[float, float, float, float]]:
+    """A hand that jumps to a new height and side about every `change_every` seconds
+    (each jump changes the pitch or density bin: a rollback), as 30 readings/s of
+    (seconds, y, x, v); v flips between 0 and 1 at each jump."""
     rng = np.random.default_rng(seed)
-    lines = [json.dumps({"livegen_trace": 1, "created": "bench", "inputs": ["hand"]})]
-    y, x = 0.5, 0.5
+    readings = []
+    y, x, v = 0.5, 0.5, 0.0
+    next_jump = 0
     for k in range(int(seconds * 30)):
-        t = k / 30
-        if k % max(1, round(change_every * 30)) == 0:
+        if k == next_jump:
             y, x = float(rng.uniform(0.05, 0.95)), float(rng.uniform(0.3, 0.95))
-        lines.append(json.dumps({"t": round(t, 4), "source": "hand",
-                                 "values": {"y": y, "x": x}}))
-    path.write_text("\n".join(lines) + "\n")
+            v = 1.0 - v
+            # Jumps `change_every` apart on average, but never in step with the music's
+            # beat (a hand is not): a change due on a beat would find a note there, which
+            # is kept by the commit rule however soon after the reading it sounds.
+            next_jump += max(1, round(change_every * 30 * rng.uniform(0.6, 1.4)))
+        readings.append((k / 30, y, x, v))
+    return readings
+
+
+def play_hand(readings: list[tuple[float, float, float, float]], port: int, start: float,
+              stop: threading.Event) -> list[float]:
+    """Send the hand to the daemon's OSC input (`/livegen/in/h y x v`) at `start` + each
+    reading's time, as a performer's OSC controller would; returns when each jump was
+    sent (monotonic)."""
+    from pythonosc.udp_client import SimpleUDPClient
+
+    client = SimpleUDPClient("127.0.0.1", port)
+    jumps, last_v = [], None
+    for t, y, x, v in readings:
+        delay = start + t - time.monotonic()
+        if stop.wait(max(0.0, delay)):
+            break
+        sent = time.monotonic()
+        client.send_message("/livegen/in/h", [y, x, v])
+        if v != last_v:
+            jumps.append(sent)
+            last_v = v
+    return jumps
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchOver:
+    """What a listener hears of each control change (ms, one value per change)."""
+
+    switch_over_ms: np.ndarray  # reading -> after this, every note-on is planned under it
+    first_note_ms: np.ndarray   # reading -> the first note-on planned under it
+
+
+def switch_over(jumps: list[float],
+                received: list[tuple[float, tuple[int, ...]]]) -> SwitchOver:
+    """From the receiver's note-ons, by their velocity class (BENCH_VELOCITIES): for the
+    change sent at each jump (monotonic times), the time after which no note-on of the
+    old controls arrives (0 when none does after it) and the time of the first note-on of
+    the new ones. A change whose next comes before any of its notes is left out of the
+    second."""
+    ons = [(t, m[2]) for t, m in received if m[0] & 0xF0 == 0x90 and m[2] > 0]
+    low, high = (round(80 * v / 0.75) for v in BENCH_VELOCITIES)
+    middle = (low + high) / 2
+    switch, first = [], []
+    for k, t0 in enumerate(jumps[1:], start=1):  # the first sets the start
+        t1 = jumps[k + 1] if k + 1 < len(jumps) else math.inf
+        new_is_high = k % 2 == 0  # v flips at every jump, starting at 1 (high)
+        window = [(t, (vel > middle) == new_is_high) for t, vel in ons if t0 <= t < t1]
+        old = [t for t, is_new in window if not is_new]
+        new = [t for t, is_new in window if is_new]
+        switch.append(max(0.0, max(old, default=t0) - t0) * 1e3)
+        if new:
+            first.append((min(new) - t0) * 1e3)
+    return SwitchOver(np.array(switch), np.array(first))
 
 
 def bench_engine(argv: Sequence[str]) -> int:
     """`livegen bench engine`: `livegen run` with the Char-RNN playing into a real JACK
-    port, a listener connected, steered by a replayed hand that jumps every half second:
-    control latency, generator step, send lateness, the daemon's CPU and memory, and the
-    time from start to READY (sd_notify on a real socket)."""
+    port, a listener connected, steered by a hand sent live over OSC that jumps about
+    every half second: control latency, what the listener hears of each change (the
+    switch-over, and the first note under it), generator step, send lateness, the
+    daemon's CPU and memory, and the time from start to READY (sd_notify on a real
+    socket)."""
     import socket
 
     from livegen import config
@@ -532,18 +600,24 @@ def bench_engine(argv: Sequence[str]) -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="length (default 30)")
     parser.add_argument("--change-every", type=float, default=0.5, metavar="S",
                         help="seconds between hand jumps (default 0.5)")
+    parser.add_argument("--commit-ms", type=float, default=None,
+                        help="override engine.commit_ms (what a rollback never touches)")
+    parser.add_argument("--busy", type=int, default=0, metavar="N",
+                        help="run N CPU-bound processes beside the daemon (load)")
     args = parser.parse_args(argv)
     cfg = config.load(args.config)
     name = f"livegen-bench-engine-{os.getpid()}"
     with tempfile.TemporaryDirectory() as tmp, jack_server():
         folder = Path(tmp)
-        engine_trace(folder / "trace.jsonl", args.seconds + 5, args.change_every)
+        hand = engine_hand(args.seconds, args.change_every)
+        osc_port = _free_udp_port()
         e = cfg.engine
+        commit_ms = e.commit_ms if args.commit_ms is None else args.commit_ms
         (folder / "config.toml").write_text(f"""
 [engine]
 seed = 1
 lookahead_ms = {e.lookahead_ms}
-commit_ms = {e.commit_ms}
+commit_ms = {commit_ms}
 latency_budget_ms = {e.latency_budget_ms}
 switch_interval_ms = {e.switch_interval_ms}
 
@@ -557,17 +631,24 @@ model = "{cfg.generator('charrnn').model}"
 variant = "{cfg.generator('charrnn').variant}"
 
 [inputs.hand]
-type = "replay"
-path = "{folder / 'trace.jsonl'}"
+type = "osc"
+port = {osc_port}
 
 [[map]]
-source = "hand.y"
+source = "hand.h.0"
 target = "pitch"
 
 [[map]]
-source = "hand.x"
+source = "hand.h.1"
 target = "density"
+
+[[map]]
+source = "hand.h.2"
+target = "velocity"
+out_range = {list(BENCH_VELOCITIES)}
 """)
+        busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                for _ in range(args.busy)]
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(str(folder / "notify"))
         notify.settimeout(60)
@@ -578,24 +659,31 @@ target = "density"
              str(folder / "config.toml"), "--duration", str(args.seconds),
              "--stats-json", str(folder / "stats.json")],
             env={**os.environ, "NOTIFY_SOCKET": str(folder / "notify")})
+        stop = threading.Event()
         try:
             while not notify.recv(4096).startswith(b"READY=1"):
                 pass
             spawn_to_ready = time.monotonic() - started
             receiver.connect(f"{name}:out")
+            jumps = play_hand(hand, osc_port, time.monotonic() + 0.2, stop)
             daemon.wait(args.seconds + 60)
         finally:
+            stop.set()
             notify.close()
+            for process in busy:
+                process.kill()
             if daemon.poll() is None:
                 daemon.kill()
         received = receiver.arrivals()
         figures = json.loads((folder / "stats.json").read_text())
-    _print_engine_table(args, cfg, figures, spawn_to_ready, received)
+    heard = switch_over(jumps, received)
+    _print_engine_table(args, cfg, figures, spawn_to_ready, received, heard, commit_ms)
     return 0
 
 
 def _print_engine_table(args: argparse.Namespace, cfg: Any, figures: dict[str, Any],
-                        spawn_to_ready: float, received: list) -> None:
+                        spawn_to_ready: float, received: list, heard: SwitchOver,
+                        commit_ms: float) -> None:
     player = figures["generators"]["charrnn"]
     latency, step = player["control_latency_ms"], player["step_ms"]
     out = figures["output"]
@@ -606,9 +694,11 @@ def _print_engine_table(args: argparse.Namespace, cfg: Any, figures: dict[str, A
         print(f"{what:<28}{p50:9.3f} {p99:9.3f} {worst:9.3f}   {target}")
 
     print(f"livegen bench engine: {args.seconds:g} s of the Char-RNN "
-          f"({cfg.generator('charrnn').variant}) through JACK, the hand jumping every "
-          f"{args.change_every:g} s; lookahead {cfg.engine.lookahead_ms:g} ms, commit "
-          f"{cfg.engine.commit_ms:g} ms; {notes} note-ons received by a second client")
+          f"({cfg.generator('charrnn').variant}) through JACK, a hand sent over OSC "
+          f"jumping about every {args.change_every:g} s; lookahead "
+          f"{cfg.engine.lookahead_ms:g} ms, commit {commit_ms:g} ms; {notes} note-ons "
+          "received by a second client"
+          f"{f'; {args.busy} CPU-bound processes beside it' if args.busy else ''}")
     print()
     print(f"{'':<28}{'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}   target")
     row(f"control latency (n={latency.get('n', 0)})", latency.get("p50", np.nan),
@@ -617,14 +707,29 @@ def _print_engine_table(args: argparse.Namespace, cfg: Any, figures: dict[str, A
         step.get("p99", np.nan), step.get("max", np.nan), "")
     row(f"send lateness (n={out['messages']})", out["lateness_p50_ms"],
         out["lateness_p99_ms"], out["lateness_max_ms"], "p99 <= 1 ms")
+    for what, values, target in (
+            ("switch-over at the receiver", heard.switch_over_ms, "p99 <= 10 ms"),
+            ("first note under the change", heard.first_note_ms, "(the music's)")):
+        if values.size:
+            p50, p99 = np.percentile(values, [50, 99])
+            row(f"{what} (n={values.size})", p50, p99, values.max(), target)
     print()
     print(f"over the latency budget: {player['budget_overruns']} of {latency.get('n', 0)}; "
           f"rollbacks {player['rollbacks']}; plan ran dry {player['late']}; "
-          f"stalls {player['stalls']}")
+          f"stalls {player['stalls']}; changes seen after their cut "
+          f"{player.get('late_changes', 0)}")
     print(f"daemon CPU {figures['cpu_percent']:.1f}% of one core; RSS {figures['rss_mb']:.0f} "
           f"MB (peak {figures['peak_rss_mb']:.0f} MB; target <= 300 MB)")
     print(f"start to READY: {spawn_to_ready:.2f} s from spawning the process "
           f"({figures['ready_s']:.2f} s inside it; target <= 2 s)")
+
+
+def _free_udp_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 # ---------------------------------------------------------------- the table of benches

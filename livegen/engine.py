@@ -548,6 +548,7 @@ class Engine:
                   for name, (src, _task) in self.inputs.items()}
         return {
             "uptime_s": round(time.monotonic() - self.started, 3),
+            "origin": self.origin,  # monotonic time of the music's time zero (replays)
             "ready_s": self.ready_s,
             "seed": self.seed,
             "cpu_percent": round(self.meter.cpu_percent(), 1),
