@@ -248,8 +248,8 @@ def test_a_segment_generator_that_raises_or_misses_its_bar_is_counted_and_the_mu
     assert arp["failures"] == 1, arp
     assert arp["missed"] >= 1, arp
     ons = note_ons(jack_receiver.arrivals, channel=3)
-    last = max(t for t, _, _ in ons)
-    assert last - min(t for t, _, _ in ons) > 9.0, "the music stopped"
+    # Bars 4 and 5 (8-12 s) play: the music went on after the failure and the slow bar.
+    assert [t for t, _, _ in ons if t - ons[0][0] > 8.0], "the music stopped"
     assert sounding_notes(jack_receiver.messages) == set()
 
 
