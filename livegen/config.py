@@ -158,6 +158,8 @@ class EngineConfig:
                                doc="sampling seed; unset = a fresh seed each run (logged)")
     switch_interval_ms: float = setting(0.5, lo=0.05, hi=50.0,
                                         doc="Python's thread switch interval while running")
+    presets: Path = setting(Path("presets.toml"),
+                            doc="the presets file (/livegen/preset/store N writes it)")
 
     def check(self, path: str, problems: list[str]) -> None:
         if self.commit_ms >= self.lookahead_ms:
@@ -286,6 +288,14 @@ class MidiInputConfig(InputConfig):
     # A knob sends only when moved and keeps its place: its controls hold for an hour.
     stale_after: float = setting(3600.0, lo=0.05, hi=3600.0,
                                  doc="seconds of silence before its controls go neutral")
+    program_change: Literal["value", "preset"] = setting(
+        "value", doc="value: a program change is the value `program` for [[map]] rules; "
+                     "preset: program change P (shown as P+1 on most devices) recalls "
+                     "preset P+1")
+    thru: bool = setting(False, doc="play the notes that come in through livegen's output "
+                                    "port as well (the performer's keyboard heard)")
+    thru_channel: int = setting(0, lo=0, hi=16, doc="channel the thru notes are played on "
+                                                    "(0 = the channel they came on)")
 
     def offered_keys(self) -> tuple[str, ...]:
         numbered = tuple(f"{kind}.{n}" for kind in ("cc", "note", "pressure")
@@ -423,11 +433,55 @@ class OscInputConfig(InputConfig):
     # knob: its controls hold. A tracker that streams can set a few seconds.
     stale_after: float = setting(3600.0, lo=0.05, hi=3600.0,
                                  doc="seconds of silence before its controls go neutral")
+    commands: bool = setting(True, doc="take the control surface's commands (/livegen/panic, "
+                                       "/livegen/pause, /livegen/generator, /livegen/preset/"
+                                       "...) and answer with /livegen/state/...")
+    reply_to: str = setting("", doc="host:port that state replies go to (a TouchOSC or Open "
+                                    "Stage Control receive port); '' = the sender's address")
 
     def check(self, path: str, problems: list[str]) -> None:
         if not re.fullmatch(r"(/[^/\s#*,?\[\]{}]+)+", self.prefix):
             problems.append(f"{path}.prefix: {self.prefix!r} must be an OSC address like "
                             "'/livegen/in' (starts with '/', no trailing '/', no wildcards)")
+        if self.reply_to and parse_host_port(self.reply_to) is None:
+            problems.append(f"{path}.reply_to: {self.reply_to!r} is not host:port; give e.g. "
+                            "'192.168.1.20:9001', or '' to reply to the sender")
+
+
+def parse_host_port(text: str) -> tuple[str, int] | None:
+    """'host:port' -> (host, port), or None when it is not that."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host, int(port)
+
+
+PAGE_KEYS = ("pitch", "density", "temperature", "velocity")
+# Recalled presets and switches from the control surface reach the mapper as readings of
+# this source: their values are targets' values, held until a target's own rule moves.
+PRESET_SOURCE = "preset"
+
+
+@dataclass(frozen=True, slots=True)
+class PageInputConfig(InputConfig):
+    """The monitor page's sliders as an input: each key is a slider (0..1) whose moves
+    become readings of this input, mapped by [[map]] rules like any other input's."""
+    keys: tuple[str, ...] = setting(PAGE_KEYS, doc="one slider per key, e.g. 'pitch' (a map "
+                                                   "source NAME.pitch)")
+    # A slider stays where it was left, like a knob: its controls hold.
+    stale_after: float = setting(3600.0, lo=0.05, hi=3600.0,
+                                 doc="seconds of silence before its controls go neutral")
+
+    def offered_keys(self) -> tuple[str, ...]:
+        return self.keys
+
+    def check(self, path: str, problems: list[str]) -> None:
+        for i, key in enumerate(self.keys):
+            if not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", key):
+                problems.append(f"{path}.keys[{i}]: {key!r} is not a key name; use letters, "
+                                "digits, '_', '-' and dots, e.g. 'pitch'")
+        if len(set(self.keys)) != len(self.keys):
+            problems.append(f"{path}.keys: a key is named twice; give each slider once")
 
 
 INPUT_TYPES: dict[str, type[InputConfig]] = {
@@ -437,6 +491,7 @@ INPUT_TYPES: dict[str, type[InputConfig]] = {
     "camera": CameraInputConfig,
     "emg": EmgInputConfig,
     "osc": OscInputConfig,
+    "page": PageInputConfig,
 }
 
 
@@ -500,6 +555,19 @@ class MapRule:
         return self.source.split(".", 1)[1]
 
 
+# ---------------------------------------------------------------- the monitor page
+
+@dataclass(frozen=True, slots=True)
+class MonitorConfig:
+    """The live monitor page (livegen/monitor.py), served from the daemon's own loop."""
+    enabled: bool = setting(False, doc="serve the monitor page at http://HOST:PORT/")
+    host: str = setting("127.0.0.1", doc="address to serve on; 0.0.0.0 opens it (and its "
+                                         "panic, pause and preset buttons) to the network")
+    port: int = setting(8765, lo=0, hi=65535, doc="TCP port (0 = any free port, logged)")
+    rate_hz: float = setting(25.0, lo=1.0, hi=60.0,
+                             doc="how often a connected page is sent the roll and controls")
+
+
 # ---------------------------------------------------------------- the whole config
 
 @dataclass(frozen=True, slots=True)
@@ -512,6 +580,7 @@ class Config:
                           "plays with its defaults")
     inputs: Mapping[str, InputConfig] = setting(factory=dict)
     map: tuple[MapRule, ...] = setting(())
+    monitor: MonitorConfig = setting(factory=MonitorConfig)
     source: Path | None = setting(None, doc="the file this config was read from",
                                   internal=True)
 
@@ -559,6 +628,7 @@ class Config:
                                     f"{channels[channel]}'s; in layer mode each generator "
                                     "plays on its own channel")
                 channels[channel] = name
+        self._check_surface(problems)
         driven: dict[tuple[str | None, str, int | None], int] = {}
         for i, rule in enumerate(self.map):
             if "." in rule.source and rule.input_name not in self.inputs:
@@ -584,6 +654,19 @@ class Config:
                                 "target")
             else:
                 driven[target] = i
+
+    def _check_surface(self, problems: list[str]) -> None:
+        """The monitor page's input and the presets' source name (livegen/monitor.py)."""
+        if PRESET_SOURCE in self.inputs:
+            problems.append(f"inputs.{PRESET_SOURCE}: {PRESET_SOURCE!r} is the source of "
+                            "recalled presets and switches; give this input another name")
+        pages = [name for name, i in self.inputs.items() if i.type == "page"]
+        if len(pages) > 1:
+            problems.append(f"inputs.{pages[1]}: the monitor page has one set of sliders, "
+                            f"already input {pages[0]!r}; keep one input of type 'page'")
+        if pages and not self.monitor.enabled:
+            problems.append(f"inputs.{pages[0]}: its sliders are on the monitor page, which "
+                            "is off; set [monitor] enabled = true")
 
     def _check_key(self, i: int, rule: MapRule, problems: list[str]) -> None:
         input_cfg = self.inputs[rule.input_name]

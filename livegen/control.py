@@ -6,6 +6,10 @@ target's out_range and applies a deadband. The latest value of each target forms
 immutable, versioned `Controls` snapshot. A source that falls silent holds its values;
 after its input's `stale_after` the targets it drove return to neutral.
 
+Readings of the source `preset` (config.PRESET_SOURCE: a recalled preset, a generator
+switched from the control surface) carry targets' values directly (`pitch`, `generator` as
+an index, `lead.temperature`, `noise[3]`): each holds until its target's own rule moves.
+
 Whatever arrives, every value a snapshot carries lies within its target's limits
 (config.TARGETS): the config refuses an out_range beyond them, and the mapper holds each
 value to them again, so no NaN, infinity or absurd tempo reaches a generator or the clock.
@@ -21,6 +25,7 @@ from dataclasses import dataclass, field
 
 from livegen.config import (
     NOISE_SIZE,
+    PRESET_SOURCE,
     TARGETS,
     Config,
     MapRule,
@@ -34,6 +39,8 @@ log = logging.getLogger(__name__)
 
 MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
 NO_KEY = 12  # Controls.key value for "no key": the generator's neutral histogram
+# Targets a generator may choose for itself while no rule drives them (Controls.undriven).
+FREE_TARGETS = ("pitch", "density", "key")
 MELODY_NOTES = 256  # the performer's melody kept in the Controls: at most this many notes
 MELODY_S = 60.0     # and none that ended longer ago than this
 
@@ -65,6 +72,10 @@ class Controls:
     # time, note-off time or inf while held, pitch), monotonic seconds. Segment players
     # turn it into beats (generators/segment.melody_notes).
     melody: tuple[tuple[float, float, int], ...] = ()
+    # The FREE_TARGETS that no rule or recalled preset drives: their values above are
+    # neutral, and a generator may choose them itself (the Char-RNN lets its music choose).
+    # Empty in Controls made in code: every value there counts as asked for.
+    undriven: tuple[str, ...] = ()
 
     def for_generator(self, name: str) -> Controls:
         """These controls as generator `name` sees them: its own values in force."""
@@ -80,6 +91,7 @@ class Controls:
                 values["key"] = round(value) % 12
             else:
                 values[target] = value
+        values["undriven"] = tuple(t for t in self.undriven if t not in values)
         return dataclasses.replace(self, noise=tuple(noise), **values)
 
     def key_histogram(self) -> tuple[float, ...]:
@@ -173,6 +185,7 @@ class Rule:
         self.spec = spec
         self.scope, _ = split_scope(spec.target)  # a generator's own rule, or None
         self.target, self.index = parse_target(spec.target)
+        self.slot = (self.scope, self.target, self.index)  # what it drives
         wanted = spec.out_range or TARGETS[self.target].range
         # The config refuses an out_range beyond the target's limits; a Config built in
         # code skips that check, so hold it here too.
@@ -236,14 +249,41 @@ class Mapper:
         self.unmapped: set[str] = set()
         self.melody_input = config.engine.melody_input
         self.melody: list[tuple[float, float, int]] = []
+        # Values recalled by PRESET_SOURCE readings, by (scope, target, index); each is
+        # dropped when its target's own rule moves.
+        self.recalled: dict[tuple[str | None, str, int | None], float] = {}
 
     def update(self, reading: Reading) -> Controls | None:
+        if reading.source == PRESET_SOURCE:
+            return self._snapshot(reading.t) if self._recall(reading) else None
         self.last_seen[reading.source] = reading.t
         moved = reading.source == self.melody_input and self._play_melody(reading)
         for key, value in reading.values.items():
             for rule in self.by_source.get(f"{reading.source}.{key}", ()):
-                moved |= rule.apply(value, reading.t)
+                if rule.apply(value, reading.t):
+                    moved = True
+                    self.recalled.pop(rule.slot, None)  # the performer's move wins
         return self._snapshot(reading.t) if moved else None
+
+    def _recall(self, reading: Reading) -> bool:
+        """Hold a preset reading's values (each a target's own, e.g. `pitch` 0.8 or
+        `generator` 1) until each target's rule moves; unknown targets are skipped."""
+        recalled = False
+        for key, value in reading.values.items():
+            try:
+                target, index = parse_target(key)
+            except ValueError as exc:
+                log.warning("preset: %s; skipped", exc)
+                continue
+            scope, _ = split_scope(key)
+            if scope is not None and scope not in self.generators:
+                log.warning("preset: %r names generator %r, which does not run; skipped",
+                            key, scope)
+                continue
+            if math.isfinite(value):
+                self.recalled[(scope, target, index)] = held(target, value)
+                recalled = True
+        return recalled
 
     def _play_melody(self, reading: Reading) -> bool:
         """Note-ons and note-offs of the melody input into the melody (its last
@@ -294,30 +334,31 @@ class Mapper:
     def _values(self) -> dict[str, object]:
         values = self._values_of(self.neutral)
         noise = list(self.neutral.noise)
-        shared = {(rule.target, rule.index) for rule in self.rules
-                  if rule.scope is None and rule.output is not None}
+        # The config allows one rule per target; a recalled value sits above its rule's
+        # until that rule moves.
+        driving = [(rule.slot, rule.output) for rule in self.rules if rule.output is not None]
+        driving += self.recalled.items()
+        shared = {(target, index) for (scope, target, index), _ in driving if scope is None}
         # A generator's own configured value holds until a rule drives the target for all.
         scoped = [entry for entry in self.neutral.scoped
                   if (entry[1], None if entry[2] < 0 else entry[2]) not in shared]
-        for rule in self.rules:  # the config allows one rule per target
-            if rule.output is None:
+        for (scope, target, index), output in driving:
+            if scope is not None:
+                scoped.append((scope, target, -1 if index is None else index, output))
                 continue
-            if rule.scope is not None:
-                scoped.append((rule.scope, rule.target,
-                               -1 if rule.index is None else rule.index, rule.output))
-                continue
-            if rule.target == "noise":
-                noise[rule.index] = rule.output
-            elif rule.target == "key":
-                values["key"] = round(rule.output) % 12
-            elif rule.target == "generator":
-                index = min(len(self.generators) - 1, max(0, round(rule.output)))
-                values["generator"] = self.generators[index]
+            if target == "noise":
+                noise[index] = output
+            elif target == "key":
+                values["key"] = round(output) % 12
+            elif target == "generator":
+                choice = min(len(self.generators) - 1, max(0, round(output)))
+                values["generator"] = self.generators[choice]
             else:
-                values[rule.target] = rule.output
+                values[target] = output
         values["noise"] = tuple(noise)
         values["scoped"] = tuple(scoped)
         values["melody"] = tuple(self.melody)
+        values["undriven"] = tuple(t for t in FREE_TARGETS if (t, None) not in shared)
         return values
 
     @staticmethod
@@ -347,4 +388,5 @@ def neutral_controls(config: Config) -> Controls:
         tempo=held("tempo", config.clock.bpm),
         generator=generator,
         scoped=scoped,
+        undriven=FREE_TARGETS,
     )

@@ -17,6 +17,7 @@ FAMILIES = {
     "camera": "livegen.inputs.camera:CameraInput",
     "emg": "livegen.inputs.emg:EmgInput",
     "osc": "livegen.inputs.osc:OscInput",
+    "page": "livegen.inputs.page:PageInput",
 }
 
 
