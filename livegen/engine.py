@@ -41,16 +41,23 @@ from typing import Any
 
 from livegen import config as config_module
 from livegen import inputs as inputs_module
+from livegen import presets
 from livegen.clock import CLOCK_START, CLOCK_STOP, CLOCK_TICK, Clock
-from livegen.config import Config, ConfigError, MidiInputConfig, ReplayInputConfig
+from livegen.config import (
+    PRESET_SOURCE,
+    Config,
+    ConfigError,
+    MidiInputConfig,
+    ReplayInputConfig,
+)
 from livegen.control import Controls, Mapper
 from livegen.errors import LivegenError
 from livegen.generators import type_of
 from livegen.generators.players import Player, SegmentPlayer
 from livegen.generators.step import StepPlayer
 from livegen.inputs.base import Input, Reading, supervise
-from livegen.inputs.replay import Replay, ReplayInput, TraceWriter
-from livegen.output import Output
+from livegen.inputs.replay import Replay, ReplayInput, TraceWriter, read_trace
+from livegen.output import Output, panic_messages
 from livegen.service import Notifier
 from livegen.stats import ProcessMeter
 from livegen.timeline import Timeline
@@ -60,6 +67,7 @@ log = logging.getLogger(__name__)
 TICK_S = 0.05          # the loop's housekeeping period: staleness, watchdog, duration
 START_LEAD_S = 0.15    # the music starts this long after the engine is ready
 CLOCK_TAG = "clock"    # timeline tag of outgoing MIDI clock
+PANIC_TAG = "panic"    # timeline tag of the control surface's all-notes-off
 # A run with --duration plays nothing due after its end, then waits this long before it
 # stops, so the output has sent everything due before the end when the port closes.
 STOP_GRACE_S = 0.1
@@ -96,6 +104,10 @@ class Engine:
         self.options = options or RunOptions()
         self.seed = self._choose_seed()
         self.timeline = Timeline()
+        if cfg.monitor.enabled:  # the page's roll reads what the output takes from the plan
+            from livegen.monitor import TappedTimeline
+
+            self.timeline = TappedTimeline()
         self.notifier = Notifier()
         self.meter = ProcessMeter()
         self.mapper = Mapper(cfg)
@@ -117,6 +129,11 @@ class Engine:
         self._stop = asyncio.Event()
         self._reloads = 0
         self._reload_failures = 0
+        # The control surface: OSC commands, MIDI program changes, the monitor page.
+        self.paused = False
+        self.preset: int | None = None  # the preset last stored or recalled
+        self.state_listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.monitor: Any = None  # livegen.monitor.Monitor while the page is served
 
     def _choose_seed(self) -> int:
         if self.options.seed is not None:
@@ -136,6 +153,7 @@ class Engine:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         try:
             self._start()
+            await self._start_monitor()
             self.ready_s = time.monotonic() - self.started
             self.notifier.notify("READY=1", f"STATUS=playing ({self.describe_output()})")
             log.info("ready in %.2f s: %s; seed %d", self.ready_s, self.describe_output(),
@@ -177,7 +195,7 @@ class Engine:
         if self.options.record_trace is not None:
             self.trace = TraceWriter(self.options.record_trace, self.origin, cfg.inputs)
         sources = {name: self._make_input(name, input_cfg)
-                   for name, input_cfg in cfg.inputs.items()}
+                   for name, input_cfg in self._input_configs().items()}
         replays = {name: s for name, s in sources.items() if isinstance(s, ReplayInput)}
         if replays and len(replays) == len(sources):
             self._start_replay(replays)
@@ -252,6 +270,8 @@ class Engine:
             source = inputs_module.create(name, input_cfg)
         if isinstance(source, ReplayInput):
             source.origin = self.origin
+        elif hasattr(source, "attach"):  # a control surface (OSC, MIDI, the page)
+            source.attach(self)
         return source
 
     def _start_input(self, name: str, input_cfg: Any) -> None:
@@ -268,7 +288,7 @@ class Engine:
         """Every configured input as a replay (of --replay's trace, or its own), played as
         one `Replay` from this run's origin."""
         sources = [self._make_input(name, input_cfg)
-                   for name, input_cfg in self.cfg.inputs.items()]
+                   for name, input_cfg in self._input_configs().items()]
         replays = [s for s in sources if isinstance(s, ReplayInput)]
         if not sources:
             raise LivegenError(f"{self.cfg.source}: no [inputs]: a replay plays the trace's "
@@ -368,6 +388,10 @@ class Engine:
         outgoing = self.players.get(self.active)
         if incoming is None:
             return
+        if self.paused:  # resume() plays the generator chosen meanwhile
+            self.active = name
+            self._state_changed()
+            return
         grid = self.clock.grid
         commit = self.cfg.engine.commit_ms / 1e3
         bar = math.ceil(grid.beat_at(max(t, time.monotonic()) + commit)
@@ -378,6 +402,122 @@ class Engine:
             self.output.release_at(self.active, grid.time_at(bar))
         incoming.play_from(bar)
         self.active = name
+        self._state_changed()
+
+    # ------------------------------------------------------------ the control surface
+    # OSC commands, MIDI program changes and the monitor page call these on the loop. An
+    # action that cannot be done raises LivegenError, one line with the fix, for the
+    # surface to answer with.
+
+    def panic(self) -> None:
+        """End every note now: each player's (and MIDI thru's) pending notes dropped and
+        its sounding notes ended, then sustain off and all-notes-off. The players plan on,
+        so the music comes back within the lookahead."""
+        if self.output is None:
+            return
+        thru = [getattr(source, "thru_tag", "") for source, _task in self.inputs.values()]
+        for tag in [*self.players, *filter(None, thru)]:
+            self.output.release(tag)
+        now = time.monotonic()
+        messages = panic_messages(self.cfg.output.panic_channels)
+        self.timeline.add_many([(now, message) for message in messages], PANIC_TAG)
+        log.warning("panic: every sounding note ended")
+        self._state_changed()
+
+    def pause(self) -> None:
+        """Hold every player at the next beat, where its notes end; resume() plays on."""
+        if self.paused:
+            return
+        self.paused = True
+        beat = self._next_beat()
+        due = self.clock.grid.time_at(beat)
+        for name, player in self.players.items():
+            player.hold(beat)
+            if self.output is not None:
+                self.output.release_at(name, due)
+        log.info("pause: the music stops at beat %g", beat)
+        self._state_changed()
+
+    def resume(self) -> None:
+        """Play on from the next beat: in switch mode the active generator, in layer mode
+        all, each where it was held."""
+        if not self.paused:
+            return
+        self.paused = False
+        beat = self._next_beat()
+        for name, player in self.players.items():
+            if self.cfg.engine.mode == "layer" or name == self.active:
+                player.play_from(beat)
+        log.info("resume: the music plays on at beat %g", beat)
+        self._state_changed()
+
+    def _next_beat(self) -> float:
+        grid = self.clock.grid
+        t = time.monotonic() + self.cfg.engine.commit_ms / 1e3
+        return float(math.ceil(grid.beat_at(t) - 1e-9))
+
+    def switch(self, name: str, t: float | None = None) -> None:
+        """Switch mode: `name` takes over at the next bar line. It goes the generator
+        target's way (a reading of the preset source), so the controls agree and a rule on
+        that target, moved later, takes over again."""
+        if self.cfg.engine.mode != "switch":
+            raise LivegenError("switch: engine.mode is 'layer', where every generator "
+                               "sounds; set [engine] mode = 'switch' to choose one")
+        if name not in self.cfg.playing:
+            raise LivegenError(f"switch: no generator {name!r} runs (running: "
+                               f"{', '.join(self.cfg.playing)})")
+        self._on_reading(Reading(PRESET_SOURCE, time.monotonic() if t is None else t,
+                                 {"generator": float(self.cfg.playing.index(name))}))
+
+    def store_preset(self, number: int, name: str = "") -> None:
+        """Write the controls as they are now as preset `number` (engine.presets)."""
+        presets.store(self.cfg.engine.presets, number, self.mapper.controls, name)
+        self.preset = number
+        self._state_changed()
+
+    def recall_preset(self, number: int, t: float | None = None) -> None:
+        """Apply preset `number`: its values reach the mapper as one reading of the preset
+        source (recorded in a trace like any reading), each held until its target's own
+        rule moves."""
+        title, values = presets.recall(self.cfg.engine.presets, number, self.cfg.playing)
+        log.info("preset %d (%s) recalled", number, title)
+        self.preset, active = number, self.active
+        if values:
+            self._on_reading(Reading(PRESET_SOURCE, time.monotonic() if t is None else t,
+                                     values))
+        if self.active == active:  # a switch has told the listeners already
+            self._state_changed()
+
+    def surface_state(self) -> dict[str, Any]:
+        """What a controller shows: the generator that sounds, paused, the last preset."""
+        return {"generator": self.active, "paused": self.paused, "preset": self.preset,
+                "generators": list(self.cfg.playing)}
+
+    def _state_changed(self) -> None:
+        state = self.surface_state()
+        for listener in list(self.state_listeners):
+            try:
+                listener(state)
+            except Exception:  # a controller's reply must never stop the music
+                log.exception("control surface: telling a listener the state failed")
+
+    def _input_configs(self) -> dict[str, Any]:
+        """The configured inputs; with --replay also the trace's recalls and switches
+        (source `preset`), replayed like an input's readings."""
+        configs = dict(self.cfg.inputs)
+        replay = self.options.replay
+        if replay is not None and any(source == PRESET_SOURCE
+                                      for _, source, _ in read_trace(replay)):
+            configs[PRESET_SOURCE] = ReplayInputConfig(type="replay", path=replay)
+        return configs
+
+    async def _start_monitor(self) -> None:
+        if not self.cfg.monitor.enabled:
+            return
+        from livegen.monitor import Monitor
+
+        self.monitor = Monitor(self)
+        await self.monitor.start()
 
     async def _housekeeping(self) -> None:
         watchdog = self.notifier.watchdog_interval()
@@ -449,12 +589,14 @@ class Engine:
             grid = self.clock.grid
             start = grid.time_at(math.ceil(grid.beat_at(now) / grid.beats_per_bar)
                                  * grid.beats_per_bar)
-            if self.cfg.engine.mode == "switch" and name != self.active:
+            if self.paused or (self.cfg.engine.mode == "switch" and name != self.active):
                 fresh.hold(grid.beat_at(start))
             fresh.start(start)
             self.players[name] = fresh
 
     async def _shutdown(self) -> None:
+        if self.monitor is not None:
+            await self.monitor.close()
         if self.clock_follower is not None:
             self.clock_follower.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -501,7 +643,7 @@ class Engine:
 
     def _apply_config(self, new: Config) -> None:
         old = self.cfg
-        for section in ("output", "clock"):
+        for section in ("output", "clock", "monitor"):
             if getattr(new, section) != getattr(old, section):
                 log.warning("reload: [%s] changes take effect at restart (the port stays "
                             "open)", section)
@@ -560,6 +702,8 @@ class Engine:
             "clock": {"bpm": round(self.clock.bpm, 2), "following": self.clock.following,
                       "running": self.clock.running},
             "active": self.active,
+            "surface": {**self.surface_state(),
+                        "controls": presets.control_values(self.mapper.controls)},
             "replaced": len(self.replaced),
             "reloads": self._reloads,
             "reload_failures": self._reload_failures,

@@ -10,6 +10,14 @@ Every value is normalised to 0..1 so the default in_range fits:
     program       the last program change (number / 127)
 System exclusive, stray data bytes and unknown status bytes are dropped and counted; MIDI
 clock and transport go to the clock when it follows this port, else they are ignored.
+
+The control surface (config keys; the engine attaches itself to the input):
+    program_change = "preset"   program change P recalls preset P+1 (no `program` value)
+    thru = true                 the notes that come in are played through livegen's port
+                                too, on `thru_channel` (0: their own), as they arrive
+Thru notes go into the timeline, due now, under the tag `thru:NAME`: the output sends them
+at once and keeps them in its note ledger like the generators' notes, so a panic, a stop
+or output.max_note_s ends them too.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import mido
 
@@ -34,6 +43,8 @@ log = logging.getLogger(__name__)
 
 REALTIME = frozenset({0xF8, 0xFA, 0xFB, 0xFC, 0xFE, 0xFF})
 SYSEX = 0xF0
+NOTE_OFF, NOTE_ON, PROGRAM_CHANGE = 0x80, 0x90, 0xC0
+THRU_TAG_PREFIX = "thru:"  # timeline tag of an input's thru notes: thru:NAME
 
 
 def values_of(message: mido.Message) -> dict[str, float] | None:
@@ -94,6 +105,18 @@ class MidiInput(ThreadedInput):
         self.config = config
         self.on_clock = on_clock  # called with (status, arrival time) from the reader thread
         self.description = ""
+        # The control surface, once the engine attaches itself (see the module docstring).
+        self.engine: Any = None
+        self.thru_tag = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def attach(self, engine: Any) -> None:
+        """Recall presets on program changes and play thru for `engine` (as configured);
+        called on the event loop."""
+        self._loop = asyncio.get_running_loop()
+        self.engine = engine
+        if self.config.thru:
+            self.thru_tag = THRU_TAG_PREFIX + self.name
 
     def spec(self) -> ListenerSpec:
         if self.config.virtual:
@@ -121,11 +144,32 @@ class MidiInput(ThreadedInput):
         channel = getattr(message, "channel", None)
         if self.config.channel and channel is not None and channel != self.config.channel - 1:
             return
+        kind = data[0] & 0xF0
+        if self.thru_tag and kind in (NOTE_ON, NOTE_OFF):
+            self._play_thru(data)
+        if kind == PROGRAM_CHANGE and self.config.program_change == "preset":
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._recall, data[1] + 1, t)
+            return
         values = values_of(message)
         if values is None:
             self.stats.drop("unmapped")
             return
         emit(values, t)
+
+    def _play_thru(self, data: list[int]) -> None:
+        """Plan the note now, on thru_channel: the output thread sends it at once."""
+        channel = self.config.thru_channel
+        status = (data[0] & 0xF0) | (channel - 1) if channel else data[0]
+        self.engine.timeline.add(time.monotonic(), (status, data[1], data[2]), self.thru_tag)
+
+    def _recall(self, number: int, t: float | None) -> None:
+        """On the loop: recall preset `number` for a program change."""
+        try:
+            self.engine.recall_preset(number, t)
+        except LivegenError as exc:
+            self.stats.drop("no such preset")
+            log.warning("input %s: program change %d: %s", self.name, number - 1, exc)
 
     def run(self, emit: Emit, stopping: threading.Event) -> None:
         try:
