@@ -28,6 +28,11 @@ from livegen.errors import LivegenError
 
 CONFIG_ENV = "LIVEGEN_CONFIG"
 CHECKOUT_ROOT = Path(__file__).resolve().parents[1]
+# What livegen ships (config.toml, models/, devices/, systemd/, examples/): a wheel carries
+# it inside the package (setup.py copies it there at build time); a checkout keeps it at
+# its root.
+PACKAGE_DATA = Path(__file__).resolve().parent / "data"
+SHIPPED_DATA = PACKAGE_DATA if (PACKAGE_DATA / "config.toml").is_file() else CHECKOUT_ROOT
 SYSTEM_CONFIG = Path("/etc/livegen/config.toml")
 SHARED_DATA = Path("/usr/share/livegen")  # what install-service puts beside /etc/livegen
 
@@ -682,7 +687,7 @@ def default_config_path() -> Path:
     """Where `livegen` looks when no --config is given."""
     if os.environ.get(CONFIG_ENV):
         return Path(os.environ[CONFIG_ENV])
-    for candidate in (Path("config.toml"), SYSTEM_CONFIG, CHECKOUT_ROOT / "config.toml"):
+    for candidate in (Path("config.toml"), SYSTEM_CONFIG, SHIPPED_DATA / "config.toml"):
         if candidate.is_file():
             return candidate
     return Path("config.toml")
@@ -824,7 +829,7 @@ def _model_fix(kind: str, manifest: Path, key_path: str, source: Path | None) ->
         return f"restore it with `git checkout models/` in {CHECKOUT_ROOT}, or {train}"
     if source is not None and source.parent == SYSTEM_CONFIG.parent:
         return f"reinstall the shipped models with `sudo livegen install-service`, or {train}"
-    for shipped in (CHECKOUT_ROOT / "models" / f"{kind}.json",
+    for shipped in (SHIPPED_DATA / "models" / f"{kind}.json",
                     SHARED_DATA / "models" / f"{kind}.json"):
         if shipped.is_file() and shipped != manifest:
             return (f"point {key_path} at a manifest, e.g. \"{shipped}\" (the shipped one; "
