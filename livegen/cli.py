@@ -173,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "and udev rules (under --root, default /)")
     p.add_argument("--root", type=Path, default=Path("/"),
                    help="install into this folder instead of / (packaging, tests)")
+    p.add_argument("--executable", type=Path, metavar="PATH",
+                   help="the livegen the unit runs, an absolute path (default: the one "
+                        "beside this Python; give it when packaging for another machine)")
     p.set_defaults(handler=_handler("livegen.service:install_command"))
 
     p = command("train", help="train a model (needs the [train] extra: torch)")
