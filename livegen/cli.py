@@ -99,13 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=run_command)
 
     p = command("demo", help="the simulated performer through the engine: "
-                            "plays to the port if there is one, writes out/demo.mid "
-                            "and out/demo.png")
+                            "plays to the port if there is one, writes out/demo.mid, "
+                            "out/demo.wav (with FluidSynth) and out/demo.png")
     _config_option(p)
     p.add_argument("--seconds", type=_seconds(zero_ok=False), default=20.0,
                    help="length, more than 0 (default 20)")
-    p.add_argument("--out", type=Path, default=Path("out"), help="folder for demo.mid/.png")
+    p.add_argument("--out", type=Path, default=Path("out"),
+                   help="folder for demo.mid/.wav/.png")
     p.add_argument("--seed", type=int, default=1, help="sampling and performer seed")
+    p.add_argument("--soundfont", type=Path, metavar="SF2",
+                   help="the General MIDI soundfont FluidSynth renders demo.wav with "
+                        "(default: $LIVEGEN_SOUNDFONT, else Debian's FluidR3_GM)")
     p.set_defaults(handler=_handler("livegen.demo:demo_command"))
 
     p = command("render", help="play a trace through the engine on a virtual clock, "

@@ -1,8 +1,9 @@
 """`livegen demo`: the simulated performer plays the Char-RNN through the real engine.
 
 It plays into the virtual port when a MIDI system is there, always records out/demo.mid,
-and draws out/demo.png: the piano roll with the control curves beneath on the same time
-axis, so a person sees the hand and the arm steer the music.
+renders it to out/demo.wav with FluidSynth when that is installed (see livegen/synth.py),
+and draws out/demo.png (with the `plot` extra): the piano roll with the control curves
+beneath on the same time axis, so a person sees the hand and the arm steer the music.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import time
 from pathlib import Path
 
 from livegen import config as config_module
+from livegen import synth
 from livegen.config import Config
 from livegen.control import Controls
 from livegen.engine import Engine, RunOptions
+from livegen.errors import LivegenError
 from livegen.inputs.base import Reading
 from livegen.music.events import Note, read_midi
 
@@ -41,9 +44,10 @@ def demo_config(cfg: Config) -> Config:
 def demo_command(args: argparse.Namespace) -> int:
     cfg = demo_config(config_module.load(args.config))
     config_module.check_runnable(cfg)
+    soundfont = synth.find_soundfont(args.soundfont)  # a bad --soundfont: refused first
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    midi_path, png_path = out / "demo.mid", out / "demo.png"
+    midi_path, wav_path, png_path = out / "demo.mid", out / "demo.wav", out / "demo.png"
     trace = DemoTrace()
     options = RunOptions(record_midi=midi_path, duration=args.seconds, seed=args.seed)
     engine = Engine(cfg, options)
@@ -57,7 +61,6 @@ def demo_command(args: argparse.Namespace) -> int:
     progress.finish()
     notes = read_midi(midi_path) if midi_path.exists() else []
     origin = engine.output_started
-    draw(png_path, notes, trace, origin, args.seconds, engine.mapper.neutral)
     figures = engine.figures()
     player = figures["generators"].get(cfg.engine.generator, {})
     latency = player.get("control_latency_ms", {})
@@ -65,8 +68,47 @@ def demo_command(args: argparse.Namespace) -> int:
     if latency.get("n"):
         print(f"control latency p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms "
               f"over {latency['n']} changes")
-    print(f"wrote {midi_path} and {png_path}")
+    written, missing = [midi_path], []
+    for path, why_not in ((wav_path, write_wav(midi_path, wav_path, soundfont)),
+                          (png_path, write_png(png_path, notes, trace, origin, args.seconds,
+                                               engine.mapper.neutral))):
+        if why_not is None:
+            written.append(path)
+        else:
+            missing.append(f"no {path}: {why_not}")
+    print(f"wrote {', '.join(map(str, written))}")
+    for line in missing:
+        print(line)
     return status
+
+
+def write_wav(midi_path: Path, wav_path: Path, soundfont: Path | None) -> str | None:
+    """Render the demo to WAV with FluidSynth; None when written, else why not and the
+    fix, in one line (the demo has played either way, so this never fails it)."""
+    wav_path.unlink(missing_ok=True)  # never leave an earlier run's sound beside this one
+    fluidsynth = synth.find_fluidsynth()
+    if fluidsynth is None:
+        return f"FluidSynth is not installed; to hear the demo: {synth.INSTALL}"
+    if soundfont is None:
+        return ("no General MIDI soundfont found; apt-get install fluid-soundfont-gm, or "
+                f"give one with --soundfont FILE.sf2 (or ${synth.SOUNDFONT_ENV})")
+    try:
+        synth.render_wav(midi_path, wav_path, soundfont, fluidsynth)
+    except LivegenError as exc:
+        return str(exc)
+    return None
+
+
+def write_png(path: Path, notes: list[Note], trace: DemoTrace, origin: float,
+              seconds: float, neutral: Controls) -> str | None:
+    """Draw the demo's picture; None when drawn, else why not and the fix, in one line."""
+    path.unlink(missing_ok=True)
+    try:
+        import matplotlib  # noqa: F401  (the plot extra)
+    except ImportError:
+        return "matplotlib is not installed; pip install 'livegen[plot]' (scripts/setup does)"
+    draw(path, notes, trace, origin, seconds, neutral)
+    return None
 
 
 class Progress:
