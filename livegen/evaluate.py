@@ -542,8 +542,8 @@ def test_windows(chorales: Sequence[Any], steps: int, count: int, seed: int = 0
 
 
 def _sample_all(model: Any, given: np.ndarray, known: np.ndarray, *, batch: int, seed: int,
-                evaluations: int | None = None, original: bool = False, eta: float = 0.0
-                ) -> tuple[np.ndarray, float]:
+                evaluations: int | None = None, original: bool = False, eta: float = 0.0,
+                temperature: float = 1.0) -> tuple[np.ndarray, float]:
     """Samples for every window (in batches) and the seconds it took."""
     from livegen.generators.langevin import sample, sample_original
 
@@ -553,13 +553,14 @@ def _sample_all(model: Any, given: np.ndarray, known: np.ndarray, *, batch: int,
         rng = np.random.default_rng((seed, start))
         part = slice(start, start + batch)
         if original:
+            # langevin-music's own levels, 20 down to 0.05, whatever the model's schedule.
             result = sample_original(model.denoise, given[part], known[part], rng=rng,
-                                     sigma_max=model.sigma_max, sigma_min=model.sigma_min,
                                      noised_given=model.noised_given)
         else:
             result = sample(model.denoise, given[part], known[part], evaluations=evaluations,
-                            rng=rng, eta=eta, sigma_max=model.sigma_max,
-                            sigma_min=model.sigma_min, noised_given=model.noised_given)
+                            rng=rng, eta=eta, temperature=temperature,
+                            sigma_max=model.sigma_max, sigma_min=model.sigma_min,
+                            noised_given=model.noised_given)
         out.append(result.tokens)
     return np.concatenate(out), time.perf_counter() - started
 
@@ -597,13 +598,17 @@ def bar_timing(manifest: Path, *, segments: int = 60, budget_s: float = BAR_BUDG
 def evaluate_langevin(model_path: Path, *, windows: int = 256, original_windows: int = 48,
                       curve: Sequence[int] = CHORALE_CURVE, batch: int = 16,
                       timing_segments: int = 60, threads: int = 1, seed: int = 0,
-                      eta: float = 0.0) -> dict[str, Any]:
+                      eta: float | None = None, temperature: float | None = None
+                      ) -> dict[str, Any]:
     """Every figure of `livegen eval langevin`, as a dict (what --write puts in the
     manifest). Continuation: a held-out bar of Bach as context, the next bar made.
     Harmonisation: the same, with Bach's soprano given in the made bar too."""
-    from livegen.generators.langevin import ScoreModel
+    from livegen.generators.langevin import LangevinConfig, ScoreModel
     from livegen.train import chorale_data
 
+    defaults = LangevinConfig()
+    eta = defaults.eta if eta is None else eta
+    temperature = defaults.temperature if temperature is None else temperature
     started = time.monotonic()
     model = ScoreModel(model_path, threads=threads)
     steps = 32 if 32 in model.lengths else min(model.lengths)
@@ -618,6 +623,7 @@ def evaluate_langevin(model_path: Path, *, windows: int = 256, original_windows:
     report: dict[str, Any] = {
         "model": str(model_path), "window_steps": steps, "context_steps": context,
         "test": {"chorales": len(chorales.test), "windows": len(truth)}, "eta": eta,
+        "temperature": temperature, "sigma_min": model.sigma_min,
         "bach": {"held_out_windows": chorale_figures(list(truth), context),
                  "all_chorales": chorale_figures(
                      [c.tokens for part in ("train", "valid", "test")
@@ -636,9 +642,11 @@ def evaluate_langevin(model_path: Path, *, windows: int = 256, original_windows:
     report["curve"] = {}
     for evaluations in sorted({*curve, at_deadline}):
         made, seconds = _sample_all(model, truth, known, batch=batch, seed=seed,
-                                    evaluations=evaluations, eta=eta)
+                                    evaluations=evaluations, eta=eta,
+                                    temperature=temperature)
         harmonised, _ = _sample_all(model, truth, harmonise, batch=batch, seed=seed + 1,
-                                    evaluations=evaluations, eta=eta)
+                                    evaluations=evaluations, eta=eta,
+                                    temperature=temperature)
         figures = chorale_figures(list(made), context)
         figures["masked_pitch_class_match"] = chorale_figures(
             list(harmonised), context, truth=list(truth))["masked_pitch_class_match"]
@@ -666,7 +674,8 @@ def evaluate_langevin(model_path: Path, *, windows: int = 256, original_windows:
     original["ms_per_window"] = 1e3 * seconds / len(made)
     paired = report["curve"][str(at_deadline)]
     same_windows, _ = _sample_all(model, truth[subset], known[subset], batch=batch,
-                                  seed=seed, evaluations=at_deadline, eta=eta)
+                                  seed=seed, evaluations=at_deadline, eta=eta,
+                                  temperature=temperature)
     report["original_2000"] = {"windows": len(made), "figures": original,
                                f"at_deadline_{at_deadline}_same_windows":
                                    chorale_figures(list(same_windows), context)}
@@ -688,7 +697,9 @@ def format_langevin_report(report: dict[str, Any]) -> str:
     timing = report["timing"]
     lines = [f"model {report['model']}: window {report['window_steps']} 16ths, context "
              f"{report['context_steps']}; {report['test']['windows']} held-out bars from "
-             f"{report['test']['chorales']} test chorales",
+             f"{report['test']['chorales']} test chorales; temperature "
+             f"{report['temperature']:g}, eta {report['eta']:g}, final sigma "
+             f"{report['sigma_min']:g}",
              f"{'':30s} in-range in-key  P5/1000 P8/1000 crossing length-TV masked-PC",
              ]
     for name, f in columns:
@@ -731,8 +742,10 @@ def langevin_eval_command(rest: list[str]) -> int:
     parser.add_argument("--curve", default=",".join(map(str, CHORALE_CURVE)),
                         help="evaluation counts of the anytime curve")
     parser.add_argument("--segments", type=int, default=60, help="bars for the timing")
-    parser.add_argument("--eta", type=float, default=0.0,
-                        help="0 deterministic steps, 1 ancestral")
+    parser.add_argument("--eta", type=float, default=None,
+                        help="0 deterministic steps, 1 ancestral (default: the config's)")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="sampling temperature (default: the generator config's)")
     parser.add_argument("--write", action="store_true",
                         help="record the figures in the model's manifest (metrics)")
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
@@ -740,7 +753,8 @@ def langevin_eval_command(rest: list[str]) -> int:
     report = evaluate_langevin(options.model, windows=options.windows,
                                original_windows=options.original_windows,
                                curve=tuple(int(n) for n in options.curve.split(",")),
-                               timing_segments=options.segments, eta=options.eta)
+                               timing_segments=options.segments, eta=options.eta,
+                               temperature=options.temperature)
     print(format_langevin_report(report))
     if options.json:
         options.json.parent.mkdir(parents=True, exist_ok=True)

@@ -63,7 +63,12 @@ MODES = ("compose", "harmonise", "continue")
 # request under a similar load gets the same count, so re-planning a bar repeats it.
 LADDER = (4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 SIGMA_MAX = 20.0  # langevin-music's top level; the model is trained up to 30
-SIGMA_MIN = 0.05  # its bottom level
+ORIGINAL_SIGMA_MIN = 0.05  # langevin-music's bottom level, kept for its baseline schedule
+# Where the fast sampler stops and denoises. On a CPU-trained net, stopping at 0.3 instead
+# of 0.05 halved voice crossing (16% -> 8% of frames) and raised in-key notes (80% -> 84%)
+# at 50 evaluations (README: The Langevin chorale model): the steps below 0.3 cannot
+# change an argmax much, but a weak net's polishing there can.
+SIGMA_MIN = 0.3
 RHO = 7.0  # EDM's spacing of levels: more of them at low noise
 TIMING_WINDOW = 512  # evaluations the p99 is measured over
 
@@ -97,6 +102,9 @@ class LangevinConfig:
                                    "hand-over")
     eta: float = setting(0.0, lo=0.0, hi=1.0,
                          doc="0: deterministic steps; 1: ancestral steps with fresh noise")
+    temperature: float = setting(1.0, lo=0.1, hi=4.0,
+                                 doc="divides the score; the temperature control multiplies "
+                                     "it (below 1: safer, fewer moves; above 1: freer)")
     velocity: int = setting(80, lo=1, hi=127, doc="velocity of every note, before the "
                                                  "velocity control's scale")
     seed: int = setting(0, doc="sampling seed; with the bar index it seeds each segment")
@@ -310,7 +318,8 @@ def sample(denoise: Denoiser, given: np.ndarray, known: np.ndarray, *, evaluatio
 def sample_original(denoise: Denoiser, given: np.ndarray, known: np.ndarray, *,
                     rng: np.random.Generator, levels: int = 20, steps_per_level: int = 100,
                     epsilon: float = 2e-5, sigma_max: float = SIGMA_MAX,
-                    sigma_min: float = SIGMA_MIN, noised_given: bool = False) -> Sampled:
+                    sigma_min: float = ORIGINAL_SIGMA_MIN, noised_given: bool = False
+                    ) -> Sampled:
     """langevin-music's annealed Langevin dynamics (GENERATORS.md section 1): start from
     U[0, 1), `levels` geometric levels, `steps_per_level` steps of
     x += α·score + √(2α)·z with α = ε·σ²/σ_L², then the final denoise; with the same
@@ -639,7 +648,8 @@ class LangevinGenerator:
         else:
             evaluations, deadline = self.config.max_evaluations, None
         rng = np.random.default_rng((self.config.seed, request.bar))
-        temperature = min(max(float(request.controls.temperature), 0.25), 4.0)
+        temperature = min(max(self.config.temperature * float(request.controls.temperature),
+                              0.1), 4.0)
         result = sample(self.model.denoise, tokens[None], known[None],
                         evaluations=evaluations, rng=rng, temperature=temperature,
                         eta=self.config.eta, sigma_max=self.model.sigma_max,
