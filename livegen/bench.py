@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -38,7 +39,18 @@ JACKD_COMMAND = ("jackd", "-d", "dummy", "-r", "48000", "-p", "64")
 # ---------------------------------------------------------------- a JACK server
 
 def jack_running(env: dict[str, str] | None = None) -> bool:
-    """True when a JACK server answers (the one JACK_DEFAULT_SERVER names, or 'default')."""
+    """True when a JACK server runs (the one JACK_DEFAULT_SERVER names, or 'default').
+
+    Asked first of the server's own socket: a server that listens there runs, however
+    slowly a loaded machine lets it answer jack_lsp. Starting a second server over a busy
+    one would be worse than waiting: jackd removes the socket it finds before it binds its
+    own, then fails, leaving the first server unreachable for good."""
+    server = (env or os.environ).get("JACK_DEFAULT_SERVER") or "default"
+    path = f"/dev/shm/jack_{server}_{os.getuid()}_0"
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(5)
+        probe.connect(path)
+        return True
     try:
         done = subprocess.run(["jack_lsp"], env=env, capture_output=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired):
@@ -588,9 +600,8 @@ def bench_engine(argv: Sequence[str]) -> int:
     every half second: control latency, what the listener hears of each change (the
     switch-over, and the first note under it), generator step, send lateness, the
     daemon's CPU and memory, and the time from start to READY (sd_notify on a real
-    socket)."""
-    import socket
-
+    socket). With --pages N it runs twice, without the monitor page and then with N
+    pages open, and sets the music's figures side by side."""
     from livegen import config
 
     parser = argparse.ArgumentParser(prog="livegen bench engine",
@@ -604,9 +615,33 @@ def bench_engine(argv: Sequence[str]) -> int:
                         help="override engine.commit_ms (what a rollback never touches)")
     parser.add_argument("--busy", type=int, default=0, metavar="N",
                         help="run N CPU-bound processes beside the daemon (load)")
+    parser.add_argument("--pages", type=int, default=0, metavar="N",
+                        help="run twice, back to back: without the monitor page, then with "
+                             "it on and N pages open (WebSocket clients in another process)")
     args = parser.parse_args(argv)
     cfg = config.load(args.config)
-    name = f"livegen-bench-engine-{os.getpid()}"
+    runs = [_engine_run(args, cfg, pages) for pages in ([0, args.pages] if args.pages else [0])]
+    if args.pages:
+        _print_pages_table(args, runs)
+    return 0
+
+
+@dataclass(frozen=True, slots=True)
+class EngineRun:
+    """One run of `bench engine`: the daemon's figures, what the listener heard, and what
+    the monitor's pages got (empty without pages)."""
+
+    pages: int
+    figures: dict[str, Any]
+    heard: SwitchOver
+    watched: dict[str, Any]
+
+
+def _engine_run(args: argparse.Namespace, cfg: Any, pages: int) -> EngineRun:
+
+    name = f"livegen-bench-engine-{os.getpid()}-{pages}"
+    monitor_port = _free_tcp_port() if pages else 0
+    monitor = (f"\n[monitor]\nenabled = true\nport = {monitor_port}\n" if pages else "")
     with tempfile.TemporaryDirectory() as tmp, jack_server():
         folder = Path(tmp)
         hand = engine_hand(args.seconds, args.change_every)
@@ -646,7 +681,7 @@ target = "density"
 source = "hand.h.2"
 target = "velocity"
 out_range = {list(BENCH_VELOCITIES)}
-""")
+{monitor}""")
         busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
                 for _ in range(args.busy)]
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -660,11 +695,17 @@ out_range = {list(BENCH_VELOCITIES)}
              "--stats-json", str(folder / "stats.json")],
             env={**os.environ, "NOTIFY_SOCKET": str(folder / "notify")})
         stop = threading.Event()
+        watcher: subprocess.Popen[str] | None = None
         try:
             while not notify.recv(4096).startswith(b"READY=1"):
                 pass
             spawn_to_ready = time.monotonic() - started
             receiver.connect(f"{name}:out")
+            if pages:  # the pages are open before the hand moves, until the daemon stops
+                watcher = subprocess.Popen(
+                    [sys.executable, "-c", PAGES_CODE, f"http://127.0.0.1:{monitor_port}/",
+                     str(pages)], stdout=subprocess.PIPE, text=True)
+                time.sleep(0.5)
             jumps = play_hand(hand, osc_port, time.monotonic() + 0.2, stop)
             daemon.wait(args.seconds + 60)
         finally:
@@ -674,11 +715,100 @@ out_range = {list(BENCH_VELOCITIES)}
                 process.kill()
             if daemon.poll() is None:
                 daemon.kill()
+        watched: dict[str, Any] = {}
+        if watcher is not None:
+            out, _ = watcher.communicate(timeout=60)
+            watched = json.loads(out.strip().splitlines()[-1])
         received = receiver.arrivals()
         figures = json.loads((folder / "stats.json").read_text())
     heard = switch_over(jumps, received)
     _print_engine_table(args, cfg, figures, spawn_to_ready, received, heard, commit_ms)
-    return 0
+    if watched:
+        print(f"with {pages} monitor pages open: each received "
+              + ", ".join(f"{p['frames'] / max(p['seconds'], 1e-9):.1f}" for p in watched["pages"])
+              + f" frames/s (the page's rate: {watched['rate_hz']:g}), "
+              f"{sum(p['bytes'] for p in watched['pages']) / 1e3:.0f} kB in all; building a "
+              f"frame took p99 {watched['frame_ms_p99']:.2f} ms on the loop")
+    print()
+    return EngineRun(pages, figures, heard, watched)
+
+
+# The monitor's pages for `bench engine --pages N`: N WebSocket clients in a process of
+# their own (as browsers would be), each loading the page, then reading frames until the
+# daemon goes; then one line of JSON: what each got, and the monitor's own figures.
+PAGES_CODE = "from livegen.bench import watch_pages; watch_pages()"
+
+
+def watch_pages() -> None:
+    import asyncio
+
+    import aiohttp
+
+    url, count = sys.argv[1], int(sys.argv[2])
+    figures: dict[str, Any] = {}
+
+    async def page(session: aiohttp.ClientSession) -> dict[str, Any]:
+        async with session.get(url) as response:
+            await response.read()
+        frames, size = 0, 0
+        async with session.ws_connect(url + "ws", origin=url.rstrip("/")) as socket:
+            started = time.monotonic()
+            async for message in socket:
+                if message.type != aiohttp.WSMsgType.TEXT:
+                    break
+                size += len(message.data)
+                if frames == 0:
+                    started = time.monotonic()
+                frames += '"type":"frame"' in message.data[:40]
+                if frames % 100 == 1:  # the monitor's own figures, the newest kept
+                    with contextlib.suppress(aiohttp.ClientError):
+                        async with session.get(url + "state") as response:
+                            state = await response.json()
+                            figures.update(rate_hz=state["rate_hz"],
+                                           monitor=state["figures"]["monitor"])
+        return {"frames": frames, "bytes": size, "seconds": time.monotonic() - started}
+
+    async def main() -> list[dict[str, Any]]:
+        async with aiohttp.ClientSession() as session:
+            return await asyncio.gather(*(page(session) for _ in range(count)))
+
+    pages = asyncio.run(main())
+    monitor = figures.get("monitor", {})
+    print(json.dumps({"pages": pages, "rate_hz": figures.get("rate_hz", math.nan),
+                      "frame_ms_p99": monitor.get("frame_ms_p99", math.nan)}))
+
+
+def _print_pages_table(args: argparse.Namespace, runs: list[EngineRun]) -> None:
+    """The music's figures without pages and with them, side by side."""
+    print(f"the music without the monitor and with {args.pages} pages open (back to back, "
+          "the same hand):")
+    print(f"{'':<34}{'without':>22} {f'with {args.pages} pages':>22}")
+
+    def cells(values: Any) -> str:
+        if not isinstance(values, dict):
+            if values.size == 0:
+                return "-"
+            p50, p99 = np.percentile(values, [50, 99])
+            return f"{p50:.2f} / {p99:.2f} / {values.max():.2f}"
+        if not values.get("n", 1):
+            return "-"
+        return f"{values['p50']:.2f} / {values['p99']:.2f} / {values['max']:.2f}"
+
+    def lateness(run: EngineRun) -> dict[str, float]:
+        out = run.figures["output"]
+        return {"p50": out["lateness_p50_ms"], "p99": out["lateness_p99_ms"],
+                "max": out["lateness_max_ms"]}
+
+    rows = [
+        ("send lateness p50/p99/max ms", lateness),
+        ("control latency p50/p99/max ms",
+         lambda run: run.figures["generators"]["charrnn"]["control_latency_ms"]),
+        ("switch-over p50/p99/max ms", lambda run: run.heard.switch_over_ms),
+    ]
+    for what, pick in rows:
+        print(f"{what:<34}" + " ".join(f"{cells(pick(run)):>22}" for run in runs))
+    print(f"{'daemon CPU, % of one core':<34}"
+          + " ".join(f"{run.figures['cpu_percent']:>22.1f}" for run in runs))
 
 
 def _print_engine_table(args: argparse.Namespace, cfg: Any, figures: dict[str, Any],
@@ -724,8 +854,14 @@ def _print_engine_table(args: argparse.Namespace, cfg: Any, figures: dict[str, A
           f"({figures['ready_s']:.2f} s inside it; target <= 2 s)")
 
 
+def _free_tcp_port() -> int:
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def _free_udp_port() -> int:
-    import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))

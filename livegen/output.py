@@ -39,6 +39,7 @@ import numpy as np
 
 from livegen.config import Config, OutputConfig
 from livegen.errors import LivegenError
+from livegen.ledger import NoteLedger, note_off, note_slot
 from livegen.ports import (
     JACK_TOOLS_FIX,
     JackServerWatch,
@@ -463,7 +464,7 @@ class Output:
         for name, opener in pending:
             self._slots.append(_Slot(name, opener, True))
         self._slot_lock = threading.Lock()
-        self._sounding: dict[int, list[Any]] = {}  # channel << 7 | pitch -> [count, t, tag]
+        self._ledger = NoteLedger()
         self._releases: deque[str] = deque()
         self._lateness = Samples(LATENESS_RING)
         self._sent = 0
@@ -589,7 +590,7 @@ class Output:
         p50, p99, worst = self._lateness.percentiles()
         return OutputStats(
             messages=self._sent, lateness_p50_ms=p50, lateness_p99_ms=p99,
-            lateness_max_ms=worst, notes_sounding=len(self._sounding),
+            lateness_max_ms=worst, notes_sounding=len(self._ledger),
             notes_released=self._notes_released, sink_failures=self._sink_failures,
             sinks_down=0 if self._closed else sum(1 for s in self._slots if s.sink is None),
             realtime=self._realtime)
@@ -640,7 +641,7 @@ class Output:
                     if self._releases:
                         self._end_released()
                     timeout = None
-                    if self._sounding:
+                    if self._ledger:
                         now = monotonic()
                         if now >= next_check:
                             self._release_long_notes(now)
@@ -691,26 +692,12 @@ class Output:
         status = message[0]
         kind = status & 0xF0
         now = time.monotonic()
-        if kind in (NOTE_ON, NOTE_OFF):
-            key = (status & 0x0F) << 7 | message[1]
-            entry = self._sounding.get(key)
-            if kind == NOTE_ON and message[2]:
-                if entry is None:
-                    self._sounding[key] = [1, now, event.tag]
-                else:
-                    # Retrigger: end the sounding note first; its own note-off (one of
-                    # `count`) is then swallowed so it cannot cut the new note short.
-                    self._emit((NOTE_OFF | (status & 0x0F), message[1], 0), now)
-                    entry[0] += 1
-                    entry[1] = now
-                    entry[2] = event.tag
-            else:
-                if entry is None:
-                    return  # already ended: max_note_s, release() or sink recovery
-                entry[0] -= 1
-                if entry[0]:
-                    return
-                del self._sounding[key]
+        if kind == NOTE_ON and message[2]:
+            key = note_slot(status, message[1])
+            if self._ledger.strike(key, now, event.tag):
+                self._emit(note_off(key), now)  # struck again: end it first
+        elif kind in (NOTE_ON, NOTE_OFF) and not self._ledger.lift(note_slot(status, message[1])):
+            return
         self._lateness.record(now - event.due)
         self._emit(message, now)
 
@@ -734,26 +721,19 @@ class Output:
                 self._emit(message, time.monotonic())
 
     def _release_long_notes(self, now: float) -> None:
-        oldest = now - self.cfg.max_note_s
-        for key, (_, started, _) in list(self._sounding.items()):
-            if started <= oldest:
-                del self._sounding[key]
-                self._notes_released += 1
-                self._emit((NOTE_OFF | key >> 7, key & 0x7F, 0), now)
+        for message in self._ledger.held_since(now - self.cfg.max_note_s):
+            self._notes_released += 1
+            self._emit(message, now)
 
     def _end_released(self) -> None:
         while self._releases:
-            tag = self._releases.popleft()
-            for key, (_, _, owner) in list(self._sounding.items()):
-                if owner == tag:
-                    del self._sounding[key]
-                    self._emit((NOTE_OFF | key >> 7, key & 0x7F, 0), time.monotonic())
+            for message in self._ledger.release(self._releases.popleft()):
+                self._emit(message, time.monotonic())
 
     def _end_notes(self) -> None:
         """Note-offs for every sounding note, then all-notes-off: the stop guarantee."""
         self._notes_ended = True
-        offs = [(NOTE_OFF | key >> 7, key & 0x7F, 0) for key in self._sounding]
-        self._sounding.clear()
+        offs = self._ledger.release_all()
         self._emit_burst(offs + panic_messages(self.cfg.panic_channels))
         if offs:
             log.info("output: ended %d sounding notes", len(offs))
