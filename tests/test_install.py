@@ -83,9 +83,10 @@ def link_site(folder: Path, dists: Iterable[importlib.metadata.Distribution]) ->
 
 
 def offline_env(**extra: str) -> dict[str, str]:
-    """This environment without pip's settings, with no index: nothing is downloaded."""
+    """This environment without pip's settings or a PYTHONPATH (which would put other code
+    before the fresh venv's), with no index: nothing is downloaded."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PIP_", "LIVEGEN_", "VIRTUAL_ENV"))}
+           if not k.startswith(("PIP_", "LIVEGEN_", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"))}
     env.update(PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1",
                PIP_DISABLE_PIP_VERSION_CHECK="1", **extra)
     return env
