@@ -401,3 +401,26 @@ def test_the_surface_keys_are_checked(tmp_path: Path) -> None:
     assert "program_change: 'recall' (string) is not one of 'value', 'preset'" in problems(
         '[inputs.k]\ntype = "midi"\nvirtual = true\nprogram_change = "recall"\n')
     assert problems(f'[engine]\npresets = "{os.devnull}"\n') == ""
+
+
+def test_a_replay_repeats_the_switches_and_recalls_a_recording_holds(tmp_path: Path) -> None:
+    trace = write_trace(tmp_path / "hand.jsonl", [(0.0, {"y": 0.5, "x": 0.9})])
+    osc_port = free_udp_port()
+    config = surface_config(tmp_path / "c.toml", trace, extra=f"""
+[inputs.phone]
+type = "osc"
+port = {osc_port}
+""")
+    recorded, played = tmp_path / "performance.jsonl", tmp_path / "stats.json"
+    daemon = Daemon(config, "--record", str(recorded), "--duration", "4")
+    daemon.wait_for_log("ready in")
+    assert Controller(osc_port).ask("/livegen/generator", "b") == state("b", 0, 0)
+    assert daemon.stop(sig=None) == 0, daemon.text()
+    switches = [json.loads(line) for line in recorded.read_text().splitlines()[1:]
+                if '"source":"preset"' in line]
+    assert [s["values"] for s in switches] == [{"generator": 1.0}]
+    replay = Daemon(config, "--replay", str(recorded), "--duration", "4", "--stats-json",
+                    str(played))
+    assert replay.stop(sig=None) == 0, replay.text()
+    assert json.loads(played.read_text())["surface"]["generator"] == "b"
+    assert "switch: b takes over from a" in replay.text()
