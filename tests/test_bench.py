@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from livegen.bench import BENCH_VELOCITIES, engine_hand, switch_over
@@ -27,7 +29,7 @@ def test_switch_over_is_the_last_old_note_after_a_change_and_first_note_the_firs
 
 def test_the_bench_hand_jumps_about_as_often_as_asked_and_flips_its_velocity() -> None:
     readings = engine_hand(60.0, 0.5)
-    flips = [r for a, r in zip(readings, readings[1:], strict=False) if a[3] != r[3]]
+    flips = [r for a, r in itertools.pairwise(readings) if a[3] != r[3]]
     assert 90 <= len(flips) <= 150
     gaps = np.diff([r[0] for r in flips])
     assert gaps.min() >= 0.25 and gaps.max() <= 0.75  # never in step with a fixed beat
