@@ -1,7 +1,8 @@
 """Musical time on the one clock (time.monotonic): tempo, beats, bars.
 
 The clock runs on its internal tempo, or follows incoming MIDI clock (24 pulses per
-quarter note, with start/stop/continue), and can produce outgoing clock pulses. Position
+quarter note, with start/stop/continue), or is placed by an Ableton Link session
+(livegen.link), and can produce outgoing clock pulses. Position
 is kept as an anchor (time, beat) and a tempo, so a tempo change never makes it jump.
 
 Generators plan in beats. The clock publishes every change of tempo, position or
@@ -175,6 +176,34 @@ class Clock:
             self._next_pulse_beat += 1.0 / PPQN
             self.running = True
             self._publish()
+
+    # ------------------------------------------------------------ following Ableton Link
+
+    def place(self, t: float, beat: float, bpm: float) -> None:
+        """An external timeline (an Ableton Link session, livegen.link) puts `beat` at
+        monotonic time t, the beats following at `bpm`. Its tempo is taken as it is (Link
+        holds it to 20..999 bpm): holding it to MIN_BPM..MAX_BPM would lose the phase."""
+        if not (math.isfinite(t) and math.isfinite(beat) and math.isfinite(bpm) and bpm > 0):
+            log.warning("clock: beat %r at t=%r, %r bpm refused (not finite); the clock "
+                        "holds", beat, t, bpm)
+            return
+        self.following = True
+        self._anchor_t, self._anchor_beat, self._bpm = t, beat, bpm
+        self._publish()
+
+    def stop(self, t: float) -> None:
+        """The transport stops at time t: the position stands still there."""
+        self._anchor_beat = self.beat_at(t)
+        self._anchor_t = t
+        self.running = False
+        self._publish()
+
+    def start_from_top(self, t: float, bpm: float) -> None:
+        """The transport starts: the music begins again from the top, beat 0 at time t
+        (a new `Grid.started` count)."""
+        self._starts += 1
+        self.running = True
+        self.place(t, 0.0, bpm)
 
     # ------------------------------------------------------------ sending MIDI clock
 

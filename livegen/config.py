@@ -177,10 +177,14 @@ class ClockConfig:
     bpm: float = setting(120.0, lo=MIN_BPM, hi=MAX_BPM,
                          doc="internal tempo (120: the Char-RNN plays as it learned)")
     beats_per_bar: int = setting(4, lo=1, hi=16)
-    source: Literal["internal", "midi"] = setting("internal",
-                                                  doc="internal tempo, or follow MIDI clock")
+    source: Literal["internal", "midi", "link"] = setting(
+        "internal", doc="internal tempo, follow MIDI clock, or join an Ableton Link session "
+                        "(the link extra; the quantum is beats_per_bar)")
     follow_port: str = setting("", doc="MIDI input port (name substring) to follow clock from")
     send: bool = setting(False, doc="send MIDI clock (24 ppqn) on the output")
+    start_stop_sync: bool = setting(
+        True, doc="with source = 'link': a peer's stop pauses the music, its start begins "
+                  "it again from the top at the session's next bar line")
 
     def check(self, path: str, problems: list[str]) -> None:
         if self.source == "midi" and not self.follow_port:
@@ -769,9 +773,9 @@ def _key_summary(keys: typing.Iterable[str]) -> str:
 def check_runnable(config: Config) -> None:
     """What `livegen run` needs beyond a valid config, checked cheaply and before anything
     starts: the playing generator's model manifest exists, is JSON of the right kind, and
-    names a model file of the size it promises. (The sha256 and the graph are checked
-    when the model loads.) Raises ConfigError, one line per problem, each with a fix that
-    fits where the config lives."""
+    names a model file of the size it promises (the sha256 and the graph are checked
+    when the model loads); Ableton Link is installed when the clock asks for it. Raises
+    ConfigError, one line per problem, each with a fix that fits where the config lives."""
     problems: list[str] = []
     for name in config.playing:
         settings = config.generator(name)
@@ -780,6 +784,12 @@ def check_runnable(config: Config) -> None:
         kind = getattr(settings, "type", "") or name
         problems += _manifest_problems(kind, settings, f"generators.{name}.model",
                                        config.source)
+    if config.clock.source == "link":
+        from livegen.link import missing_library
+
+        problem = missing_library()
+        if problem is not None:
+            problems.append(problem)
     if problems:
         raise ConfigError(str(config.source or "<config>"), problems)
 

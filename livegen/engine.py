@@ -42,7 +42,7 @@ from typing import Any
 from livegen import config as config_module
 from livegen import inputs as inputs_module
 from livegen import presets
-from livegen.clock import CLOCK_START, CLOCK_STOP, CLOCK_TICK, Clock
+from livegen.clock import CLOCK_START, CLOCK_STOP, CLOCK_TICK, PPQN, Clock, Grid
 from livegen.config import (
     PRESET_SOURCE,
     Config,
@@ -57,6 +57,7 @@ from livegen.generators.players import Player, SegmentPlayer
 from livegen.generators.step import StepPlayer
 from livegen.inputs.base import Input, Reading, supervise
 from livegen.inputs.replay import Replay, ReplayInput, TraceWriter, read_trace
+from livegen.link import LinkFollower
 from livegen.output import Output, panic_messages
 from livegen.service import Notifier
 from livegen.stats import ProcessMeter
@@ -67,6 +68,8 @@ log = logging.getLogger(__name__)
 TICK_S = 0.05          # the loop's housekeeping period: staleness, watchdog, duration
 START_LEAD_S = 0.15    # the music starts this long after the engine is ready
 CLOCK_TAG = "clock"    # timeline tag of outgoing MIDI clock
+# Link moved the clock: outgoing pulses due sooner than this are left to the output.
+LINK_PULSE_LEAD_S = 0.002
 PANIC_TAG = "panic"    # timeline tag of the control surface's all-notes-off
 # A run with --duration plays nothing due after its end, then waits this long before it
 # stops, so the output has sent everything due before the end when the port closes.
@@ -113,6 +116,7 @@ class Engine:
         self.mapper = Mapper(cfg)
         self.clock = Clock(cfg.clock.bpm, cfg.clock.beats_per_bar)  # anchored at the start
         self.clock_follower: asyncio.Task[None] | None = None
+        self.link: LinkFollower | None = None  # clock.source = "link": the session's peer
         self.clock_sent_until: float | None = None  # MIDI clock pulses are planned to here
         self.output: Output | None = None
         self.players: dict[str, Player] = {}
@@ -177,11 +181,18 @@ class Engine:
 
     def _start(self) -> None:
         cfg = self.cfg
+        if cfg.clock.source == "link":  # the session is looked for while the models load
+            self.link = LinkFollower(self.clock, self._link_moved,
+                                     start_stop_sync=cfg.clock.start_stop_sync)
+            self.link.join()
         # Models first: a bad model is an error before any port opens or note sounds.
         generators = self.load_generators()
         self.output = Output.open(cfg.output, self.timeline, record=self.options.record_midi)
-        self.origin = time.monotonic() + START_LEAD_S
-        self.clock.anchor(self.origin)
+        if self.link is not None:  # beat 0 on the session's next bar line
+            self.origin = self.link.begin(time.monotonic() + START_LEAD_S)
+        else:
+            self.origin = time.monotonic() + START_LEAD_S
+            self.clock.anchor(self.origin)
         self.make_players(generators, release=self.output.release)
         self.output_started = time.monotonic()
         self.output.start()
@@ -189,6 +200,8 @@ class Engine:
         self.start_players(self.origin, end)
         if cfg.clock.source == "midi":
             self._follow_clock()
+        if self.link is not None:
+            self.link.follow()
         if cfg.clock.send:
             self.timeline.add(self.origin, (CLOCK_START,), CLOCK_TAG)
             self.clock_sent_until = self.origin
@@ -370,8 +383,43 @@ class Engine:
         for player in self.players.values():
             player.clock_changed()
 
+    def _link_moved(self, old: Grid) -> None:
+        """The Link session moved the Clock (tempo, phase, stop, start): the players re-time
+        their plans, and the MIDI clock pulses not yet due are planned again on the new
+        Grid, from the first one not yet sent (counted in pulses: none lost or doubled)."""
+        self._clock_changed()
+        if self.clock_sent_until is None:
+            return
+        now = time.monotonic()
+        grid, limit = self.clock.grid, now + LINK_PULSE_LEAD_S
+        self.timeline.drop_after(limit, CLOCK_TAG)
+        if grid.started != old.started:
+            self.timeline.add(grid.t0, (CLOCK_START,), CLOCK_TAG)
+            self.clock_sent_until = grid.t0
+        elif not grid.running:
+            if old.running:
+                self.timeline.add(limit, (CLOCK_STOP,), CLOCK_TAG)
+        elif old.running:
+            planned_to = min(self.clock_sent_until, limit)
+            next_pulse = math.ceil(old.beat_at(planned_to) * PPQN - 1e-9)
+            if self.clock_sent_until > limit:  # those after `limit` were just dropped
+                next_pulse = math.floor(old.beat_at(limit) * PPQN + 1e-9) + 1
+            # Half a pulse before it: pulses_between starts at the next whole pulse.
+            self.clock_sent_until = grid.time_at((next_pulse - 0.5) / PPQN)
+        self._send_clock(now)
+
+    def _tempo_rule_drives(self) -> bool:
+        """Whether a `tempo` rule drives the tempo now (not stale, not unmapped)."""
+        return any(rule.target == "tempo" and rule.output is not None
+                   for rule in self.mapper.rules)
+
     def _apply(self, controls: Controls) -> None:
-        if controls.tempo != self.clock.bpm and not self.clock.following:
+        if self.link is not None:
+            # The session's tempo is everyone's: only a rule that moves changes it, never
+            # the config's bpm or a stale rule's neutral.
+            if self._tempo_rule_drives():
+                self.link.request_tempo(controls.tempo)
+        elif controls.tempo != self.clock.bpm and not self.clock.following:
             self.clock.set_tempo(controls.tempo, max(controls.t, self.clock_sent_until or 0))
             self._clock_changed()
         if self.cfg.engine.mode == "switch" and controls.generator != self.active:
@@ -597,6 +645,8 @@ class Engine:
     async def _shutdown(self) -> None:
         if self.monitor is not None:
             await self.monitor.close()
+        if self.link is not None:
+            await self.link.close()
         if self.clock_follower is not None:
             self.clock_follower.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -700,7 +750,8 @@ class Engine:
             "generators": players,
             "inputs": inputs,
             "clock": {"bpm": round(self.clock.bpm, 2), "following": self.clock.following,
-                      "running": self.clock.running},
+                      "running": self.clock.running,
+                      **({"link": self.link.figures()} if self.link is not None else {})},
             "active": self.active,
             "surface": {**self.surface_state(),
                         "controls": presets.control_values(self.mapper.controls)},
