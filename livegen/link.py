@@ -27,7 +27,9 @@ begins it again from the top at the session's next bar line.
 
 The library is LinkPython-extern (`import link`, the `link` extra): Link's whole session
 API (beat and time at any host time, the time of a start), callbacks from Link's thread
-handed to the loop. Link itself is GPL-2.0+; livegen (MIT) keeps it optional.
+handed to the loop. (aalink, asyncio-native and GPL-3.0+, gives the beat at the present
+moment and awaits beats, but no time of a given beat: the bar lines a start waits for.)
+Link itself is GPL-2.0+; livegen (MIT) keeps it optional.
 """
 
 from __future__ import annotations
