@@ -484,7 +484,10 @@ def bench_charrnn(argv: Sequence[str]) -> int:
         started = time.perf_counter()
         probabilities(logits, temperature=1.0, top_p=0.95)
         sampling[i] = time.perf_counter() - started
-    if not options.no_torch:
+    if not options.no_torch and "fp32" not in first.manifest["files"]:
+        log.warning("torch rows skipped: no fp32 graph ships beside the model (`livegen "
+                    "export charrnn` keeps it in its staging folder)")
+    elif not options.no_torch:
         try:
             rows.update(_torch_step_latencies(first, options.steps, options.warmup))
         except ImportError as exc:

@@ -55,6 +55,24 @@ def model(tiny):
     return CharRNN(tiny[1])
 
 
+@pytest.fixture(scope="module")
+def soft(tiny, tmp_path_factory):
+    """The tiny net's graph under a manifest of the soft encoding (as a run of
+    `livegen train charrnn` with its defaults records it)."""
+    from livegen.train.ship import build_manifest, write_manifest
+
+    folder = tiny[1].parent
+    checkpoint = {"shape": tiny[0].shape.to_dict(),
+                  "options": {"window": 8, "batch": 1, "lr": 0.0, "seed": 0,
+                              "encoding": "soft", "augment": True},
+                  "state": {"epoch": 0, "step": 0, "elapsed_s": 0.0, "best_valid": 0.0,
+                            "history": []}}
+    manifest = build_manifest(checkpoint, {"fp32": folder / "tiny.onnx"}, "fp32", {},
+                              zero_controls=False)
+    write_manifest(folder / "soft.json", manifest)
+    return CharRNN(folder / "soft.json")
+
+
 def test_onnx_matches_torch_over_500_fed_back_steps(tiny, model):
     from livegen.train.ship import parity
 
@@ -179,3 +197,46 @@ def test_the_shipped_model_loads_verified_and_plays():
                               seeds=[0])[0]
     assert len(result.notes) > 0
     assert model.providers[-1] == "CPUExecutionProvider"
+
+
+def test_a_soft_model_is_told_positions_and_leaves_unasked_parts_zero(soft):
+    from livegen.control import FREE_TARGETS, Controls
+    from livegen.generators.charrnn_step import CharRNNStep
+
+    assert soft.encoding == "soft" and soft.understands_unasked
+    assert soft.manifest["controls"]["unasked"] == "zeros"
+    gen = CharRNNStep(soft, seed=0)
+    assert gen.free == "unasked"  # no guide ships with it
+    state = gen.initial()
+    vector = gen.plan(state, Controls(pitch=0.5, undriven=("density", "key"))).vector
+    assert vector[features.PITCH_SLICE][[4, 5]].tolist() == [0.5, 0.5]
+    assert not vector[features.DENSITY_SLICE].any()
+    assert not vector[features.HISTOGRAM_SLICE].any()
+    assert not gen.plan(state, Controls(undriven=FREE_TARGETS)).vector.any()
+    keyed = gen.plan(state, Controls(key=7, undriven=("pitch", "density"))).vector
+    np.testing.assert_allclose(keyed[features.HISTOGRAM_SLICE], soft.key_histogram(7))
+    tokens = [soft.primer_token, 60, 256 + 49, 60 + 128]
+    np.testing.assert_array_equal(soft.control_vectors(tokens),
+                                  features.soft_control_vectors(tokens))
+
+
+def test_data_beside_a_model_is_checked_by_its_hash(tiny, tmp_path):
+    from livegen.generators.runtime import ModelError
+    from livegen.train.ship import file_entry
+
+    folder = tiny[1].parent
+    manifest = json.loads(tiny[1].read_text())
+    notes = folder / "tiny.notes.npz"
+    np.savez(notes, pitches=np.asarray([60, 62, 64], np.uint8), offsets=np.asarray([0, 3]))
+    manifest["data"] = {"train_notes": file_entry(notes)}
+    (folder / "data.json").write_text(json.dumps(manifest))
+    model = CharRNN(folder / "data.json")
+    assert model.data_file("train_notes") == notes
+    with pytest.raises(ModelError, match="names no 'guide'"):
+        model.data_file("guide")
+    notes.write_bytes(notes.read_bytes() + b"!")
+    with pytest.raises(ModelError, match="does not match the manifest"):
+        model.data_file("train_notes")
+    notes.unlink()
+    with pytest.raises(ModelError, match="data file missing"):
+        model.data_file("train_notes")

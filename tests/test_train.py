@@ -127,6 +127,57 @@ def test_a_tiny_run_trains_checkpoints_and_resumes(tmp_path, monkeypatch, choral
         train(TrainOptions(**{**options, "hidden": 16, "epochs": 4, "resume": True}))
 
 
+def test_a_run_starts_from_the_weights_it_is_given(tmp_path, monkeypatch, chorale):
+    import torch
+
+    from livegen.train.charrnn import TrainOptions, load_checkpoint, train
+
+    pieces = tuple(data.Piece(f"chorales/{i}", "chorales", chorale.tokens) for i in range(2))
+    corpus = data.Corpus(pieces, pieces[:1], pieces[:1], split_seed=0)
+    monkeypatch.setattr(data, "load_corpus", lambda workers=None: corpus)
+    torch.set_num_threads(1)
+    options = dict(device="cpu", epochs=1, minutes=None, hidden=32, layers=1, embedding=8,
+                   window=32, batch=4, lr=1e-2)
+    train(TrainOptions(out=tmp_path / "a", **options))
+    first = load_checkpoint(tmp_path / "a" / "best.pt")["state"]["history"][0]["valid_nll"]
+    # The same run again, from the first's weights at a learning rate too small to move
+    # them: it starts where the first ended, far below a fresh start.
+    train(TrainOptions(out=tmp_path / "b", init=tmp_path / "a" / "best.pt",
+                       **{**options, "lr": 1e-9}))
+    train(TrainOptions(out=tmp_path / "c", **{**options, "lr": 1e-9}))
+    again = load_checkpoint(tmp_path / "b" / "best.pt")
+    fresh = load_checkpoint(tmp_path / "c" / "best.pt")["state"]["history"][0]["valid_nll"]
+    assert again["state"]["history"][0]["valid_nll"] == pytest.approx(first, rel=1e-3)
+    assert fresh > first + 0.5
+    assert again["options"]["init"] == str(tmp_path / "a" / "best.pt")
+    with pytest.raises(ValueError, match="give the same --hidden"):
+        train(TrainOptions(out=tmp_path / "d", init=tmp_path / "a" / "best.pt",
+                           **{**options, "hidden": 16}))
+
+
+def test_the_data_beside_a_model_is_written_recorded_and_read_back(tmp_path, chorale):
+    from livegen.train.ship import attach_data
+
+    pieces = tuple(data.Piece(f"chorales/{i}", "chorales", data.transpose_tokens(
+        chorale.tokens, i).astype(np.int16)) for i in range(4))
+    corpus = data.Corpus(pieces[:2], pieces[2:3], pieces[3:], split_seed=0)
+    manifest = {"training": {}}
+    attach_data(manifest, tmp_path, "m", corpus)
+    assert set(manifest["data"]) == {"train_notes", "guide", "eval_split"}
+    assert len(manifest["key_profile"]) == 12
+    split = data.EvalSplit.load(tmp_path / manifest["data"]["eval_split"]["path"])
+    assert [t.tolist() for t in split.test] == [pieces[3].tokens.tolist()]
+    assert split.test_ids == ("chorales/3",) and len(split.train_sample) == 2
+    assert split.train_counts.sum() == sum(len(p.tokens) for p in pieces[:2])
+    notes = data.load_train_notes(tmp_path / manifest["data"]["train_notes"]["path"])
+    assert [n.tolist() for n in notes] == [p.tokens[p.tokens < 128].tolist()
+                                           for p in pieces[:2]]
+    # The same data, the same bytes: a re-export changes no hash it need not.
+    again = {"training": {}}
+    attach_data(again, tmp_path, "m", corpus)
+    assert again["data"] == manifest["data"]
+
+
 def _token_times(tokens: np.ndarray) -> np.ndarray:
     """The time (s) before each token is applied."""
     decoder = events.TokenDecoder()

@@ -18,6 +18,7 @@ evaluation, tests and the bench use it.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -66,27 +67,49 @@ def uniform(seed: int, index: int) -> float:
     return (z >> 11) / float(1 << 53)
 
 
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """softmax(logits / temperature) in float64."""
+    if not temperature > 0:
+        raise ValueError(f"temperature {temperature} must be positive")
+    scaled = np.asarray(logits, dtype=np.float64) / temperature
+    scaled -= scaled.max()
+    p = np.exp(scaled)
+    return p / p.sum()
+
+
+def nucleus(p: np.ndarray, top_p: float = 1.0) -> np.ndarray:
+    """A distribution restricted to the smallest set of most likely tokens whose mass
+    reaches top_p (at least one token), renormalised."""
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p {top_p} must be in (0, 1]")
+    if top_p >= 1:
+        return p
+    order = np.argsort(-p, kind="stable")
+    mass = np.cumsum(p[order])
+    keep = int(np.searchsorted(mass, top_p, side="left")) + 1
+    kept = np.zeros_like(p)
+    kept[order[:keep]] = p[order[:keep]]
+    return kept / kept.sum()
+
+
+def draw(p: np.ndarray, uniform: float) -> int:
+    """The token whose cumulative probability (in token order) first exceeds `uniform`:
+    the same distribution and number always give the same token."""
+    if not 0 <= uniform < 1:
+        raise ValueError(f"uniform {uniform} must be in [0, 1)")
+    cumulative = np.cumsum(p)
+    index = int(np.searchsorted(cumulative, uniform * cumulative[-1], side="right"))
+    return min(index, len(cumulative) - 1)
+
+
 def probabilities(logits: np.ndarray, *, temperature: float = 1.0, top_p: float = 1.0
                   ) -> np.ndarray:
     """The distribution sampling draws from: softmax(logits / temperature) restricted to the
     smallest set of most likely tokens whose mass reaches top_p (at least one token), then
     renormalised. float64, same length as logits."""
-    if not temperature > 0:
-        raise ValueError(f"temperature {temperature} must be positive")
     if not 0 < top_p <= 1:
         raise ValueError(f"top_p {top_p} must be in (0, 1]")
-    scaled = np.asarray(logits, dtype=np.float64) / temperature
-    scaled -= scaled.max()
-    p = np.exp(scaled)
-    p /= p.sum()
-    if top_p < 1:
-        order = np.argsort(-p, kind="stable")
-        mass = np.cumsum(p[order])
-        keep = int(np.searchsorted(mass, top_p, side="left")) + 1
-        kept = np.zeros_like(p)
-        kept[order[:keep]] = p[order[:keep]]
-        p = kept / kept.sum()
-    return p
+    return nucleus(softmax(logits, temperature), top_p)
 
 
 def sample(logits: np.ndarray, *, temperature: float = 1.0, top_p: float = 1.0,
@@ -95,9 +118,7 @@ def sample(logits: np.ndarray, *, temperature: float = 1.0, top_p: float = 1.0,
     the same logits and number always give the same token."""
     if not 0 <= uniform < 1:
         raise ValueError(f"uniform {uniform} must be in [0, 1)")
-    cumulative = np.cumsum(probabilities(logits, temperature=temperature, top_p=top_p))
-    index = int(np.searchsorted(cumulative, uniform * cumulative[-1], side="right"))
-    return min(index, len(cumulative) - 1)
+    return draw(probabilities(logits, temperature=temperature, top_p=top_p), uniform)
 
 
 def control_vector(pitch: float, density: float, key: Sequence[float] | np.ndarray
@@ -110,8 +131,12 @@ def control_vector(pitch: float, density: float, key: Sequence[float] | np.ndarr
 def major_scale(root: int = 0) -> np.ndarray:
     """A 12-value histogram with equal weight on the major scale of `root` (0 = C)."""
     histogram = np.zeros(12)
-    histogram[[(root + step) % 12 for step in (0, 2, 4, 5, 7, 9, 11)]] = 1
+    histogram[[(root + step) % 12 for step in MAJOR_STEPS]] = 1
     return histogram
+
+
+MAJOR_STEPS = (0, 2, 4, 5, 7, 9, 11)
+ENCODINGS = ("onehot", "soft")
 
 
 class CharRNN:
@@ -132,6 +157,12 @@ class CharRNN:
         self.layers = int(state["layers"])
         self.hidden_size = int(state["hidden_size"])
         self.primer_token = int(self.manifest["primer_token"])
+        # "onehot": bins as Deep Symphony's; "soft": positions, and a zero slice = not asked
+        # (music/features.py).
+        self.encoding = self.manifest["controls"].get("encoding", "onehot")
+        profile = self.manifest.get("key_profile")
+        self.key_profile = (np.asarray(profile, dtype=np.float64) if profile is not None
+                            else major_scale(0) / 7)
         # Its time shifts are seconds of music played at the training tempo: beats there.
         self.tempo_bpm = float(self.manifest["training"]["tempo_bpm"])
         self._zero = _frozen(np.zeros((self.layers, 1, self.hidden_size), np.float32))
@@ -157,12 +188,62 @@ class CharRNN:
         if promised != vocabulary:
             raise ModelError(f"{self.manifest_path}: the model's vocabulary {promised} is not "
                              f"livegen's {vocabulary}; {runtime.FIX}")
-        controls = control_layout()
+        encoding = m.get("controls", {}).get("encoding", "onehot")
+        controls = control_layout(encoding if encoding in ENCODINGS else "onehot")
         if m.get("controls") != controls:
             raise ModelError(f"{self.manifest_path}: the model's control layout "
                              f"{m.get('controls')} is not livegen's {controls} "
                              "(music/features.py changed since training?); retrain or "
                              f"{runtime.FIX}")
+
+    @property
+    def understands_unasked(self) -> bool:
+        """Whether the model was trained to read a zero slice as "not asked"."""
+        return self.encoding == "soft"
+
+    def vector(self, pitch: float | None, density: float | None,
+               histogram: Sequence[float] | np.ndarray | None) -> np.ndarray:
+        """The model's (32,) control input: pitch and density as positions 0..9 on their
+        bin axes (a normalised control x is position 9x), a pitch-class histogram. None
+        (or an all-zero histogram) leaves a part unasked, which only a soft model reads;
+        a one-hot model rounds positions to bins (halves up) and takes no None."""
+        if self.encoding == "soft":
+            return features.soft_vector(pitch, density, histogram)
+        if pitch is None or density is None or histogram is None:
+            raise ValueError("a one-hot Char-RNN needs every control part")
+        return features.control_vector(
+            features.control_bin(pitch / (features.PITCH_BINS - 1), features.PITCH_BINS),
+            features.control_bin(density / (features.DENSITY_BINS - 1),
+                                 features.DENSITY_BINS), histogram)
+
+    def control_vectors(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Every position's controls as training gave them (the music ahead of it)."""
+        if self.encoding == "soft":
+            return features.soft_control_vectors(tokens)
+        return features.control_vectors(tokens)
+
+    def key_histogram(self, root: int) -> np.ndarray:
+        """The pitch-class histogram the model is sent for the major key of `root`: the
+        manifest's key profile (measured on the training music, tonic C) moved to the
+        root; a flat major scale for models that carry none."""
+        return np.roll(self.key_profile, root % 12)
+
+    def data_file(self, name: str) -> Path:
+        """A data file shipped beside the model (manifest "data"), its sha256 checked."""
+        entry = self.manifest.get("data", {}).get(name)
+        if entry is None:
+            raise ModelError(f"{self.manifest_path}: the manifest names no {name!r} data "
+                             f"file; {runtime.FIX}")
+        path = self.manifest_path.parent / entry["path"]
+        if not path.is_file():
+            raise ModelError(f"{path}: data file missing (named by {self.manifest_path}); "
+                             f"{runtime.FIX}")
+        actual = runtime.sha256_of(path)
+        if actual != entry["sha256"]:
+            raise ModelError(f"{path}: sha256 {actual[:12]}… does not match the manifest's "
+                             f"{entry['sha256'][:12]}… ({self.manifest_path}); "
+                             f"{runtime.FIX}")
+        return path
 
     def initial_state(self) -> State:
         """The state before any event (zeros); feed `primer_token` first."""
@@ -188,14 +269,142 @@ class CharRNN:
         return logits, h, c
 
 
-def control_layout() -> dict[str, Any]:
+def control_layout(encoding: str = "onehot") -> dict[str, Any]:
     """The control layout as a manifest records it (music/features.py, the one source)."""
-    return {"size": features.CONTROL_SIZE,
-            "pitch": [features.PITCH_SLICE.start, features.PITCH_SLICE.stop],
-            "density": [features.DENSITY_SLICE.start, features.DENSITY_SLICE.stop],
-            "histogram": [features.HISTOGRAM_SLICE.start, features.HISTOGRAM_SLICE.stop],
-            "pitch_low": features.PITCH_LOW, "pitch_high": features.PITCH_HIGH,
-            "density_edges": list(features.DENSITY_EDGES), "window_s": features.WINDOW_S}
+    layout = {"size": features.CONTROL_SIZE,
+              "pitch": [features.PITCH_SLICE.start, features.PITCH_SLICE.stop],
+              "density": [features.DENSITY_SLICE.start, features.DENSITY_SLICE.stop],
+              "histogram": [features.HISTOGRAM_SLICE.start, features.HISTOGRAM_SLICE.stop],
+              "pitch_low": features.PITCH_LOW, "pitch_high": features.PITCH_HIGH,
+              "density_edges": list(features.DENSITY_EDGES), "window_s": features.WINDOW_S}
+    if encoding == "soft":
+        layout.update(encoding="soft", density_window_s=features.DENSITY_WINDOW_S,
+                      density_centres=list(features.DENSITY_CENTRES), unasked="zeros")
+    return layout
+
+
+# ---------------------------------------------------------------- the guide
+
+class Guide:
+    """Control timelines of real music the model was not trained on (the validation
+    pieces, shipped beside the model), end to end and looping: what the model is told
+    for a control no performer drives. At music time t a seeded guide stands at
+    t + offset; its vector is the one training would have given that music, and its key
+    is known, so its histograms can be moved to a key a performer asks for."""
+
+    def __init__(self, model: CharRNN, pieces: Sequence[np.ndarray], roots: Sequence[int]):
+        times, vectors, piece_roots = [], [], []
+        start = 0.0
+        for tokens, root in zip(pieces, roots, strict=True):
+            tokens = np.asarray(tokens, dtype=np.int64)
+            if len(tokens) < 2:
+                continue
+            is_shift = (tokens >= events.TIME_SHIFT) & (tokens < events.VELOCITY)
+            shift = np.where(is_shift, tokens - events.TIME_SHIFT + 1, 0)
+            at = (np.cumsum(shift) - shift) * events.SHIFT_S
+            times.append(start + at)
+            vectors.append(model.control_vectors(tokens))
+            piece_roots.append(np.full(len(tokens), int(root) % 12))
+            start += float(at[-1]) + features.WINDOW_S  # a pause between pieces
+        if not times:
+            raise ValueError("a guide needs at least one piece")
+        self.times = np.concatenate(times)
+        self.vectors = np.concatenate(vectors)
+        self.roots = np.concatenate(piece_roots)
+        self.length = start
+
+    @classmethod
+    def from_file(cls, model: CharRNN, path: Path) -> Guide:
+        """From a data file of arrays `tokens` (int16, pieces end to end), `offsets` and
+        `roots` (each piece's major key, 0..11)."""
+        with np.load(path, allow_pickle=False) as data:
+            tokens, offsets = data["tokens"].astype(np.int64), data["offsets"]
+            pieces = [tokens[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+            return cls(model, pieces, data["roots"])
+
+    def offset(self, seed: int) -> float:
+        """Where a seed's guide starts (seconds into the timeline)."""
+        return uniform(seed, -1) * self.length
+
+    def at(self, time: float) -> tuple[np.ndarray, int]:
+        """(control vector, its key's root) of the guide at `time` seconds (looping)."""
+        index = int(np.searchsorted(self.times, time % self.length, side="right")) - 1
+        return self.vectors[max(index, 0)], int(self.roots[max(index, 0)])
+
+
+# ---------------------------------------------------------------- the copy index
+
+COPY_RUN = 13  # the guard steps in before a run of this many notes repeats training music
+
+
+class CopyIndex:
+    """The training set's note-on runs, up to transposition, for the live copy guard.
+
+    Built from the training pieces' note-on pitches (a data file shipped beside the model):
+    for every run of `run` consecutive note-ons inside one piece, the hash of its first
+    run - 1 intervals and the interval that follows them, sorted by hash. `forbidden`
+    answers, for the last run - 1 notes played, which next pitches would make those notes
+    plus it repeat a training run of `run` notes (in any transposition). 64-bit hashes:
+    a false match is about one in 10^13 lookups, and would only mask a note."""
+
+    def __init__(self, pitches: np.ndarray, offsets: np.ndarray, run: int = COPY_RUN) -> None:
+        if run < 3:
+            raise ValueError(f"a copy run of {run} notes is too short to guard")
+        self.run = run
+        pitches = np.asarray(pitches, dtype=np.int64)
+        piece = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+        intervals = np.diff(pitches)
+        same_piece = piece[1:] == piece[:-1]
+        width = run - 1  # intervals per run: run - 2 of context, then the next
+        count = len(intervals) - width + 1
+        if count <= 0:
+            self.hashes = np.zeros(0, np.uint64)
+            self.next_intervals = np.zeros(0, np.int16)
+            return
+        inside = np.ones(count, bool)
+        for k in range(width):
+            inside &= same_piece[k:k + count]
+        hashes = np.zeros(count, np.uint64)
+        with np.errstate(over="ignore"):
+            for k in range(width - 1):
+                hashes = hashes * _HASH_BASE + (intervals[k:k + count] + 256).astype(np.uint64)
+        order = np.argsort(hashes[inside], kind="stable")
+        self.hashes = hashes[inside][order]
+        self.next_intervals = intervals[width - 1:width - 1 + count][inside][order].astype(
+            np.int16)
+
+    @classmethod
+    def from_file(cls, path: Path, run: int = COPY_RUN) -> CopyIndex:
+        """From a data file of arrays `pitches` (uint8, every training piece's note-ons
+        end to end) and `offsets` (where each piece starts, and the end)."""
+        with np.load(path, allow_pickle=False) as data:
+            return cls(data["pitches"], data["offsets"], run)
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+    def forbidden(self, recent: Sequence[int]) -> np.ndarray:
+        """The pitches that, played next, would end a run of `run` note-ons (recent's last
+        run - 1 and this one) found in a training piece, up to transposition. Empty while
+        fewer than run - 1 notes have been played."""
+        context = self.run - 1
+        if len(recent) < context:
+            return _NO_PITCHES
+        tail = recent[-context:]
+        value = 0
+        for a, b in itertools.pairwise(tail):
+            value = (value * _HASH_MULTIPLIER + b - a + 256) & _MASK64
+        key = np.uint64(value)
+        lo = int(np.searchsorted(self.hashes, key, side="left"))
+        hi = int(np.searchsorted(self.hashes, key, side="right"))
+        if lo == hi:
+            return _NO_PITCHES
+        return np.unique(self.next_intervals[lo:hi].astype(np.int64) + tail[-1])
+
+
+_HASH_MULTIPLIER = 0x100000001B3  # the FNV prime, as livegen/evaluate.py's n-gram hashes
+_HASH_BASE = np.uint64(_HASH_MULTIPLIER)
+_NO_PITCHES = np.zeros(0, np.int64)
 
 
 # A schedule gives the controls for the music at a time (seconds from the start).

@@ -2,33 +2,63 @@
 
 One step = one token: feed the last token with the controls for what should follow, sample
 the next, decode it to timed note events. The state after each step is an immutable value
-(the recurrent state, the last token, the decoder), so the player keeps one per planned
-event and a rollback is "carry on from the one saved there".
+(the recurrent state, the last token, the decoder, the sounding and recent notes), so the
+player keeps one per planned event and a rollback is "carry on from the one saved there".
 
-Two rules keep the music playable whatever the model samples: a note held for
-`max_held_s` is ended (a time shift past that moment is cut short there, and a note-off
-token is forced instead of sampling), and a run of steps without any time passing is cut
-short by a forced time shift, so a model stuck on note events cannot stall the plan.
+What the model is told. A control that a rule drives is sent as asked: pitch and density
+as positions, a key as the key profile the model learned from (CharRNN.key_histogram). A
+control that no rule drives (Controls.undriven; NO_KEY too) is never pinned to a constant
+the model did not learn from. By default it follows the guide (charrnn.Guide): the control
+timeline of real pieces the model was not trained on, so the model is told what real music
+does, and a key a performer asks for moves the guide's histograms to it. Two other ways
+are kept for comparison (`free`): "unasked" sends zeros, which a soft model trained with
+such parts reads as "choose"; "self" sends what the model's own last 3 s had (measured:
+with the one-hot model it collapses into a drone, one pitch answering its own histogram).
 
-Steering makes a register change answer at once. The model's pitch control describes the
-mean pitch of the next 3 s (as in training), so on its own it glides to a new register
-over one to three seconds. While the last few notes played lie far from the register the
-control asks for, note-ons outside a band around it are masked before sampling: the model
-still chooses rhythm, pitch within the band and when to play, and as its own recent notes
-reach the register the mask lifts.
+The register's edges. Little training music lies below MIDI 58 or above 82, so at the
+outer pitch bins the model plays an octave inside them and its notes sound an octave out:
+the asked band is reached with music the model knows.
+
+Rules that keep the music playable whatever the model samples, each a mask on the sampled
+distribution (a masked note-on's probability goes to the note-ons still allowed, so a rule
+changes which note, not whether one is played):
+- a note held for `max_held_s` is ended (a forced note-off; a time shift is cut short to
+  end there); a run of steps without time passing is cut short by a forced shift;
+- no note is struck while it sounds, or beside two sounding notes within a whole tone, or
+  over MAX_POLYPHONY sounding notes (no clusters);
+- after MAX_REST_S without a note-on only a note-on may follow (no long silences);
+- steering: while the recent notes lie far from the asked register, note-ons more than
+  STEER_BAND semitones from it are masked, and until one has sounded in it the rest before
+  it is at most ANSWER_REST_S: a register change is answered by a note at once;
+- the copy guard: a note that would make the last COPY_RUN note-ons repeat a run of a
+  training piece (in any transposition) is masked (charrnn.CopyIndex), and counted.
+
+Dynamics (`dynamics`): the corpus has no dynamics (every note 80), so no net could learn
+them; a rule shapes the velocity the player sends from the velocity control, the metric
+position in the clock's bar and a four-bar phrase arch, and the note's height.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from livegen.config import CharRNNConfig
-from livegen.control import Controls
-from livegen.generators.charrnn import CharRNN, State, control_vector, sample, uniform
+from livegen.control import NO_KEY, Controls
+from livegen.generators.charrnn import (
+    CharRNN,
+    CopyIndex,
+    Guide,
+    State,
+    draw,
+    nucleus,
+    softmax,
+    uniform,
+)
 from livegen.music import events, features
 from livegen.music.events import TimedEvent, TokenDecoder
 
@@ -36,11 +66,24 @@ log = logging.getLogger(__name__)
 
 MAX_HELD_S = 4.0            # longer notes are ended by a forced note-off
 MAX_EVENTS_AT_ONCE = 24     # steps in a row without time passing before a forced shift
+MAX_REST_S = 4.0            # after this long without a note-on, only a note-on may follow
+MAX_POLYPHONY = 4           # no note-on while this many notes sound (four voices)
+CLUSTER_SEMITONES = 2       # no note-on with two sounding notes within this distance
 STEER_AFTER = 4.0           # steer when recent notes are this far (semitones) from the target
-STEER_BAND = 12             # note-ons allowed while steering: target +- this many semitones
-RECENT_NOTES = 16           # how many note-ons "recent" means (about 4 s of music)
+STEER_BAND = 7              # note-ons allowed while steering: target +- this many semitones
+STEER_NOTES = 16            # the recent notes steering looks at (about 4 s of music)
+ANSWER_REST_S = 0.25        # while steering, the longest rest before a note in the register
+RECENT_NOTES = 24           # note-ons remembered (steering, the copy guard, self-conditioning)
+SELF_WINDOW_S = 3.0         # self-conditioning: the music of the last 3 s
+# At pitch positions outside OCTAVE_INSIDE the model plays 3 bins (an octave) further in and
+# its notes sound an octave out.
+OCTAVE_INSIDE = (2.0, 7.0)
+OCTAVE_BINS = 3
 _ONE_STEP_SHIFT = events.TIME_SHIFT_RANGE.token(1)
-_NOTE_ON_PITCHES = np.arange(events.MIDI_PITCHES)
+_ON = slice(events.NOTE_ON_RANGE.first, events.NOTE_ON_RANGE.stop)
+_OFF = slice(events.NOTE_OFF_RANGE.first, events.NOTE_OFF_RANGE.stop)
+_PITCHES = np.arange(events.MIDI_PITCHES)
+_SHIFT_FIRST = events.TIME_SHIFT_RANGE.first
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,13 +93,42 @@ class PlayState:
     rnn: State
     token: int                      # the last token, fed at the next step
     decoder: TokenDecoder           # never mutated once in a PlayState: copied to advance
-    onsets: tuple[tuple[int, float], ...]  # (pitch, start time) of the sounding notes
+    # (model pitch, pitch it sounds at, start time) of each sounding note: the model's
+    # pitch and the heard one differ by an octave at the register's edges.
+    sounding: tuple[tuple[int, int, float], ...] = ()
     events_at_once: int = 0         # steps since time last moved
-    recent: tuple[int, ...] = ()    # the last RECENT_NOTES note-on pitches
+    recent: tuple[tuple[float, int], ...] = ()  # (time, heard pitch) of the last note-ons
 
     @property
     def time(self) -> float:
         return self.decoder.time
+
+    @property
+    def last_onset(self) -> float:
+        """When the last note-on sounded (0 before any)."""
+        return self.recent[-1][0] if self.recent else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """What the performer's controls ask of the model: the driven values encoded
+    (`driven` marks them), the octave and register to steer to, the asked key's root."""
+
+    vector: np.ndarray
+    driven: np.ndarray
+    octave: int
+    target: float | None
+    key: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What one step is played under: the model's controls, the octave its notes sound
+    at, and the register to steer to (None: the pitch is not asked)."""
+
+    vector: np.ndarray
+    octave: int                      # semitones added to the model's pitches
+    target: float | None
 
 
 class CharRNNStep:
@@ -65,12 +137,32 @@ class CharRNNStep:
     name = "charrnn"
 
     def __init__(self, model: CharRNN, *, seed: int, max_held_s: float = MAX_HELD_S,
-                 steer: bool = True) -> None:
+                 steer: bool = True, copy_index: CopyIndex | None = None,
+                 guide: Guide | None = None, free: str | None = None,
+                 guards: bool = True) -> None:
         self.model = model
         self.seed = seed
         self.max_held_s = max_held_s
         self.steer = steer
-        self._vector_cache: tuple[Controls, np.ndarray] | None = None
+        self.guards = guards
+        self.copy_index = copy_index
+        self.guide = guide
+        self.free = free or default_free(model, guide)
+        if self.free not in FREE_POLICIES:
+            raise ValueError(f"free {self.free!r}: use one of {', '.join(FREE_POLICIES)}")
+        if self.free == "unasked" and not model.understands_unasked:
+            raise ValueError(f"{model.path.name} was not trained with unasked controls; "
+                             "use free='guide' or 'self'")
+        if self.free == "guide" and guide is None:
+            raise ValueError("free='guide' needs the guide shipped beside the model")
+        self._guide_offset = guide.offset(seed) if guide is not None else 0.0
+        self._asked_cache: tuple[Controls, Asked] | None = None
+        # Steps (by index) at which each guard changed the note played; a step
+        # regenerated after a rollback replaces its entry, so the counts follow the music
+        # that is played. A restart (initial()) carries them over.
+        self._copy_steps: dict[int, int] = {}
+        self._rest_steps: dict[int, int] = {}
+        self._carried = {"copy_guard": 0, "rest_guard": 0}
         # The model's seconds are beats at the tempo its data were played at (the
         # manifest's): at 60 bpm its music goes half as fast as at 120.
         self.seconds_per_beat = 60.0 / model.tempo_bpm
@@ -78,9 +170,12 @@ class CharRNNStep:
     @classmethod
     def from_config(cls, config: CharRNNConfig, *, seed: int) -> CharRNNStep:
         model = CharRNN.from_config(config)
-        log.info("charrnn: %s (%s) on %s", model.path.name, model.variant,
-                 ", ".join(model.providers))
-        player = cls(model, seed=seed)
+        copy_index, guide = load_copy_index(model), load_guide(model)
+        player = cls(model, seed=seed, copy_index=copy_index, guide=guide)
+        log.info("charrnn: %s (%s) on %s; undriven controls: %s; copy guard over %d "
+                 "training runs of %d notes", model.path.name, model.variant,
+                 ", ".join(model.providers), player.free,
+                 len(copy_index) if copy_index else 0, copy_index.run if copy_index else 0)
         player.warm_up()
         return player
 
@@ -90,107 +185,364 @@ class CharRNNStep:
         state, controls = self.initial(), Controls()
         for index in range(steps):
             state, _ = self.step(state, controls, index)
+        self._copy_steps.clear()
+        self._rest_steps.clear()
+        self._carried = dict.fromkeys(self._carried, 0)
+
+    def figures(self) -> dict[str, int]:
+        """The guards' interventions in the music planned (StepPlayer.figures)."""
+        return {"copy_guard": self._carried["copy_guard"] + len(self._copy_steps),
+                "rest_guard": self._carried["rest_guard"] + len(self._rest_steps)}
 
     # ------------------------------------------------------------ the contract
 
     def initial(self) -> PlayState:
+        self._carried["copy_guard"] += len(self._copy_steps)
+        self._carried["rest_guard"] += len(self._rest_steps)
+        self._copy_steps, self._rest_steps = {}, {}
         decoder = TokenDecoder()
         decoder.feed(self.model.primer_token)
-        return PlayState(self.model.initial_state(), self.model.primer_token, decoder, ())
+        return PlayState(self.model.initial_state(), self.model.primer_token, decoder)
 
     def step(self, state: PlayState, controls: Controls,
              index: int) -> tuple[PlayState, Sequence[TimedEvent]]:
-        vector = self.vector(controls)
-        logits, rnn = self.model.step(state.token, vector, state.rnn)
+        plan = self.plan(state, controls)
+        logits, rnn = self.model.step(state.token, plan.vector, state.rnn)
         token = self._forced(state)
         if token is None:
-            if self.steer:
-                logits = self._steered(logits, state, controls)
-            token = self._clipped(state, sample(logits, temperature=controls.temperature,
-                                                top_p=controls.top_p,
-                                                uniform=uniform(self.seed, index)))
-        return self._advance(state, rnn, token)
+            token = self._sampled(logits, state, controls, plan, index)
+        return self._advance(state, rnn, token, plan.octave)
 
     def wait_until(self, state: PlayState, time: float, controls: Controls,
                    index: int) -> PlayState:
         steps = events.time_to_step(time) - state.decoder.step
-        vector = self.vector(controls)
+        plan = self.plan(state, controls)
         while steps > 0:
             shift = min(steps, events.MAX_SHIFT_STEPS)
-            _logits, rnn = self.model.step(state.token, vector, state.rnn)
-            state, _ = self._advance(state, rnn, events.TIME_SHIFT_RANGE.token(shift))
+            _logits, rnn = self.model.step(state.token, plan.vector, state.rnn)
+            state, _ = self._advance(state, rnn, events.TIME_SHIFT_RANGE.token(shift),
+                                     plan.octave)
             steps -= shift
         return state
 
     def changed(self, old: Controls, new: Controls, threshold: float) -> bool:
-        if (old.pitch, old.density, old.key) != (new.pitch, new.density, new.key) and \
-                not np.array_equal(self.vector(old), self.vector(new)):
+        if old.undriven != new.undriven:
             return True
+        if "key" not in new.undriven and old.key != new.key:
+            return True
+        for name in ("pitch", "density"):
+            if name not in new.undriven:
+                a, b = getattr(old, name), getattr(new, name)
+                if self.model.encoding == "soft":
+                    if abs(a - b) > threshold:
+                        return True
+                elif features.control_bin(a, 10) != features.control_bin(b, 10):
+                    return True
         return (abs(old.temperature - new.temperature) > threshold
                 or abs(old.top_p - new.top_p) > threshold
                 or abs(old.velocity - new.velocity) > 5 * threshold)
 
-    # ------------------------------------------------------------ helpers
+    def dynamics(self, event: TimedEvent, beat: float, beats_per_bar: int,
+                 controls: Controls) -> int:
+        """The velocity a note-on is sent with (see shaped_velocity): the player passes
+        the clock beat the note falls on."""
+        centre = (features.NEUTRAL_PITCH if "pitch" in controls.undriven
+                  else features.pitch_at_position(controls.pitch * (features.PITCH_BINS - 1)))
+        return shaped_velocity(event.velocity, event.pitch, beat, beats_per_bar,
+                               controls.velocity_scale, centre)
 
-    def vector(self, controls: Controls) -> np.ndarray:
-        """The model's 32-value control input. Controls are immutable and the same snapshot
-        serves many steps: the last one is remembered."""
-        cached = self._vector_cache
+    # ------------------------------------------------------------ what the model is told
+
+    def plan(self, state: PlayState, controls: Controls) -> Plan:
+        """The model's controls for the next step, the octave, the register to steer to."""
+        asked = self._asked(controls)
+        if asked.driven.all() or self.free == "unasked":
+            return Plan(asked.vector, asked.octave, asked.target)
+        if self.free == "guide":
+            free, root = self.guide.at(state.time + self._guide_offset)
+            if asked.key is not None:  # a real piece's histograms, moved to the asked key
+                free = free.copy()
+                free[features.HISTOGRAM_SLICE] = np.roll(free[features.HISTOGRAM_SLICE],
+                                                         asked.key - root)
+        else:
+            free = self.model.vector(*self._own_music(state))
+        return Plan(np.where(asked.driven, asked.vector, free), asked.octave, asked.target)
+
+    def _asked(self, controls: Controls) -> Asked:
+        """What the performer asks of the model, encoded, and which values that fills.
+        Controls are immutable and one snapshot serves many steps: the last is kept."""
+        cached = self._asked_cache
         if cached is not None and cached[0] is controls:
             return cached[1]
-        vector = control_vector(controls.pitch, controls.density, controls.key_histogram())
-        self._vector_cache = (controls, vector)
-        return vector
+        model = self.model
+        free = set(controls.undriven)
+        if controls.key == NO_KEY:
+            free.add("key")  # no key: the music chooses its own
+        driven = np.ones(features.CONTROL_SIZE, bool)
+        middle = (features.PITCH_BINS - 1) / 2
+        pitch = density = middle
+        if "pitch" in free:
+            driven[features.PITCH_SLICE] = False
+        else:
+            pitch = controls.pitch * (features.PITCH_BINS - 1)
+        if "density" in free:
+            driven[features.DENSITY_SLICE] = False
+        else:
+            density = controls.density * (features.DENSITY_BINS - 1)
+        key = None if "key" in free else controls.key
+        histogram = np.full(12, 1 / 12) if key is None else model.key_histogram(key)
+        if key is None or self.free == "guide":
+            driven[features.HISTOGRAM_SLICE] = False
+        octave, target = 0, None
+        if "pitch" not in free:
+            if model.encoding == "onehot":
+                pitch = float(features.control_bin(controls.pitch, features.PITCH_BINS))
+            target = features.pitch_at_position(pitch)
+            low, high = OCTAVE_INSIDE
+            if pitch > high:
+                pitch, octave = pitch - OCTAVE_BINS, 12
+            elif pitch < low:
+                pitch, octave = pitch + OCTAVE_BINS, -12
+        vector = model.vector(pitch, density, histogram)
+        if self.free == "unasked":
+            vector = np.where(driven, vector, 0).astype(np.float32)
+        asked = Asked(vector, driven, octave, target, key)
+        self._asked_cache = (controls, asked)
+        return asked
+
+    @staticmethod
+    def _own_music(state: PlayState) -> tuple[float, float, np.ndarray]:
+        """(pitch position, density position, histogram) of the note-ons of the last
+        SELF_WINDOW_S: the controls that would have described that music in training (the
+        neutral middle and no key before there is any)."""
+        since = state.time - SELF_WINDOW_S
+        pitches = [p for t, p in state.recent if t >= since]
+        if not pitches:
+            middle = (features.PITCH_BINS - 1) / 2
+            return middle, middle, np.full(12, 1 / 12)
+        histogram = np.bincount(np.asarray(pitches) % 12, minlength=12) / len(pitches)
+        return (float(features.pitch_position(sum(pitches) / len(pitches))),
+                float(features.density_position(len(pitches) / SELF_WINDOW_S)), histogram)
+
+    # ------------------------------------------------------------ sampling and its rules
 
     def _forced(self, state: PlayState) -> int | None:
         """A token the rules impose instead of sampling, or None."""
         now = state.decoder.time
-        for pitch, started in state.onsets:
+        for model_pitch, _, started in state.sounding:
             if now - started >= self.max_held_s:
-                return events.NOTE_OFF_RANGE.token(pitch)
+                return events.NOTE_OFF_RANGE.token(model_pitch)
         if state.events_at_once >= MAX_EVENTS_AT_ONCE:
             return _ONE_STEP_SHIFT
         return None
 
-    def _clipped(self, state: PlayState, token: int) -> int:
+    def _sampled(self, logits: np.ndarray, state: PlayState, controls: Controls, plan: Plan,
+                 index: int) -> int:
+        p = softmax(logits, controls.temperature)
+        heard = _PITCHES + plan.octave  # what each note-on token would sound at
+        allowed = (heard >= 0) & (heard < events.MIDI_PITCHES)
+        steering = self.steer and self._steering(state, plan)
+        if steering:
+            allowed &= np.abs(heard - plan.target) <= STEER_BAND
+        if self.guards:
+            allowed &= self._playable(state, heard)
+        base = _keep_note_ons(p, allowed)
+        guarded, forbidden = base, None
+        if self.copy_index is not None:
+            copies = self.copy_index.forbidden([pitch for _, pitch in state.recent])
+            if len(copies):
+                forbidden = np.isin(heard, copies)
+                guarded = _keep_note_ons(base, allowed & ~forbidden)
+        deadline = self._rest_deadline(state, plan, steering)
+        must_play = deadline is not None and state.time >= deadline
+
+        def final(q: np.ndarray, play: bool) -> np.ndarray:
+            if play and q[_ON].sum() > 0:
+                q = q.copy()
+                q[_ON.stop:] = 0
+                q[_OFF] = 0
+            return nucleus(q / q.sum(), controls.top_p)
+
+        u = uniform(self.seed, index)
+        token = draw(final(guarded, must_play), u)
+        # Each guard is counted where it changed the note: the same draw without it would
+        # have struck a forbidden note, or would not have struck one.
+        copied = forbidden is not None and _is_one_of(draw(final(base, must_play), u),
+                                                      forbidden)
+        rested = must_play and not steering and draw(final(guarded, False), u) >= _ON.stop
+        for taken, steps in ((copied, self._copy_steps), (rested, self._rest_steps)):
+            if taken:
+                steps[index] = 1
+            elif steps:
+                steps.pop(index, None)
+        return self._clipped(state, token, deadline)
+
+    def _steering(self, state: PlayState, plan: Plan) -> bool:
+        """Whether the recent notes lie far from the asked register (see the docstring)."""
+        if plan.target is None or not state.recent:
+            return False
+        recent = state.recent[-STEER_NOTES:]
+        return abs(sum(p for _, p in recent) / len(recent) - plan.target) > STEER_AFTER
+
+    @staticmethod
+    def _playable(state: PlayState, heard: np.ndarray) -> np.ndarray:
+        """Note-ons that strike no sounding note, make no cluster and stay within
+        MAX_POLYPHONY."""
+        if not state.sounding:
+            return _ALL_PITCHES
+        if len(state.sounding) >= MAX_POLYPHONY:
+            return ~_ALL_PITCHES
+        sounding = np.asarray([pitch for _, pitch, _ in state.sounding])
+        near = (np.abs(heard[:, None] - sounding[None, :]) <= CLUSTER_SEMITONES).sum(axis=1)
+        return (near < 2) & ~np.isin(heard, sounding)
+
+    def _rest_deadline(self, state: PlayState, plan: Plan, steering: bool) -> float | None:
+        """The time by which a note-on must come: MAX_REST_S after the last, or while
+        steering and no note has sounded in the new register, ANSWER_REST_S after it."""
+        if not self.guards:
+            return None
+        deadline = state.last_onset + MAX_REST_S
+        if steering and abs(state.recent[-1][1] - plan.target) > STEER_BAND:
+            deadline = min(deadline, state.last_onset + ANSWER_REST_S)
+        return deadline
+
+    def _clipped(self, state: PlayState, token: int, deadline: float | None) -> int:
         """A time shift cut short so that it ends when the longest-held note is due to be
-        ended (the next step then ends it)."""
-        if token not in events.TIME_SHIFT_RANGE or not state.onsets:
+        ended or a note-on is due (the next step then does it)."""
+        if token not in events.TIME_SHIFT_RANGE:
             return token
-        due = min(started for _, started in state.onsets) + self.max_held_s
-        room = events.time_to_step(due) - state.decoder.step
+        dues = [started + self.max_held_s for _, _, started in state.sounding]
+        if deadline is not None:
+            dues.append(deadline)
+        if not dues:
+            return token
+        room = events.time_to_step(min(dues)) - state.decoder.step
         if 0 < room < events.TIME_SHIFT_RANGE.value(token):
             return events.TIME_SHIFT_RANGE.token(room)
         return token
 
-    def _steered(self, logits: np.ndarray, state: PlayState, controls: Controls) -> np.ndarray:
-        """The logits with note-ons far from the asked-for register masked, while the
-        recent notes are far from it (see the module's docstring)."""
-        if not state.recent:
-            return logits
-        target = features.pitch_bin_centre(features.control_bin(controls.pitch,
-                                                                features.PITCH_BINS))
-        if abs(sum(state.recent) / len(state.recent) - target) <= STEER_AFTER:
-            return logits
-        steered = logits.copy()
-        far = np.abs(_NOTE_ON_PITCHES - target) > STEER_BAND
-        steered[events.NOTE_ON_RANGE.first:events.NOTE_ON_RANGE.stop][far] = -np.inf
-        return steered
-
-    def _advance(self, state: PlayState, rnn: State,
-                 token: int) -> tuple[PlayState, list[TimedEvent]]:
+    def _advance(self, state: PlayState, rnn: State, token: int,
+                 octave: int) -> tuple[PlayState, list[TimedEvent]]:
         decoder = state.decoder.copy()
         before = decoder.step
         emitted = decoder.feed(token)
-        onsets, recent = state.onsets, state.recent
+        sounding, recent = state.sounding, state.recent
+        heard: list[TimedEvent] = []
         if emitted:
-            sounding = dict(onsets)
+            notes = {model: (pitch, started) for model, pitch, started in sounding}
             for event in emitted:
                 if event.velocity:
-                    sounding[event.pitch] = event.time
-                    recent = (*recent, event.pitch)[-RECENT_NOTES:]
+                    pitch = event.pitch + octave
+                    notes[event.pitch] = (pitch, event.time)
+                    recent = (*recent, (event.time, pitch))[-RECENT_NOTES:]
+                    heard.append(TimedEvent(event.time, pitch, event.velocity))
                 else:
-                    sounding.pop(event.pitch, None)
-            onsets = tuple(sounding.items())
+                    pitch, _ = notes.pop(event.pitch, (event.pitch, 0.0))
+                    heard.append(TimedEvent(event.time, pitch, 0))
+            sounding = tuple((model, pitch, started)
+                             for model, (pitch, started) in notes.items())
         at_once = 0 if decoder.step != before else state.events_at_once + 1
-        return PlayState(rnn, token, decoder, onsets, at_once, recent), emitted
+        return PlayState(rnn, token, decoder, sounding, at_once, recent), heard
+
+
+_ALL_PITCHES = np.ones(events.MIDI_PITCHES, bool)
+
+
+def _is_one_of(token: int, pitches: np.ndarray) -> bool:
+    """Whether the token is the note-on of one of the pitches (a mask over note-ons)."""
+    return token < _ON.stop and bool(pitches[token - _ON.start])
+
+
+def _keep_note_ons(p: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """p with the note-ons outside `allowed` removed and their probability given to the
+    allowed note-ons in proportion (all of it leaves the note-ons when none is allowed or
+    the allowed ones have none)."""
+    if allowed.all():
+        return p
+    on = p[_ON]
+    kept = on * allowed
+    total, kept_total = on.sum(), kept.sum()
+    p = p.copy()
+    p[_ON] = kept * (total / kept_total) if kept_total > 0 else 0.0
+    return p
+
+
+FREE_POLICIES = ("guide", "unasked", "self")
+
+
+def default_free(model: CharRNN, guide: Guide | None) -> str:
+    """How undriven controls are sent by default: the manifest's choice, else the guide
+    where one ships, else "unasked" where the model reads it, else its own music."""
+    chosen = model.manifest.get("free_controls")
+    if chosen in FREE_POLICIES and (chosen != "guide" or guide is not None):
+        return chosen
+    if guide is not None:
+        return "guide"
+    return "unasked" if model.understands_unasked else "self"
+
+
+def load_guide(model: CharRNN) -> Guide | None:
+    """The guide from the validation pieces shipped beside the model (None for a model
+    that ships none)."""
+    if "guide" not in model.manifest.get("data", {}):
+        return None
+    return Guide.from_file(model, model.data_file("guide"))
+
+
+def load_copy_index(model: CharRNN) -> CopyIndex | None:
+    """The copy guard's index from the training notes shipped beside the model (None,
+    logged, for a model that ships none)."""
+    if "train_notes" not in model.manifest.get("data", {}):
+        log.warning("%s ships no training notes: the copy guard is off",
+                    model.manifest_path.name)
+        return None
+    return CopyIndex.from_file(model.data_file("train_notes"))
+
+
+# ---------------------------------------------------------------- dynamics
+# A rule, not a net: the training scores carry no dynamics. Velocity = the model's velocity
+# x the velocity control x (1 + metric accent + phrase arch + height), the shaping held to
+# SHAPE_LIMITS so the velocity control stays the loudest influence.
+DOWNBEAT, MIDBAR, BEAT, OFFBEAT, OFFGRID = 0.14, 0.07, 0.02, -0.05, -0.10
+PHRASE_BARS = 4             # the arch: softer at both ends of four bars, louder in the middle
+PHRASE_DEPTH = (-0.08, 0.10)
+HEIGHT_PER_SEMITONE = 0.006  # higher notes a little louder than the register's middle
+HEIGHT_LIMIT = 0.06
+SHAPE_LIMITS = (0.8, 1.25)
+_ON_GRID = 0.02             # beats: how close to a beat or an offbeat counts as on it
+
+
+def metric_accent(beat: float, beats_per_bar: int) -> float:
+    """The accent of a note at clock beat `beat`: the bar's downbeat strongest, the
+    middle of an even bar next, other beats, offbeat eighths softer, the rest softest."""
+    position = beat % beats_per_bar
+    nearest = round(position)
+    if abs(position - nearest) <= _ON_GRID:
+        nearest %= beats_per_bar
+        if nearest == 0:
+            return DOWNBEAT
+        if beats_per_bar % 2 == 0 and beats_per_bar >= 4 and nearest == beats_per_bar // 2:
+            return MIDBAR
+        return BEAT
+    if abs(position % 1 - 0.5) <= _ON_GRID:
+        return OFFBEAT
+    return OFFGRID
+
+
+def phrase_arch(beat: float, beats_per_bar: int) -> float:
+    """The phrase's dynamic at `beat`: a sine arch over PHRASE_BARS bars of the clock."""
+    length = PHRASE_BARS * beats_per_bar
+    low, high = PHRASE_DEPTH
+    return low + (high - low) * math.sin(math.pi * (beat % length) / length)
+
+
+def shaped_velocity(velocity: int, pitch: int, beat: float, beats_per_bar: int,
+                    scale: float, centre: float) -> int:
+    """The MIDI velocity (1..127) of a note-on the model played at `velocity`, at clock
+    beat `beat`, under the velocity control's `scale`, with the register's middle at
+    `centre`."""
+    height = max(-HEIGHT_LIMIT, min(HEIGHT_LIMIT, HEIGHT_PER_SEMITONE * (pitch - centre)))
+    shape = 1 + metric_accent(beat, beats_per_bar) + phrase_arch(beat, beats_per_bar) + height
+    shape = min(SHAPE_LIMITS[1], max(SHAPE_LIMITS[0], shape))
+    return min(127, max(1, round(velocity * scale * shape)))
+

@@ -224,7 +224,10 @@ class StepPlayer:
                 "control_latency_ms": s.control_latency.summary(),
                 "steps": s.steps, "rollbacks": s.rollbacks,
                 "budget_overruns": s.budget_overruns, "late": s.late, "stalls": s.stalls,
-                "failures": s.failures, "late_changes": s.late_changes}
+                "failures": s.failures, "late_changes": s.late_changes,
+                # what the generator counts of its own (the Char-RNN: its guards)
+                **({"guards": self.generator.figures()}
+                   if hasattr(self.generator, "figures") else {})}
 
     def clock_changed(self) -> None:
         """The clock published a new Grid (tempo, transport): look at it now."""
@@ -330,10 +333,17 @@ class StepPlayer:
         if latency > self.latency_budget_s:
             self.stats.budget_overruns += 1
 
-    def _message(self, event: TimedEvent, controls: Controls) -> tuple[int, int, int]:
+    def _message(self, event: TimedEvent, controls: Controls, beat: float,
+                 beats_per_bar: int) -> tuple[int, int, int]:
         if event.velocity == 0:
             return (NOTE_OFF | self.channel, event.pitch, 0)
-        velocity = round(event.velocity * controls.velocity_scale)
+        # A generator that shapes its dynamics by the metre is told the clock beat the note
+        # falls on (planned, so replays repeat it); others are scaled by the control.
+        dynamics = getattr(self.generator, "dynamics", None)
+        if dynamics is not None:
+            velocity = dynamics(event, beat, beats_per_bar, controls)
+        else:
+            velocity = round(event.velocity * controls.velocity_scale)
         return (NOTE_ON | self.channel, event.pitch, min(127, max(1, velocity)))
 
 
@@ -407,8 +417,12 @@ class _Plan:
         if end is not None:
             events = [e for e in events if e.time < end]
         if events:
-            self.published.add(
-                [(self.beat_of(e.time), player._message(e, controls)) for e in events])
+            bar = self.published.grid.beats_per_bar
+            planned = []
+            for event in events:
+                beat = self.beat_of(event.time)
+                planned.append((beat, player._message(event, controls, beat, bar)))
+            self.published.add(planned)
         if self.latency_from is not None:
             # The first step under the new controls is in the plan (a note, or the
             # decision to rest): the change has been answered.

@@ -274,3 +274,125 @@ def realised_features(
         note_ons_per_s=count / duration_s,
         histogram=_pitch_class_histogram(pitches),
     )
+
+
+# ---------------------------------------------------------------- the soft layout
+# The Char-RNN's second control encoding: the same 32 values in the same three slices, read
+# as positions rather than bins, so that what a performer sends is what training showed.
+#
+#     [0:10]   mean pitch as a position on the bin axis (bin b's centre is position b),
+#              two-hot: position 4.3 -> 0.7 on bin 4 and 0.3 on bin 5
+#     [10:20]  note-ons per second over DENSITY_WINDOW_S ahead, as a position through the
+#              DENSITY_CENTRES, two-hot the same way
+#     [20:32]  pitch-class histogram, normalised to sum 1
+#
+# A slice of zeros means "not asked": training zeroes each slice at random (and the pitch and
+# histogram of a window without notes), so the model learns to choose what it is not told,
+# the way it chooses everything when nothing is told. A control a performer does not drive
+# is sent that way (generators/charrnn_step.py). Density is measured over a shorter window
+# than pitch and key, so that the music answers a density change sooner.
+
+DENSITY_WINDOW_S = 2.0
+# The note-ons per second at the middle of each density bin (the last: as far above 7.5 as
+# the middle of bin 8 lies below it). np.interp through them gives the position.
+DENSITY_CENTRES = (0.6, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.85, 6.5, 8.5)
+_DENSITY_CENTRES = np.asarray(DENSITY_CENTRES, dtype=np.float64)
+_BIN_AXIS = np.arange(PITCH_BINS, dtype=np.float64)
+
+
+def pitch_position(mean_pitch: float | np.ndarray) -> float | np.ndarray:
+    """A mean MIDI pitch as a position 0..9 on the pitch-bin axis (bin b spans positions
+    b - 0.5 .. b + 0.5; clamped)."""
+    return np.clip((np.asarray(mean_pitch, dtype=np.float64) - PITCH_LOW) / PITCH_BIN_WIDTH
+                   - 0.5, 0, PITCH_BINS - 1)
+
+
+def pitch_at_position(position: float) -> float:
+    """The mean MIDI pitch a pitch position asks for (the inverse of pitch_position)."""
+    return PITCH_LOW + (float(position) + 0.5) * PITCH_BIN_WIDTH
+
+
+def density_position(note_ons_per_s: float | np.ndarray) -> float | np.ndarray:
+    """Note-ons per second as a position 0..9 on the density-bin axis: piecewise linear
+    through DENSITY_CENTRES, clamped at both ends."""
+    return np.interp(np.asarray(note_ons_per_s, dtype=np.float64), _DENSITY_CENTRES,
+                     _BIN_AXIS)
+
+
+def density_at_position(position: float) -> float:
+    """The note-ons per second a density position asks for (the inverse)."""
+    return float(np.interp(position, _BIN_AXIS, _DENSITY_CENTRES))
+
+
+def two_hot(positions: np.ndarray, bins: int) -> np.ndarray:
+    """(n, bins) float32: each position in 0..bins-1 shared between its two nearest bins
+    in proportion to its distance from them (an integer position is a one-hot)."""
+    positions = np.clip(np.asarray(positions, dtype=np.float64), 0, bins - 1)
+    low = np.minimum(np.floor(positions).astype(np.int64), bins - 2)
+    high_weight = positions - low
+    rows = np.arange(len(positions))
+    result = np.zeros((len(positions), bins), dtype=np.float32)
+    result[rows, low] = 1 - high_weight
+    result[rows, low + 1] += high_weight
+    return result
+
+
+def soft_vector(pitch: float | None, density: float | None,
+                histogram: Sequence[float] | np.ndarray | None) -> np.ndarray:
+    """The (32,) float32 soft control vector of a pitch position, a density position (both
+    0..9) and a pitch-class histogram (normalised here); None, or an all-zero histogram,
+    leaves that slice zero: not asked."""
+    vector = np.zeros(CONTROL_SIZE, dtype=np.float32)
+    for value, part, bins in ((pitch, PITCH_SLICE, PITCH_BINS),
+                              (density, DENSITY_SLICE, DENSITY_BINS)):
+        if value is not None:
+            if math.isnan(value):
+                raise ValueError("a control position is NaN")
+            vector[part] = two_hot(np.asarray([value]), bins)[0]
+    if histogram is not None:
+        values = np.asarray(histogram, dtype=np.float64)
+        if values.shape != (PITCH_CLASSES,) or not np.all(np.isfinite(values)) \
+                or np.any(values < 0):
+            raise ValueError(f"a pitch-class histogram has 12 finite values >= 0, got "
+                             f"{values.tolist()}")
+        total = values.sum()
+        if total > 0:
+            vector[HISTOGRAM_SLICE] = values / total
+    return vector
+
+
+def soft_control_vectors(tokens: Sequence[int] | np.ndarray, *, window_s: float = WINDOW_S,
+                         density_window_s: float = DENSITY_WINDOW_S) -> np.ndarray:
+    """The soft control vector for every token position, (len(tokens), 32) float32: like
+    control_vectors (the note-ons from token i on, mean pitch and histogram over window_s,
+    density over density_window_s), as positions. A window without note-ons leaves pitch
+    and histogram zero (density position 0)."""
+    lo, hi, on_pitches = _token_windows(tokens, _window_steps(window_s))
+    density_steps = _window_steps(density_window_s)
+    _, density_hi, _ = _token_windows(tokens, density_steps)
+    count = hi - lo
+    has_notes = count > 0
+    safe_count = np.maximum(count, 1)
+    pitch_sums = np.concatenate(([0], np.cumsum(on_pitches)))
+    mean_pitch = (pitch_sums[hi] - pitch_sums[lo]) / safe_count
+    rate = (density_hi - lo) / (density_steps / STEPS_PER_SECOND)
+    vectors = np.zeros((len(count), CONTROL_SIZE), dtype=np.float32)
+    vectors[:, PITCH_SLICE] = two_hot(pitch_position(mean_pitch), PITCH_BINS)
+    vectors[~has_notes, PITCH_SLICE] = 0
+    vectors[:, DENSITY_SLICE] = two_hot(density_position(rate), DENSITY_BINS)
+    vectors[:, HISTOGRAM_SLICE] = window_histograms(on_pitches, lo, hi)
+    return vectors
+
+
+def window_histograms(on_pitches: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """(len(lo), 12) float32: the pitch-class histogram of on_pitches[lo[i]:hi[i]] for each
+    i, normalised; zeros where the range is empty."""
+    count = hi - lo
+    safe_count = np.maximum(count, 1)
+    result = np.zeros((len(lo), PITCH_CLASSES), dtype=np.float32)
+    pitch_classes = np.asarray(on_pitches) % PITCH_CLASSES
+    for pitch_class in range(PITCH_CLASSES):
+        # One pitch class at a time keeps memory at one cumulative sum per note-on.
+        class_sums = np.concatenate(([0], np.cumsum(pitch_classes == pitch_class)))
+        result[:, pitch_class] = (class_sums[hi] - class_sums[lo]) / safe_count
+    return result

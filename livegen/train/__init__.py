@@ -3,9 +3,9 @@
 
     livegen train charrnn [options]     train (out/charrnn/conditional; --no-controls:
                                         out/charrnn/ablation), resumable with --resume
-    livegen export charrnn [options]    best checkpoints -> models/charrnn.onnx (+ int8 if
-                                        it qualifies), models/charrnn-ablation.onnx and the
-                                        manifests, after the torch/ONNX parity check
+    livegen export charrnn [options]    best checkpoint -> models/charrnn.int8.onnx (fp32
+                                        if int8 does not qualify), the manifest and the
+                                        data files, after the torch/ONNX parity check
     livegen train langevin [options]    train the chorale score network (out/langevin)
     livegen export langevin [options]   best checkpoint -> models/langevin-tN.onnx (one
                                         graph per segment length) + models/langevin.json
@@ -78,6 +78,15 @@ def train_command(args: argparse.Namespace) -> int:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--no-controls", action="store_true",
                         help="the ablation: the same net trained with all-zero controls")
+    parser.add_argument("--encoding", choices=["soft", "onehot"], default=defaults.encoding,
+                        help="control encoding (music/features.py): soft positions with "
+                             "unasked parts, or Deep Symphony's one-hot bins")
+    parser.add_argument("--no-augment", action="store_true",
+                        help="train on the music's own controls only (no held spans, key "
+                             "profiles or unasked parts)")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start from these weights: a checkpoint (.pt) or an exported "
+                             "fp32 graph (.onnx) of the same shape")
     parser.add_argument("--resume", action="store_true", help="continue OUT/last.pt")
     parser.add_argument("--workers", type=int, default=None,
                         help="processes for the first corpus parse (default: all cores)")
@@ -96,7 +105,9 @@ def train_command(args: argparse.Namespace) -> int:
         minutes=options.minutes or None, hidden=options.hidden, layers=options.layers,
         embedding=options.embedding, dropout=options.dropout, window=options.window,
         batch=options.batch, lr=options.lr, clip=options.clip, seed=options.seed,
-        no_controls=options.no_controls, workers=options.workers, resume=options.resume,
+        no_controls=options.no_controls, encoding=options.encoding,
+        augment=not options.no_augment, init=options.init,
+        workers=options.workers, resume=options.resume,
         command=shlex.join(["livegen", "train", "charrnn", *args.rest]))
     try:
         best = train(train_options)
@@ -117,12 +128,13 @@ def export_command(args: argparse.Namespace) -> int:
         from livegen.train.langevin_ship import export_command as export_langevin
 
         return export_langevin(args.rest)
-    from livegen.train.ship import ship
+    from livegen.train.ship import refresh_data, ship
 
     parser = argparse.ArgumentParser(
         prog="livegen export charrnn",
-        description="Export the best checkpoints to ONNX with manifests; checks torch/ONNX "
-                    "parity, quantizes to int8 and ships that too if it qualifies.")
+        description="Export the best checkpoint to ONNX (staged beside it); checks "
+                    "torch/ONNX parity, quantizes to int8 and ships that if it qualifies "
+                    "(else fp32), with the data files the runtime and eval read.")
     parser.add_argument("--checkpoint", type=Path,
                         default=Path("out/charrnn/conditional/best.pt"))
     parser.add_argument("--ablation", default="out/charrnn/ablation/best.pt",
@@ -133,11 +145,21 @@ def export_command(args: argparse.Namespace) -> int:
     parser.add_argument("--int8", choices=["auto", "yes", "no"], default="auto",
                         help="auto: ship int8 only if its held-out NLL is within 1%% of fp32 "
                              "and it is faster")
+    parser.add_argument("--staging", type=Path, default=None,
+                        help="where the fp32 graph and the ablation are made and kept "
+                             "(default: beside the checkpoint, export/)")
+    parser.add_argument("--data-only", action="store_true",
+                        help="only (re)write the data files beside an already shipped "
+                             "MODELS/NAME.json (copy index, guide, eval split)")
     options = parser.parse_args(args.rest)
+    if options.data_only:
+        refresh_data(options.models, options.name)
+        return 0
     ablation = Path(options.ablation) if options.ablation else None
     for path in (options.checkpoint, ablation):
         if path is not None and not path.is_file():
             raise LivegenError(f"{path}: no such checkpoint; train first "
                                "(`livegen train charrnn`, README: The Char-RNN)")
-    ship(options.checkpoint, ablation, options.models, options.name, options.int8)
+    ship(options.checkpoint, ablation, options.models, options.name, options.int8,
+         options.staging)
     return 0

@@ -1,7 +1,12 @@
 """The Char-RNN training loop: plain Adam on cross-entropy, gradient clipping, a validation
 pass after every epoch, checkpoints, resume, a seed and a progress bar.
 
-An epoch is one pass over the training pieces, each transposed at random (data.py). The
+An epoch is one pass over the training pieces, each transposed at random (data.py), with
+controls made like the engine's (data.Augment: held spans, key profiles, unasked parts) in
+the soft encoding; `--no-augment` keeps the music's own controls, `--encoding onehot` Deep
+Symphony's bins. The validation NLL is measured under the music's own controls (as the
+eval's); a second figure under augmented ones. `--init` starts from another model's
+weights (a checkpoint, or an exported fp32 graph). The
 learning rate follows a cosine from `lr` down to lr/10 over the run, measured by whichever
 runs out first: epochs or minutes (wall clock of the whole command, parsing included).
 `best.pt` keeps the weights with the lowest validation NLL, `last.pt` everything needed to
@@ -16,6 +21,7 @@ import logging
 import math
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,6 +33,8 @@ from livegen.train import data
 from livegen.train.nets import CharRNN, NetShape
 
 log = logging.getLogger(__name__)
+
+VALID_STREAM = 1 << 30  # the validation's augmented controls: a seed no epoch uses
 
 
 @dataclass(slots=True)
@@ -47,6 +55,9 @@ class TrainOptions:
     clip: float = 1.0
     seed: int = 1
     no_controls: bool = False
+    encoding: str = "soft"
+    augment: bool = True
+    init: Path | None = None
     workers: int | None = None
     checkpoint_minutes: float = 5.0
     resume: bool = False
@@ -61,6 +72,7 @@ class TrainOptions:
     def to_dict(self) -> dict:
         values = asdict(self)
         values["out"] = str(self.out)
+        values["init"] = None if self.init is None else str(self.init)
         return values
 
 
@@ -114,6 +126,32 @@ def net_from_checkpoint(checkpoint: dict) -> CharRNN:
     return net.eval()
 
 
+def initial_weights(path: Path, shape: NetShape) -> dict:
+    """The state dict of a checkpoint (.pt) or an exported fp32 graph (.onnx) to start
+    from; ValueError when its net has another shape."""
+    if path.suffix == ".onnx":
+        from livegen.train.export import net_from_onnx
+
+        return net_from_onnx(path, shape).state_dict()
+    checkpoint = load_checkpoint(path)
+    found = {k: v for k, v in checkpoint["shape"].items() if k != "dropout"}
+    wanted = {k: v for k, v in shape.to_dict().items() if k != "dropout"}
+    if found != wanted:
+        raise ValueError(f"--init {path} holds a net of shape {checkpoint['shape']}, not "
+                         f"{shape.to_dict()}; give the same --hidden, --layers, --embedding")
+    return checkpoint["model"]
+
+
+def _epoch_data(options: TrainOptions, corpus: data.Corpus, keys: data.Keys | None,
+                epoch: int) -> data.Windows:
+    """Each epoch's windows depend only on (seed, epoch): a resumed run sees the same ones."""
+    return data.training_epoch(corpus.train, options.window,
+                               np.random.default_rng((options.seed, epoch)),
+                               zero_controls=options.no_controls, encoding=options.encoding,
+                               augment=data.Augment() if keys is not None else None,
+                               keys=keys)
+
+
 def train(options: TrainOptions) -> Path:
     """Train per `options`; returns the path of the best checkpoint."""
     from tqdm import tqdm
@@ -130,10 +168,29 @@ def train(options: TrainOptions) -> Path:
     log.info("training on %d pieces (%d tokens), validating on %d pieces (%d tokens)",
              summary["train"]["pieces"], summary["train"]["tokens"],
              summary["valid"]["pieces"], summary["valid"]["tokens"])
+    if options.augment and options.encoding != "soft" and not options.no_controls:
+        raise ValueError("augmented controls need the soft encoding; give --encoding soft "
+                         "or --no-augment")
+    keys = (data.Keys.of(corpus.train) if options.augment and not options.no_controls
+            else None)
+    if keys is not None:
+        log.info("key profile of the training music (C..B): %s; %.1f%% of note-ons in "
+                 "their piece's major scale", np.round(keys.profile, 3).tolist(),
+                 100 * keys.in_scale)
     valid = data.windows(data.stream(corpus.valid), options.window,
-                         zero_controls=options.no_controls)
+                         zero_controls=options.no_controls, encoding=options.encoding)
+    valid_held = None
+    if keys is not None:
+        laid = data.laid_out(corpus.valid)
+        rng = np.random.default_rng((options.seed, VALID_STREAM))
+        valid_held = data.windows(laid.tokens, options.window, controls=data.training_controls(
+            laid, data.Keys.of(corpus.valid).roots, keys.profile, rng, data.Augment()))
 
-    net = CharRNN(options.shape).to(device)
+    net = CharRNN(options.shape)
+    if options.init is not None and not options.resume:
+        net.load_state_dict(initial_weights(options.init, options.shape))
+        log.info("starting from the weights of %s", options.init)
+    net = net.to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=options.lr)
     log.info("net %s: %.2fM parameters on %s", options.shape, net.parameter_count() / 1e6,
              device)
@@ -166,12 +223,14 @@ def train(options: TrainOptions) -> Path:
     started = command_started - state["elapsed_s"]
     last_save = time.monotonic()
     net.train()
+    # The next epoch's windows are made in a thread while this one trains (numpy lets go
+    # of the GIL for most of it; on a GPU the loop mostly waits for kernels).
+    prefetch = ThreadPoolExecutor(1)
+    upcoming = prefetch.submit(_epoch_data, options, corpus, keys, state["epoch"])
     while state["epoch"] < options.epochs and state["elapsed_s"] < budget_s:
         epoch = state["epoch"]
-        # Each epoch's windows depend only on (seed, epoch): a resumed run sees the same ones.
-        epoch_data = data.training_epoch(corpus.train, options.window,
-                                         np.random.default_rng((options.seed, epoch)),
-                                         zero_controls=options.no_controls)
+        epoch_data = upcoming.result()
+        upcoming = prefetch.submit(_epoch_data, options, corpus, keys, epoch + 1)
         total_batches = math.ceil(len(epoch_data.inputs) / options.batch)
         bar = tqdm(range(state["batch"], total_batches), total=total_batches,
                    initial=state["batch"], desc=f"epoch {epoch + 1}/{options.epochs}",
@@ -211,12 +270,16 @@ def train(options: TrainOptions) -> Path:
         bar.close()
         finished_epoch = state["batch"] >= total_batches
         valid_nll = evaluate_nll(net, valid, device)
+        held_nll = None if valid_held is None else evaluate_nll(net, valid_held, device)
         state["elapsed_s"] = time.monotonic() - started
         state["history"].append({"epoch": epoch + 1, "batches": state["batch"],
                                  "train_loss": running, "valid_nll": valid_nll,
+                                 "valid_nll_augmented": held_nll,
                                  "minutes": round(state["elapsed_s"] / 60, 2), "lr": lr})
-        log.info("epoch %d: valid NLL %.4f nats/event (train loss %.4f) at %.1f min",
-                 epoch + 1, valid_nll, running or math.nan, state["elapsed_s"] / 60)
+        log.info("epoch %d: valid NLL %.4f nats/event (augmented controls %s; train loss "
+                 "%.4f) at %.1f min", epoch + 1, valid_nll,
+                 "-" if held_nll is None else f"{held_nll:.4f}", running or math.nan,
+                 state["elapsed_s"] / 60)
         if valid_nll < state["best_valid"]:
             state["best_valid"] = valid_nll
             save("best.pt")
@@ -225,6 +288,8 @@ def train(options: TrainOptions) -> Path:
             state["batch"] = 0
         save("last.pt")
         last_save = time.monotonic()
+    upcoming.cancel()
+    prefetch.shutdown(wait=True)
     (out / "history.json").write_text(json.dumps(state["history"], indent=2) + "\n")
     log.info("done: best valid NLL %.4f after %.1f min; %s", state["best_valid"],
              state["elapsed_s"] / 60, out / "best.pt")

@@ -311,17 +311,38 @@ def stream(pieces: Sequence[Piece], rng: np.random.Generator | None = None,
            transpose: int = TRANSPOSE) -> np.ndarray:
     """The pieces joined into one token stream with a rest between them; with `rng`, each
     piece transposed by a random amount within +-transpose that keeps it in MIDI range."""
-    parts = []
+    return laid_out(pieces, rng, transpose).tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """Pieces joined into one token stream: where each starts, and how far it was moved."""
+
+    tokens: np.ndarray   # int64
+    starts: np.ndarray   # the stream position of each piece's first token
+    shifts: np.ndarray   # the semitones each piece was transposed by
+
+
+def laid_out(pieces: Sequence[Piece], rng: np.random.Generator | None = None,
+             transpose: int = TRANSPOSE) -> Stream:
+    """`stream`, keeping where each piece starts and its transposition."""
+    parts, starts, shifts = [], [], []
+    position = 0
     for piece in pieces:
         tokens = piece.tokens.astype(np.int64)
+        shift = 0
         if rng is not None and transpose:
             low, high = pitch_range(tokens)
             shift = int(rng.integers(max(-transpose, -low),
                                      min(transpose, events.MIDI_PITCHES - 1 - high) + 1))
             tokens = transpose_tokens(tokens, shift)
+        starts.append(position)
+        shifts.append(shift)
         parts.append(tokens)
         parts.append(np.asarray(PIECE_GAP_TOKENS, dtype=np.int64))
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        position += len(tokens) + len(PIECE_GAP_TOKENS)
+    tokens = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    return Stream(tokens, np.asarray(starts, dtype=np.int64), np.asarray(shifts, np.int64))
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,9 +357,12 @@ class Windows:
 
 
 def windows(tokens: np.ndarray, length: int, *, offset: int = 0,
-            window_s: float = features.WINDOW_S, zero_controls: bool = False) -> Windows:
+            window_s: float = features.WINDOW_S, zero_controls: bool = False,
+            encoding: str = "onehot", controls: np.ndarray | None = None) -> Windows:
     """Non-overlapping windows of `length` steps from `offset` on (the tail that does not
-    fill a window is left out). `zero_controls` gives the ablation its all-zero controls."""
+    fill a window is left out). `zero_controls` gives the ablation its all-zero controls;
+    `encoding` "soft" the soft layout (features.soft_control_vectors); `controls` (one row
+    per stream position) gives the controls outright (training_controls)."""
     tokens = np.asarray(tokens, dtype=np.int64)
     count = (len(tokens) - 1 - offset) // length
     if count <= 0:
@@ -348,20 +372,31 @@ def windows(tokens: np.ndarray, length: int, *, offset: int = 0,
     if zero_controls:
         controls = np.zeros((count, length, features.CONTROL_SIZE), dtype=np.float32)
     else:
-        controls = features.control_vectors(tokens, window_s=window_s)[following]
-        controls = controls.reshape(count, length, features.CONTROL_SIZE)
+        if controls is None:
+            controls = (features.soft_control_vectors(tokens) if encoding == "soft"
+                        else features.control_vectors(tokens, window_s=window_s))
+        controls = controls[following].reshape(count, length, features.CONTROL_SIZE)
     return Windows(tokens[span].reshape(count, length), controls,
                    tokens[following].reshape(count, length))
 
 
 def training_epoch(pieces: Sequence[Piece], length: int, rng: np.random.Generator, *,
-                   zero_controls: bool = False) -> Windows:
+                   zero_controls: bool = False, encoding: str = "onehot",
+                   augment: Augment | None = None, keys: Keys | None = None) -> Windows:
     """One pass over the training pieces: shuffled piece order, random transpositions, a
-    random offset, windows in random order."""
+    random offset, windows in random order; with `augment` (soft encoding), the controls
+    of training_controls."""
     order = rng.permutation(len(pieces))
-    tokens = stream([pieces[i] for i in order], rng)
+    laid = laid_out([pieces[i] for i in order], rng)
+    tokens = laid.tokens
+    controls = None
+    if augment is not None and not zero_controls:
+        if keys is None:
+            raise ValueError("augmented controls need the pieces' keys (Keys.of)")
+        roots = (keys.roots[order] + laid.shifts) % 12
+        controls = training_controls(laid, roots, keys.profile, rng, augment)
     batch = windows(tokens, length, offset=int(rng.integers(length)),
-                    zero_controls=zero_controls)
+                    zero_controls=zero_controls, encoding=encoding, controls=controls)
     shuffle = rng.permutation(len(batch.inputs))
     return Windows(batch.inputs[shuffle], batch.controls[shuffle], batch.targets[shuffle])
 
@@ -390,3 +425,199 @@ def density_histogram(pieces: Sequence[Piece], window_s: float = features.WINDOW
 def write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+# ---------------------------------------------------------------- keys
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """The key of each piece and the key profile of the corpus.
+
+    A piece's key is the major key whose scale holds most of its note-ons (its relative
+    major for a minor piece), refined once by correlation with the profile; the profile
+    is the mean of the pieces' pitch-class histograms moved to C. It is what the engine
+    sends for a key a performer asks for (CharRNN.key_histogram): a real key's weights,
+    not a flat seven-note set."""
+
+    roots: np.ndarray    # (pieces,) 0..11
+    profile: np.ndarray  # (12,) tonic C, sums to 1
+    in_scale: float      # share of all note-ons in their piece's major scale
+
+    @classmethod
+    def of(cls, pieces: Sequence[Piece]) -> Keys:
+        counts = np.stack([np.bincount(p.tokens[p.tokens < events.NOTE_OFF].astype(np.int64)
+                                       % 12, minlength=12) for p in pieces]).astype(float)
+        scale = np.zeros(12)
+        scale[[0, 2, 4, 5, 7, 9, 11]] = 1
+        rotations = np.stack([np.roll(scale, r) for r in range(12)])  # (root, pitch class)
+        fit = counts @ rotations.T + 1e-3 * counts  # ties: the root that sounds most
+        roots = fit.argmax(axis=1)
+        histograms = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        for _ in range(2):
+            moved = np.stack([np.roll(h, -r) for h, r in zip(histograms, roots, strict=True)])
+            profile = moved.mean(axis=0)
+            profile /= profile.sum()
+            profiles = np.stack([np.roll(profile, r) for r in range(12)])
+            centred = profiles - profiles.mean(axis=1, keepdims=True)
+            roots = (histograms @ centred.T).argmax(axis=1)
+        inside = sum(counts[i] @ rotations[roots[i]] for i in range(len(pieces)))
+        return cls(roots.astype(np.int64), profile, float(inside / max(counts.sum(), 1)))
+
+
+# ---------------------------------------------------------------- augmented controls
+
+@dataclass(frozen=True, slots=True)
+class Augment:
+    """How training controls are made like the ones the engine sends (soft encoding).
+
+    The stream is cut into spans (at every piece start, and every `span_s` seconds at
+    random within a piece). A `held` share of spans are given one control vector over their
+    whole length, describing the span (mean pitch, note-ons per second, histogram), as a
+    performer's control holds still and then jumps: the music must match it from its first
+    note to its last. Of those, a `profile` share carry the piece's key profile instead of
+    the span's histogram, as the engine sends a key. The other spans keep the controls of
+    the music just ahead of each position. In every span each part (pitch, density, key) is
+    left unasked (zeros) with probability `unasked`, as the engine sends what no rule
+    drives."""
+
+    held: float = 0.6
+    span_s: tuple[float, float] = (2.0, 12.0)
+    profile: float = 0.5
+    unasked: float = 0.2
+
+
+def _stream_steps(tokens: np.ndarray) -> np.ndarray:
+    """The time (in 10 ms steps) before each token is applied."""
+    is_shift = (tokens >= events.TIME_SHIFT) & (tokens < events.VELOCITY)
+    shift = np.where(is_shift, tokens - events.TIME_SHIFT + 1, 0)
+    return np.cumsum(shift) - shift
+
+
+def training_controls(laid: Stream, roots: np.ndarray, profile: np.ndarray,
+                      rng: np.random.Generator, augment: Augment) -> np.ndarray:
+    """One soft control row per stream position, made as `Augment` describes. `roots`
+    are the pieces' keys in the stream (transposition included)."""
+    tokens = laid.tokens
+    controls = features.soft_control_vectors(tokens)
+    steps = _stream_steps(tokens)
+    total = int(steps[-1]) + 1 if len(steps) else 1
+    low, high = (round(s * events.STEPS_PER_SECOND) for s in augment.span_s)
+    lengths = rng.integers(low, high + 1, size=total // low + 2)
+    cuts = np.cumsum(lengths)
+    piece_steps = steps[laid.starts]
+    bounds = np.unique(np.concatenate(([0], piece_steps, cuts[cuts < total], [total])))
+    spans = len(bounds) - 1
+    span_of = np.searchsorted(bounds, steps, side="right") - 1
+    is_on = tokens < events.NOTE_OFF
+    on_steps, on_pitches = steps[is_on], tokens[is_on]
+    lo = np.searchsorted(on_steps, bounds[:-1], side="left")
+    hi = np.searchsorted(on_steps, bounds[1:], side="left")
+    count = hi - lo
+    pitch_sums = np.concatenate(([0], np.cumsum(on_pitches)))
+    mean_pitch = (pitch_sums[hi] - pitch_sums[lo]) / np.maximum(count, 1)
+    rate = count / (np.diff(bounds) / events.STEPS_PER_SECOND)
+    held = np.zeros((spans, features.CONTROL_SIZE), np.float32)
+    held[:, features.PITCH_SLICE] = features.two_hot(features.pitch_position(mean_pitch),
+                                                     features.PITCH_BINS)
+    held[:, features.DENSITY_SLICE] = features.two_hot(features.density_position(rate),
+                                                       features.DENSITY_BINS)
+    held[:, features.HISTOGRAM_SLICE] = features.window_histograms(on_pitches, lo, hi)
+    piece_of = np.searchsorted(piece_steps, bounds[:-1], side="right") - 1
+    keyed = rng.random(spans) < augment.profile
+    held[keyed, features.HISTOGRAM_SLICE] = np.stack([np.roll(profile, r)
+                                                      for r in range(12)])[roots[piece_of[keyed]]]
+    silent = count == 0
+    held[silent, features.PITCH_SLICE] = 0
+    held[silent, features.HISTOGRAM_SLICE] = 0
+    is_held = (rng.random(spans) < augment.held)[span_of]
+    controls[is_held] = held[span_of[is_held]]
+    unasked = rng.random((spans, 3)) < augment.unasked
+    for part, slot in enumerate((features.PITCH_SLICE, features.DENSITY_SLICE,
+                                 features.HISTOGRAM_SLICE)):
+        controls[unasked[span_of, part], slot] = 0
+    return controls
+
+
+# ---------------------------------------------------------------- what ships beside a model
+
+def write_train_notes(path: Path, pieces: Sequence[Piece]) -> None:
+    """The training pieces' note-on pitches, end to end (uint8), and where each starts:
+    the copy guard's index and the eval's copying reference (CharRNN's "train_notes")."""
+    pitches = [p.tokens[p.tokens < events.NOTE_OFF].astype(np.uint8) for p in pieces]
+    offsets = np.concatenate(([0], np.cumsum([len(p) for p in pitches]))).astype(np.int64)
+    _save(path, pitches=np.concatenate(pitches), offsets=offsets)
+
+
+def write_eval_split(path: Path, corpus: Corpus, train_sample: Sequence[Piece]) -> None:
+    """What `livegen eval charrnn` needs of the corpus, so a fresh checkout needs no parse
+    (CharRNN's "eval_split"): the held-out test pieces' tokens and ids, the training
+    split's token counts (the unigram baseline) and a sample of training pieces (their
+    control timelines test copying)."""
+    train = np.concatenate([p.tokens for p in corpus.train]).astype(np.int64)
+    _save(path, **_pieces("test", corpus.test), **_pieces("train_sample", train_sample),
+          train_counts=np.bincount(train, minlength=events.VOCAB_SIZE).astype(np.int64))
+
+
+def write_guide(path: Path, pieces: Sequence[Piece], roots: np.ndarray) -> None:
+    """Pieces the model was not trained on, with their keys: the guide that undriven
+    controls follow (CharRNN's "guide", charrnn.Guide)."""
+    arrays = _pieces("", pieces)
+    _save(path, tokens=arrays["tokens"], offsets=arrays["offsets"],
+          roots=np.asarray(roots, dtype=np.int64))
+
+
+def _pieces(prefix: str, pieces: Sequence[Piece]) -> dict[str, np.ndarray]:
+    """Pieces as arrays: tokens end to end (int16), offsets, ids; names start `prefix_`."""
+    head = f"{prefix}_" if prefix else ""
+    offsets = np.concatenate(([0], np.cumsum([len(p.tokens) for p in pieces])))
+    return {f"{head}tokens": np.concatenate([p.tokens for p in pieces]).astype(np.int16),
+            f"{head}offsets": offsets.astype(np.int64),
+            f"{head}ids": np.asarray([p.id for p in pieces])}
+
+
+def _save(path: Path, **arrays: np.ndarray) -> None:
+    """np.savez_compressed, written so that the bytes (and so the sha256) depend on the
+    arrays alone (zip entries carry a fixed date)."""
+    import io
+    import zipfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, array in arrays.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.asarray(array), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, buffer.getvalue(), compresslevel=9)
+
+
+@dataclass(frozen=True, slots=True)
+class EvalSplit:
+    """The eval split as shipped: test pieces' tokens and ids, training token counts, a
+    sample of training pieces."""
+
+    test: tuple[np.ndarray, ...]
+    test_ids: tuple[str, ...]
+    train_counts: np.ndarray
+    train_sample: tuple[np.ndarray, ...]
+    train_sample_ids: tuple[str, ...]
+
+    @classmethod
+    def load(cls, path: Path) -> EvalSplit:
+        with np.load(path, allow_pickle=False) as data:
+            def pieces(prefix: str) -> tuple[np.ndarray, ...]:
+                tokens = data[f"{prefix}_tokens"].astype(np.int64)
+                offsets = data[f"{prefix}_offsets"]
+                return tuple(tokens[offsets[i]:offsets[i + 1]]
+                             for i in range(len(offsets) - 1))
+
+            return cls(pieces("test"), tuple(str(i) for i in data["test_ids"]),
+                       data["train_counts"].astype(np.int64), pieces("train_sample"),
+                       tuple(str(i) for i in data["train_sample_ids"]))
+
+
+def load_train_notes(path: Path) -> list[np.ndarray]:
+    """The training pieces' note-on pitch sequences from a "train_notes" file."""
+    with np.load(path, allow_pickle=False) as data:
+        pitches, offsets = data["pitches"].astype(np.int64), data["offsets"]
+        return [pitches[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]

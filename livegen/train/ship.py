@@ -1,11 +1,19 @@
 """From trained checkpoints to shipped models: ONNX export, the parity gate, int8
 quantization and its qualification, held-out NLL with its baselines, and the manifest.
 
-    models/NAME.onnx            the conditional model, fp32, weights inline
-    models/NAME.int8.onnx       its dynamic int8 quantization, only if it qualifies
+    models/NAME.int8.onnx       the conditional model, int8 (fp32 NAME.onnx instead when
+                                int8 does not qualify)
     models/NAME.json            the manifest the runtime checks before it runs anything
-    models/NAME-ablation.onnx   the same net trained with zeroed controls (+ its .json),
-                                shipped so that `livegen eval` can measure it
+    models/NAME.notes.npz       the training pieces' note-on pitches: the copy guard's index
+                                and the eval's copying reference
+    models/NAME.guide.npz       the validation pieces' tokens and keys: the guide that
+                                undriven controls follow (charrnn.Guide)
+    models/NAME.split.npz       the held-out test pieces, training token counts and a sample
+                                of training pieces: `livegen eval charrnn` without a parse
+
+The fp32 graph (the parity reference, the int8 source) and the ablation (the same net
+trained with zeroed controls; its held-out NLL is recorded in the manifest) stay in the
+staging folder beside the checkpoint (out/charrnn/export): models/ holds what plays.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import json
 import logging
 import math
 import platform
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +73,7 @@ def build_manifest(checkpoint: dict, files: dict[str, Path], default_variant: st
     shape = checkpoint["shape"]
     options = checkpoint["options"]
     state = checkpoint["state"]
+    encoding = options.get("encoding", "onehot")
     return {
         "kind": KIND,
         "format": runtime.MANIFEST_FORMAT,
@@ -76,7 +86,7 @@ def build_manifest(checkpoint: dict, files: dict[str, Path], default_variant: st
         "primer_token": data.PRIMER_TOKEN,
         "tensors": tensors(shape["layers"], shape["hidden_size"]),
         "state": {"layers": shape["layers"], "hidden_size": shape["hidden_size"]},
-        "controls": control_layout(),
+        "controls": control_layout(encoding),
         "zero_controls": zero_controls,
         "net": shape,
         "training": {
@@ -89,6 +99,7 @@ def build_manifest(checkpoint: dict, files: dict[str, Path], default_variant: st
             "torch": checkpoint.get("torch"), "epochs": state["epoch"],
             "steps": state["step"], "minutes": round(state["elapsed_s"] / 60, 1),
             "valid_nll_windows": state["best_valid"], "window": options["window"],
+            "augment": options.get("augment", False), "init": options.get("init"),
             "batch": options["batch"], "lr": options["lr"], "seed": options["seed"],
             "history": state["history"]},
         "metrics": {},
@@ -119,13 +130,14 @@ def parity(net: TorchCharRNN, model: CharRNN, controls: np.ndarray,
 
 def _export_variant(checkpoint: dict, net: TorchCharRNN, models: Path, name: str,
                     corpus: data.Corpus, *, zero_controls: bool) -> tuple[Path, CharRNN]:
+    """Export fp32 to models/NAME.onnx with a manifest there, and check its parity."""
     path = models / f"{name}.onnx"
     export_onnx(net, path)
     manifest = build_manifest(checkpoint, {"fp32": path}, "fp32", corpus.summary(),
                               zero_controls=zero_controls)
     write_manifest(models / f"{name}.json", manifest)
     model = CharRNN(models / f"{name}.json")
-    controls = features.control_vectors(corpus.test[0].tokens)
+    controls = model.control_vectors(corpus.test[0].tokens)
     if zero_controls:
         controls = np.zeros_like(controls)
     difference = parity(net, model, controls)
@@ -138,11 +150,14 @@ def _export_variant(checkpoint: dict, net: TorchCharRNN, models: Path, name: str
 
 
 def ship(checkpoint_path: Path, ablation_path: Path | None, models: Path, name: str,
-         int8: str = "auto") -> dict[str, Any]:
-    """Export, check and describe the models; returns the conditional model's manifest."""
+         int8: str = "auto", staging: Path | None = None) -> dict[str, Any]:
+    """Export, check and describe the models; returns the conditional model's manifest.
+    Everything is made in `staging` (default: beside the checkpoint, export/); models/
+    gets the variant that plays, its manifest and data files."""
     from livegen.evaluate import UNIFORM_NLL, sequence_nll, unigram_nll
 
     torch.set_num_threads(1)  # latency figures below are for one thread, as the runtime
+    staging = staging or checkpoint_path.parent / "export"
     corpus = data.load_corpus()
     test = [p.tokens for p in corpus.test]
     train = [p.tokens for p in corpus.train]
@@ -150,26 +165,25 @@ def ship(checkpoint_path: Path, ablation_path: Path | None, models: Path, name: 
 
     checkpoint = load_checkpoint(checkpoint_path)
     net = net_from_checkpoint(checkpoint)
-    fp32_path, fp32 = _export_variant(checkpoint, net, models, name, corpus,
+    fp32_path, fp32 = _export_variant(checkpoint, net, staging, name, corpus,
                                       zero_controls=False)
     nll = {"conditional": sequence_nll(fp32, test)[0], "unigram": unigram_nll(train, test),
            "uniform": UNIFORM_NLL}
-    latency = {"fp32": _latency(models / f"{name}.json", "fp32")}
+    latency = {"fp32": _latency(staging / f"{name}.json", "fp32")}
     log.info("fp32: held-out NLL %.4f, step p50 %.3f ms p99 %.3f ms", nll["conditional"],
              latency["fp32"]["p50_ms"], latency["fp32"]["p99_ms"])
 
-    files = {"fp32": fp32_path}
-    default = "fp32"
-    int8_path = models / f"{name}.int8.onnx"
+    shipped = "fp32"
     int8_report: dict[str, Any] = {"shipped": False}
     if int8 != "no":
+        int8_path = staging / f"{name}.int8.onnx"
         quantize_int8(fp32_path, int8_path)
         trial = build_manifest(checkpoint, {"fp32": fp32_path, "int8": int8_path}, "int8",
                                corpus.summary(), zero_controls=False)
-        write_manifest(models / f"{name}.json", trial)
-        quantized = CharRNN(models / f"{name}.json", variant="int8")
+        write_manifest(staging / f"{name}.json", trial)
+        quantized = CharRNN(staging / f"{name}.json", variant="int8")
         int8_nll = sequence_nll(quantized, test)[0]
-        latency["int8"] = _latency(models / f"{name}.json", "int8")
+        latency["int8"] = _latency(staging / f"{name}.json", "int8")
         within = int8_nll <= nll["conditional"] * (1 + INT8_NLL_TOLERANCE)
         # p50, not p99: on a shared machine the tail is other people's load.
         faster = latency["int8"]["p50_ms"] < latency["fp32"]["p50_ms"]
@@ -180,33 +194,81 @@ def ship(checkpoint_path: Path, ablation_path: Path | None, models: Path, name: 
                  latency["int8"]["p50_ms"], latency["int8"]["p99_ms"],
                  "shipped" if int8_report["shipped"] else "not shipped")
         if int8_report["shipped"]:
-            files["int8"] = int8_path
-            default = "int8" if within and faster else "fp32"
-        else:
-            int8_path.unlink()
+            shipped = "int8"
+    source = staging / (f"{name}.int8.onnx" if shipped == "int8" else f"{name}.onnx")
+    target = models / source.name
+    for stale in (models / f"{name}.onnx", models / f"{name}.int8.onnx"):
+        if stale != target:
+            stale.unlink(missing_ok=True)
+    shutil.copyfile(source, target)
 
+    ablation_record = None
     if ablation_path is not None:
         ablation_checkpoint = load_checkpoint(ablation_path)
         ablation_net = net_from_checkpoint(ablation_checkpoint)
-        _, ablation = _export_variant(ablation_checkpoint, ablation_net, models,
-                                      f"{name}-ablation", corpus, zero_controls=True)
+        ablation_file, ablation = _export_variant(
+            ablation_checkpoint, ablation_net, staging, f"{name}-ablation", corpus,
+            zero_controls=True)
         nll["ablation"] = sequence_nll(ablation, test, zero_controls=True)[0]
-        ablation_manifest = json.loads((models / f"{name}-ablation.json").read_text())
-        ablation_manifest["metrics"] = {"nll": {"ablation": nll["ablation"]}}
-        write_manifest(models / f"{name}-ablation.json", ablation_manifest)
+        ablation_record = {"command": ablation_checkpoint["options"].get("command", ""),
+                           "fp32_sha256": runtime.sha256_of(ablation_file),
+                           "measured": datetime.date.today().isoformat()}
         log.info("ablation: held-out NLL %.4f", nll["ablation"])
 
-    manifest = build_manifest(checkpoint, files, default, corpus.summary(),
+    manifest = build_manifest(checkpoint, {shipped: target}, shipped, corpus.summary(),
                               zero_controls=False)
     manifest["metrics"] = {"nll": nll, "int8": int8_report, "latency": latency,
                            "latency_machine": f"{cpu_name()}, {platform.machine()}, "
                                               "1 thread",
                            "parity_max_abs_diff_tolerance": PARITY_TOLERANCE}
+    if ablation_record is not None:
+        manifest["ablation"] = ablation_record
+    attach_data(manifest, models, name, corpus)
     write_manifest(models / f"{name}.json", manifest)
-    for variant, path in files.items():
-        log.info("shipped %s (%s, %.1f MB)", path, variant, path.stat().st_size / 1e6)
+    log.info("shipped %s (%s, %.1f MB)", target, shipped, target.stat().st_size / 1e6)
     if not math.isfinite(nll["conditional"]):
         raise RuntimeError("held-out NLL is not finite")
+    return manifest
+
+
+TRAIN_SAMPLE = 24          # training pieces whose control timelines the eval sends
+TRAIN_SAMPLE_MIN_S = 30.0  # each at least this long
+
+
+def attach_data(manifest: dict[str, Any], models: Path, name: str,
+                corpus: data.Corpus) -> None:
+    """Write the data files that ship beside the model (the module docstring) and record
+    them, with their sha256, and the corpus's key profile, in the manifest."""
+    keys = data.Keys.of(corpus.train)
+    guide_keys = data.Keys.of(corpus.valid)
+    # Held-out pieces are moved to C by the valid pieces' own keys (the profile is the
+    # training music's).
+    rng = np.random.default_rng(data.SPLIT_SEED)
+    long_enough = [p for p in corpus.train
+                   if events.tokens_to_notes(p.tokens.tolist())[-1].end >= TRAIN_SAMPLE_MIN_S]
+    picks = rng.choice(len(long_enough), min(TRAIN_SAMPLE, len(long_enough)), replace=False)
+    sample = [long_enough[i] for i in sorted(picks)]
+    files = {"train_notes": models / f"{name}.notes.npz",
+             "guide": models / f"{name}.guide.npz",
+             "eval_split": models / f"{name}.split.npz"}
+    data.write_train_notes(files["train_notes"], corpus.train)
+    data.write_guide(files["guide"], corpus.valid, guide_keys.roots)
+    data.write_eval_split(files["eval_split"], corpus, sample)
+    manifest["data"] = {kind: file_entry(path) for kind, path in files.items()}
+    manifest["key_profile"] = [round(float(x), 6) for x in keys.profile]
+    manifest["training"]["in_scale"] = round(keys.in_scale, 4)
+    log.info("data beside the model: %s (%.2f MB); %.1f%% of the training note-ons lie in "
+             "their piece's major scale", ", ".join(p.name for p in files.values()),
+             sum(p.stat().st_size for p in files.values()) / 1e6, 100 * keys.in_scale)
+
+
+def refresh_data(models: Path, name: str) -> dict[str, Any]:
+    """(Re)write the data files of a shipped model and record them in its manifest,
+    keeping its ONNX files (`livegen export charrnn --data-only`)."""
+    path = models / f"{name}.json"
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    attach_data(manifest, models, name, data.load_corpus())
+    write_manifest(path, manifest)
     return manifest
 
 
