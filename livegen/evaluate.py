@@ -33,7 +33,6 @@ import numpy as np
 from livegen.generators.charrnn import (
     CharRNN,
     Generated,
-    control_vector,
     generate,
     major_scale,
 )
@@ -75,7 +74,7 @@ def sequence_nll(model: CharRNN, sequences: Sequence[np.ndarray], *,
             n = len(tokens) - 1
             inputs[r, :n], targets[r, :n], mask[r, :n] = tokens[:-1], tokens[1:], True
             if not zero_controls:
-                controls[r, :n] = features.control_vectors(tokens)[1:]
+                controls[r, :n] = model.control_vectors(tokens)[1:]
         h = np.zeros((model.layers, rows, model.hidden_size), np.float32)
         c = np.zeros_like(h)
         for t in range(steps):
@@ -89,11 +88,15 @@ def sequence_nll(model: CharRNN, sequences: Sequence[np.ndarray], *,
     return total / max(count, 1), count
 
 
-def unigram_nll(train: Sequence[np.ndarray], test: Sequence[np.ndarray]) -> float:
+def unigram_nll(train: Sequence[np.ndarray] | None, test: Sequence[np.ndarray], *,
+                counts: np.ndarray | None = None) -> float:
     """NLL per event of the training set's token frequencies (add-one smoothed) on the test
-    sequences' predicted events (all but each first token)."""
-    counts = np.bincount(np.concatenate(train).astype(np.int64),
-                         minlength=events.VOCAB_SIZE) + 1.0
+    sequences' predicted events (all but each first token); `counts` gives the training
+    frequencies outright."""
+    if counts is None:
+        counts = np.bincount(np.concatenate(train).astype(np.int64),
+                             minlength=events.VOCAB_SIZE)
+    counts = counts + 1.0
     log_p = np.log(counts / counts.sum())
     targets = np.concatenate([np.asarray(s[1:], dtype=np.int64) for s in test])
     return float(-log_p[targets].mean())
@@ -141,7 +144,7 @@ def controllability(model: CharRNN, *, seconds: float = 30.0, seeds: int = 8,
             value = level / (LEVELS - 1)
             pitch, density = (value, 0.5) if sweep == "pitch" else (0.5, value)
             for s in range(seeds):
-                vectors.append(control_vector(pitch, density, major_scale(0)))
+                vectors.append(model.vector(9 * pitch, 9 * density, model.key_histogram(0)))
                 levels.append(level)
                 seed_list.append(1000 * (sweep == "density") + 100 * level + s)
         results = generate(model, seconds, np.stack(vectors), seeds=seed_list,
@@ -325,11 +328,12 @@ def weighted_bleu(candidates: Sequence[Sequence[int]], references: Sequence[Sequ
 
 # ---------------------------------------------------------------- generation for copying
 
-def piece_schedule(tokens: np.ndarray):
+def piece_schedule(tokens: np.ndarray, model: CharRNN | None = None):
     """A control schedule that follows a real piece's own controls by time (looping), so
-    generated music is steered like real music."""
+    generated music is steered like real music (in the model's encoding)."""
     tokens = np.asarray(tokens, dtype=np.int64)
-    controls = features.control_vectors(tokens)
+    controls = (model.control_vectors(tokens) if model is not None
+                else features.control_vectors(tokens))
     is_shift = (tokens >= events.TIME_SHIFT) & (tokens < events.VELOCITY)
     steps = np.cumsum(np.where(is_shift, tokens - events.TIME_SHIFT + 1, 0))
     times = (steps - np.where(is_shift, tokens - events.TIME_SHIFT + 1, 0)) * events.SHIFT_S
@@ -350,48 +354,10 @@ def generate_minutes(model: CharRNN, test: Sequence[np.ndarray], minutes: float,
     count = max(1, round(minutes * 60 / piece_seconds))
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(test), size=count, replace=len(test) < count)
-    schedules = [piece_schedule(test[i]) for i in picks]
+    schedules = [piece_schedule(test[i], model) for i in picks]
     return generate(model, piece_seconds, schedules, seeds=[seed * 1000 + i for i in
                                                              range(count)],
                     temperature=temperature, top_p=top_p)
-
-
-# ---------------------------------------------------------------- a register change, live
-
-REGISTER_WINDOWS = ((0.0, 0.5), (0.5, 1.0), (1.0, 2.0), (2.0, 4.0))
-
-
-def register_change(model: CharRNN, *, seeds: int = 8, settle_s: float = 10.0,
-                    low: float = 0.1, high: float = 0.9) -> dict[str, Any]:
-    """How fast the music follows a jump of the pitch control, as the engine plays it (the
-    step generator, one step at a time), with and without steering: the mean pitch of the
-    note-ons in windows after the jump, low -> high and high -> low, over `seeds` runs
-    that settle for `settle_s` first."""
-    from livegen.control import Controls
-    from livegen.generators.charrnn_step import CharRNNStep
-
-    end = settle_s + REGISTER_WINDOWS[-1][1]
-    result: dict[str, Any] = {"seeds": seeds, "windows_s": [list(w) for w in REGISTER_WINDOWS],
-                              "targets": {}}
-    for name, start, goal in (("up", low, high), ("down", high, low)):
-        controls = (Controls(pitch=start, density=0.6), Controls(pitch=goal, density=0.6))
-        result["targets"][name] = features.pitch_bin_centre(
-            features.control_bin(goal, features.PITCH_BINS))
-        for steer in (False, True):
-            onsets: list[tuple[float, int]] = []
-            for seed in range(seeds):
-                gen = CharRNNStep(model, seed=seed, steer=steer)
-                state, index = gen.initial(), 0
-                while state.time < end:
-                    state, played = gen.step(state, controls[state.time >= settle_s], index)
-                    index += 1
-                    onsets += [(e.time - settle_s, e.pitch) for e in played if e.velocity]
-            means = []
-            for a, b in REGISTER_WINDOWS:
-                pitches = [p for t, p in onsets if a <= t < b]
-                means.append(round(float(np.mean(pitches)), 1) if pitches else None)
-            result[f"{name}_{'steered' if steer else 'free'}"] = means
-    return result
 
 
 # ---------------------------------------------------------------- Langevin: chorale figures
@@ -771,47 +737,86 @@ def langevin_eval_command(rest: list[str]) -> int:
 
 def evaluate(model_path: Path, *, ablation_path: Path | None, seconds: float = 30.0,
              seeds: int = 8, copy_minutes: float = 20.0, temperature: float = 1.0,
-             top_p: float = 0.95, threads: int = 1) -> dict[str, Any]:
-    """Every figure of `livegen eval charrnn`, as a dict (what --write puts in the manifest)."""
+             top_p: float = 0.95, threads: int = 1, live: dict[str, Any] | None = None,
+             corpus: bool = False) -> dict[str, Any]:
+    """Every figure of `livegen eval charrnn`, as a dict (what --write puts in the manifest).
+    The held-out pieces come from the split shipped beside the model (no parse); with
+    `corpus`, or for a model that ships none, from the parsed corpus, which also gives
+    BLEU against the training set. `live`: keyword arguments of
+    evaluate_charrnn.live_figures (None: skip them)."""
+    from livegen import evaluate_charrnn
+    from livegen.generators.charrnn_step import load_copy_index, load_guide
     from livegen.train import data
 
     started = time.monotonic()
-    model = CharRNN(model_path, threads=threads)  # a bad model fails before the corpus loads
-    corpus = data.load_corpus()
-    train = [p.tokens for p in corpus.train]
-    test = [p.tokens for p in corpus.test]
+    timings: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        timings[name] = round(time.monotonic() - started - sum(timings.values()), 1)
+        log.info("%s done (%.0f s)", name, time.monotonic() - started)
+
+    model = CharRNN(model_path, threads=threads)  # a bad model fails before the data load
+    shipped = "eval_split" in model.manifest.get("data", {})
+    train_tokens = None
+    if shipped and not corpus:
+        split = data.EvalSplit.load(model.data_file("eval_split"))
+        test, train_counts = list(split.test), split.train_counts
+        train_sample = list(split.train_sample)
+        train_notes = data.load_train_notes(model.data_file("train_notes"))
+    else:
+        parsed = data.load_corpus()
+        test = [p.tokens.astype(np.int64) for p in parsed.test]
+        train_tokens = [p.tokens for p in parsed.train]
+        train_counts = None
+        train_notes = pitch_sequences(train_tokens)
+        train_sample = [p.tokens.astype(np.int64) for p in parsed.train[::441][:24]]
+    lap("data")
     report: dict[str, Any] = {"model": str(model_path), "variant": model.variant,
+                              "encoding": model.encoding,
+                              "data": "shipped split" if shipped and not corpus
+                              else "parsed corpus",
                               "test": {"pieces": len(test),
                                        "events": int(sum(len(t) - 1 for t in test))}}
     nll, _ = sequence_nll(model, test)
-    report["nll"] = {"conditional": nll, "unigram": unigram_nll(train, test),
+    report["nll"] = {"conditional": nll,
+                     "unigram": unigram_nll(train_tokens, test, counts=train_counts),
                      "uniform": UNIFORM_NLL}
     if ablation_path is not None and Path(ablation_path).is_file():
         ablation = CharRNN(ablation_path, threads=threads)
         report["nll"]["ablation"] = sequence_nll(ablation, test, zero_controls=True)[0]
     else:
         recorded = model.manifest.get("metrics", {}).get("nll", {}).get("ablation")
-        log.warning("no ablation model at %s; reporting the manifest's recorded figure",
-                    ablation_path)
+        log.info("no ablation model at %s; reporting the figure recorded at export",
+                 ablation_path)
         report["nll"]["ablation"] = recorded
-    log.info("NLL done (%.0f s)", time.monotonic() - started)
+        report["nll"]["ablation_recorded"] = True
+    lap("nll")
     report["controllability"] = controllability(model, seconds=seconds, seeds=seeds,
                                                 temperature=temperature, top_p=top_p)
-    log.info("controllability done (%.0f s)", time.monotonic() - started)
+    lap("controllability")
     generated = generate_minutes(model, test, copy_minutes, temperature=temperature,
                                  top_p=top_p)
     generated_tokens = [np.asarray(g.tokens) for g in generated]
     report["copying"] = {
-        "generated": copying(pitch_sequences(generated_tokens), pitch_sequences(train)),
-        "held_out_real": copying(pitch_sequences(test), pitch_sequences(train)),
+        "generated": copying(pitch_sequences(generated_tokens), train_notes),
+        "held_out_real": copying(pitch_sequences(test), train_notes),
         "generated_minutes": copy_minutes}
-    log.info("copying done (%.0f s)", time.monotonic() - started)
-    # The first two are the pair asked for; the third scores the generated music against
-    # the same (larger) reference set as the held-out pieces, so those two compare directly.
-    report["bleu"] = {"generated_vs_held_out": weighted_bleu(generated_tokens, test),
-                      "held_out_vs_train": weighted_bleu(test, train),
-                      "generated_vs_train": weighted_bleu(generated_tokens, train)}
-    report["register_change"] = register_change(model, seeds=seeds)
+    lap("copying")
+    report["bleu"] = {"generated_vs_held_out": weighted_bleu(generated_tokens, test)}
+    if train_tokens is not None:
+        # Against the same (larger) reference set as the held-out pieces, so those two
+        # compare directly.
+        report["bleu"]["held_out_vs_train"] = weighted_bleu(test, train_tokens)
+        report["bleu"]["generated_vs_train"] = weighted_bleu(generated_tokens, train_tokens)
+    lap("bleu")
+    if live is not None:
+        copy_index, guide = load_copy_index(model), load_guide(model)
+        report["live"] = evaluate_charrnn.live_figures(
+            model, copy_index=copy_index, test=test, train_notes=train_notes,
+            train_sample=train_sample, guide=guide,
+            progress=lambda name: log.debug("live: %s", name), **live)
+        lap("live")
+    report["timings_s"] = timings
     report["seconds"] = round(time.monotonic() - started, 1)
     return report
 
@@ -822,12 +827,14 @@ def format_report(report: dict[str, Any]) -> str:
     ctl = report["controllability"]
     cop = report["copying"]
     ablation = nll.get("ablation")
+    recorded = " (recorded at export)" if nll.get("ablation_recorded") else ""
     lines = [
         f"model {report['model']} ({report['variant']}); test set: "
         f"{report['test']['pieces']} pieces, {report['test']['events']} events",
         "held-out NLL (nats/event):",
         f"  conditional {nll['conditional']:.4f}",
-        f"  ablation    {ablation:.4f}" if ablation is not None else "  ablation    (none)",
+        f"  ablation    {ablation:.4f}{recorded}" if ablation is not None
+        else "  ablation    (none)",
         f"  unigram     {nll['unigram']:.4f}",
         f"  uniform     {nll['uniform']:.4f}",
         f"controllability ({ctl['levels']} levels x {ctl['seeds']} seeds x "
@@ -847,21 +854,15 @@ def format_report(report: dict[str, Any]) -> str:
                          f"  p90 {d['p90']:5.1f}  over 16: {d['over_16']}/{d['pieces']}")
     bleu = report["bleu"]
     lines += ["weighted BLEU (n = 2..9, SEEDS.md section 5):",
-              f"  generated vs held-out {bleu['generated_vs_held_out']:.4f}   "
-              f"held-out real vs train {bleu['held_out_vs_train']:.4f}   "
-              f"generated vs train {bleu['generated_vs_train']:.4f}"]
-    change = report.get("register_change")
-    if change:
-        windows = "  ".join(f"{a:g}-{b:g} s" for a, b in change["windows_s"])
-        lines.append(f"a jump of the pitch control, as the engine plays it ({change['seeds']} "
-                     f"seeds): mean note-on pitch after the jump, {windows}")
-        for name in ("up", "down"):
-            for how in ("free", "steered"):
-                means = "  ".join(f"{m:6.1f}" if m is not None else "     -"
-                                  for m in change[f"{name}_{how}"])
-                lines.append(f"  {name:4s} {how:8s} {means}   (target "
-                             f"{change['targets'][name]:.0f})")
-    lines.append(f"({report['seconds']:.0f} s)")
+              "  " + "   ".join(f"{name.replace('_', ' ')} {value:.4f}"
+                                for name, value in bleu.items())]
+    if "live" in report:
+        from livegen.evaluate_charrnn import format_live
+
+        lines.append(format_live(report["live"]))
+    timings = ", ".join(f"{name} {s:g} s" for name, s in report["timings_s"].items())
+    lines.append(f"({report['seconds']:.0f} s: {timings}; held-out pieces from the "
+                 f"{report['data']})")
     return "\n".join(lines)
 
 
@@ -876,7 +877,9 @@ def eval_command(args: argparse.Namespace) -> int:
 
     parser = argparse.ArgumentParser(prog="livegen eval charrnn",
                                      description="Held-out NLL, controllability, copying and "
-                                                 "BLEU of the Char-RNN (ONNX Runtime).")
+                                                 "BLEU of the Char-RNN (ONNX Runtime), and "
+                                                 "the music it plays live under the "
+                                                 "engine's controls (evaluate_charrnn.py).")
     parser.add_argument("--config", "-c", type=Path, default=None,
                         help="config whose generators.charrnn names the model")
     parser.add_argument("--model", type=Path, help="manifest (default: the config's)")
@@ -887,6 +890,21 @@ def eval_command(args: argparse.Namespace) -> int:
     parser.add_argument("--seeds", type=int, default=8, help="runs per control level")
     parser.add_argument("--minutes", type=float, default=20.0,
                         help="generated minutes for copying and BLEU")
+    parser.add_argument("--live-seconds", type=float, default=60.0,
+                        help="length of each live run (default 60)")
+    parser.add_argument("--live-seeds", type=int, default=8,
+                        help="runs per live condition (default 8)")
+    parser.add_argument("--bin-seeds", type=int, default=4,
+                        help="runs per pitch or density bin (default 4)")
+    parser.add_argument("--key-seeds", type=int, default=2, help="runs per key (default 2)")
+    parser.add_argument("--jump-seeds", type=int, default=8,
+                        help="runs per control jump (default 8)")
+    parser.add_argument("--free", choices=["guide", "unasked", "self"], default=None,
+                        help="how undriven controls are sent (default: the model's)")
+    parser.add_argument("--no-live", action="store_true", help="skip the live figures")
+    parser.add_argument("--corpus", action="store_true",
+                        help="take the held-out pieces from the parsed corpus (a first "
+                             "parse takes minutes) and add BLEU against the training set")
     parser.add_argument("--write", action="store_true",
                         help="record the figures in the model's manifest (metrics)")
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
@@ -894,9 +912,14 @@ def eval_command(args: argparse.Namespace) -> int:
     cfg = config_module.load(options.config).generator("charrnn")
     model_path = options.model or cfg.model
     ablation = options.ablation or model_path.with_name(model_path.stem + "-ablation.json")
+    live = None if options.no_live else {
+        "seconds": options.live_seconds, "seeds": options.live_seeds,
+        "bin_seeds": options.bin_seeds, "key_seeds": options.key_seeds,
+        "jump_seeds": options.jump_seeds, "free": options.free}
     report = evaluate(model_path, ablation_path=ablation, seconds=options.seconds,
                       seeds=options.seeds, copy_minutes=options.minutes,
-                      temperature=cfg.temperature, top_p=cfg.top_p, threads=cfg.threads)
+                      temperature=cfg.temperature, top_p=cfg.top_p, threads=cfg.threads,
+                      live=live, corpus=options.corpus)
     print(format_report(report))
     if options.json:
         options.json.parent.mkdir(parents=True, exist_ok=True)
@@ -904,7 +927,8 @@ def eval_command(args: argparse.Namespace) -> int:
     if options.write:
         manifest = json.loads(model_path.read_text(encoding="utf-8"))
         metrics = manifest.setdefault("metrics", {})
-        metrics.update({k: report[k] for k in ("nll", "controllability", "copying", "bleu")})
+        metrics.update({k: report[k] for k in ("nll", "controllability", "copying", "bleu",
+                                               "live") if k in report})
         metrics["test"] = report["test"]
         model_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         print(f"recorded in {model_path}")

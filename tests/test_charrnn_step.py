@@ -1,5 +1,7 @@
-"""The Char-RNN as a live step generator: steering answers a register change at once, the
-playability rules hold, steps repeat under a seed, wait_until lands on its time."""
+"""The Char-RNN as a live step generator: what it tells the model of undriven controls,
+steering answers a register change at once, the register's edges are reached an octave
+out, the playability rules and the copy guard hold, steps repeat under a seed, wait_until
+lands on its time, and the dynamics follow the metre and the velocity control."""
 
 from __future__ import annotations
 
@@ -8,12 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from livegen.control import Controls
-from livegen.generators.charrnn import CharRNN
-from livegen.generators.charrnn_step import CharRNNStep, PlayState
+from livegen import evaluate_charrnn
+from livegen.control import FREE_TARGETS, NO_KEY, Controls
+from livegen.generators import charrnn_step
+from livegen.generators.charrnn import CharRNN, CopyIndex, Guide
+from livegen.generators.charrnn_step import CharRNNStep, PlayState, shaped_velocity
+from livegen.generators.step import NOTE_ON, StepPlayer
+from livegen.music import features
 from livegen.music.events import TimedEvent
+from livegen.timeline import Timeline
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "charrnn.json"
+FREE = Controls(undriven=FREE_TARGETS)
 
 
 @pytest.fixture(scope="module")
@@ -30,25 +38,96 @@ def play(gen: CharRNNStep, seconds: float, controls_at) -> list[TimedEvent]:
     return played
 
 
-def note_ons(events: list[TimedEvent], start: float, end: float) -> list[int]:
+def note_ons(events: list[TimedEvent], start: float = 0.0, end: float = 1e9) -> list[int]:
     return [e.pitch for e in events if e.velocity and start <= e.time < end]
 
 
-def test_steering_moves_to_a_new_register_within_half_a_second(model: CharRNN) -> None:
-    def controls_at(t: float) -> Controls:
-        return Controls(pitch=0.1 if t < 6.0 else 0.9, density=0.6)
+# ---------------------------------------------------------------- what the model is told
 
+def test_an_undriven_control_follows_the_guide_and_a_driven_one_is_asked(
+        model: CharRNN) -> None:
+    # The guide: one piece in G (root 7) whose music is MIDI 67 and 71 only.
+    tokens = np.asarray([model.primer_token, 67, 256 + 24, 67 + 128, 71, 256 + 24, 71 + 128]
+                        * 20, dtype=np.int64)
+    guide = Guide(model, [tokens], [7])
+    gen = CharRNNStep(model, seed=0, guide=guide)
+    assert gen.free == "guide"
+    state = gen.initial()
+    vector, root = guide.at(state.time + gen._guide_offset)
+    assert root == 7
+    free = gen.plan(state, FREE).vector
+    np.testing.assert_array_equal(free, vector)
+    asked = gen.plan(state, Controls(pitch=0.0, density=1.0, key=2, undriven=())).vector
+    assert asked[features.PITCH_SLICE].argmax() == 3  # bin 0 asked: bin 3, an octave up
+    assert asked[features.DENSITY_SLICE].argmax() == 9
+    # The guide's histogram (G, B: tonic and third) moved to the asked key D: D and F#.
+    assert set(np.flatnonzero(asked[features.HISTOGRAM_SLICE])) == {2, 6}
+    no_key = gen.plan(state, Controls(key=NO_KEY)).vector  # no key: the guide's own
+    np.testing.assert_array_equal(no_key[features.HISTOGRAM_SLICE],
+                                  vector[features.HISTOGRAM_SLICE])
+
+
+def test_self_conditioning_tells_the_model_its_own_last_seconds(model: CharRNN) -> None:
+    gen = CharRNNStep(model, seed=0, free="self")
+    recent = tuple((t * 0.25, 72) for t in range(12))  # 12 note-ons of C5 in 3 s
+    state = PlayState(model.initial_state(), model.primer_token,
+                      gen.initial().decoder, recent=recent)
+    state = gen.wait_until(state, 3.0, FREE, 0)
+    vector = gen.plan(state, FREE).vector
+    assert vector[features.PITCH_SLICE].argmax() == features.pitch_bin(72)
+    assert vector[features.HISTOGRAM_SLICE][0] == 1
+    assert vector[features.DENSITY_SLICE].argmax() == features.density_bin(4.0)
+
+
+def test_unasked_needs_a_model_that_learned_it(model: CharRNN) -> None:
+    with pytest.raises(ValueError, match="not trained with unasked"):
+        CharRNNStep(model, seed=0, free="unasked")
+    with pytest.raises(ValueError, match="needs the guide"):
+        CharRNNStep(model, seed=0, free="guide")
+
+
+# ---------------------------------------------------------------- the register
+
+def jumped(gen: CharRNNStep, density: float) -> list[tuple[float, int]]:
+    """(time, pitch) of the note-ons of 6.5 s under pitch 0.25, jumping to 0.75 at 6 s (as
+    the player rolls back to a change's cut)."""
+    steering = evaluate_charrnn.Steering(
+        (0.0, 6.0), (Controls(pitch=0.25, density=density),
+                     Controls(pitch=0.75, density=density)))
+    return [(n.start, n.pitch) for n in evaluate_charrnn.play(gen, 6.5, steering).notes]
+
+
+def test_steering_moves_to_a_new_register_within_half_a_second(model: CharRNN) -> None:
     steered, free = [], []
     for seed in range(4):
-        steered += note_ons(play(CharRNNStep(model, seed=seed), 7.0, controls_at), 6.0, 6.5)
-        free += note_ons(play(CharRNNStep(model, seed=seed, steer=False), 7.0, controls_at),
-                         6.0, 6.5)
-    target = 50 + 8.5 * 4  # the middle of pitch bin 8
+        steered += [p for t, p in jumped(CharRNNStep(model, seed=seed), 0.6) if t >= 6.0]
+        free += [p for t, p in jumped(CharRNNStep(model, seed=seed, steer=False), 0.6)
+                 if t >= 6.0]
+    target = features.pitch_at_position(7)  # 0.75 asks bin 7 (one-hot model)
     assert len(steered) >= 4
-    assert abs(np.mean(steered) - target) <= 6, steered
-    # Unsteered, the model is still in the old register half a second on: why steering.
-    assert np.mean(free) < np.mean(steered) - 12, (free, steered)
+    assert abs(np.mean(steered) - target) <= 5, steered
+    # Unsteered, the model is still near the old register half a second on: why steering.
+    assert np.mean(free) < np.mean(steered) - 8, (free, steered)
 
+
+def test_a_register_change_is_answered_by_a_note_at_once(model: CharRNN) -> None:
+    for seed in range(4):
+        played = jumped(CharRNNStep(model, seed=seed), 0.2)
+        near = [p for t, p in played if 6.0 <= t < 6.3 and abs(p - 80) <= 7]
+        assert near, played[-6:]
+
+
+def test_the_outer_bins_are_played_an_octave_out(model: CharRNN) -> None:
+    gen = CharRNNStep(model, seed=2)
+    high = gen.plan(gen.initial(), Controls(pitch=1.0))
+    assert high.octave == 12 and high.vector[features.PITCH_SLICE].argmax() == 6
+    pitches = note_ons(play(gen, 20.0, lambda t: Controls(pitch=1.0)), 4.0)
+    assert features.pitch_bin(float(np.mean(pitches))) == 9, np.mean(pitches)
+    low = note_ons(play(CharRNNStep(model, seed=2), 20.0, lambda t: Controls(pitch=0.0)), 4.0)
+    assert features.pitch_bin(float(np.mean(low))) == 0, np.mean(low)
+
+
+# ---------------------------------------------------------------- the rules
 
 def test_a_note_held_too_long_is_ended(model: CharRNN) -> None:
     gen = CharRNNStep(model, seed=3, max_held_s=0.05)
@@ -60,12 +139,51 @@ def test_a_note_held_too_long_is_ended(model: CharRNN) -> None:
             assert event.time - sounding.pop(event.pitch) <= 0.05 + 0.011
 
 
+def test_dense_music_never_restrikes_clusters_or_piles_up(model: CharRNN) -> None:
+    for seed in range(2):
+        sounding: set[int] = set()
+        for event in play(CharRNNStep(model, seed=seed), 20.0,
+                          lambda t: Controls(density=1.0, pitch=0.5)):
+            if event.velocity:
+                assert event.pitch not in sounding
+                near = [p for p in sounding if abs(p - event.pitch) <= 2]
+                assert len(near) < 2, (event, sorted(sounding))
+                sounding.add(event.pitch)
+                assert len(sounding) <= charrnn_step.MAX_POLYPHONY
+            else:
+                sounding.discard(event.pitch)
+
+
+def test_sparse_music_never_rests_past_the_rest_guard(model: CharRNN) -> None:
+    for seed in range(3):
+        gen = CharRNNStep(model, seed=seed)
+        ons = [e.time for e in play(gen, 40.0, lambda t: Controls(density=0.0))
+               if e.velocity]
+        gaps = np.diff([0.0, *ons])
+        assert gaps.max() <= charrnn_step.MAX_REST_S + 0.011, gaps.max()
+
+
+def test_the_copy_guard_steers_away_from_a_training_run(model: CharRNN) -> None:
+    # "Training music" = what this seed plays unguarded; the guarded replay must not
+    # repeat any COPY_RUN notes of it, in any transposition, and says how often it stepped in.
+    controls = Controls(pitch=0.5, density=0.7)
+    tune = note_ons(play(CharRNNStep(model, seed=4), 20.0, lambda t: controls))
+    index = CopyIndex(np.asarray(tune), np.asarray([0, len(tune)]))
+    gen = CharRNNStep(model, seed=4, copy_index=index)
+    guarded = note_ons(play(gen, 20.0, lambda t: controls))
+    assert gen.figures()["copy_guard"] >= 1
+    steps = {tuple(np.diff(tune[i:i + index.run])) for i in range(len(tune) - index.run + 1)}
+    for i in range(len(guarded) - index.run + 1):
+        assert tuple(np.diff(guarded[i:i + index.run])) not in steps, i
+    assert guarded[:index.run - 1] == tune[:index.run - 1]  # the same until it steps in
+
+
 def test_same_seed_same_steps_and_another_seed_differs(model: CharRNN) -> None:
     def tokens(seed: int) -> list[int]:
         gen, state, out = CharRNNStep(model, seed=seed), None, []
         state = gen.initial()
         for index in range(300):
-            state, _ = gen.step(state, Controls(), index)
+            state, _ = gen.step(state, FREE, index)
             out.append(state.token)
         return out
 
@@ -90,3 +208,50 @@ def test_a_change_matters_when_the_model_input_moves(model: CharRNN) -> None:
     assert gen.changed(base, Controls(pitch=0.5, density=0.5, key=7), 0.02)
     assert gen.changed(base, Controls(pitch=0.5, density=0.5, temperature=1.3), 0.02)
     assert not gen.changed(base, Controls(pitch=0.5, density=0.5, velocity=0.76), 0.02)
+    assert gen.changed(base, Controls(pitch=0.5, density=0.5, undriven=("key",)), 0.02)
+    assert not gen.changed(FREE, Controls(pitch=0.9, undriven=FREE_TARGETS), 0.02)
+
+
+# ---------------------------------------------------------------- dynamics
+
+def test_accents_follow_the_bar_and_the_phrase() -> None:
+    def velocity(beat: float, scale: float = 1.0, pitch: int = 70) -> int:
+        return shaped_velocity(77, pitch, beat, 4, scale, 70.0)
+
+    bar = 8  # the third bar of a four-bar phrase starts at the top of its arch
+    assert velocity(bar) > velocity(bar + 2) > velocity(bar + 1) > velocity(bar + 1.5) \
+        > velocity(bar + 1.25)
+    assert velocity(0) < velocity(bar)  # a phrase starts softer than its middle
+    assert velocity(bar, scale=1.3) > velocity(bar) > velocity(bar, scale=0.6)
+    assert velocity(bar + 1, pitch=80) > velocity(bar + 1, pitch=60)
+    assert shaped_velocity(127, 70, 0, 4, 2.0, 70) == 127
+    assert shaped_velocity(1, 70, 1.25, 4, 0.1, 70) == 1
+    assert charrnn_step.metric_accent(0, 3) == charrnn_step.DOWNBEAT
+    assert charrnn_step.metric_accent(1, 3) == charrnn_step.BEAT  # no mid-bar beat in 3/4
+
+
+def test_the_player_sends_shaped_velocities_the_same_every_time(model: CharRNN) -> None:
+    def render() -> list[tuple[float, tuple[int, ...]]]:
+        now = [0.0]
+        timeline = Timeline()
+        player = StepPlayer(CharRNNStep(model, seed=7), timeline, channel=1,
+                            lookahead_s=0.4, commit_s=0.02, latency_budget_s=0.01,
+                            rollback_threshold=0.02, controls=Controls(density=0.8),
+                            release=lambda tag: None, clock=lambda: now[0])
+        player.begin(origin=0.0)
+        sent = []
+        while now[0] < 12.0:
+            player.catch_up()
+            sent += [(round(e.due, 6), e.message) for e in timeline.pop_due(now[0])]
+            now[0] = round(now[0] + 0.05, 6)
+        assert "copy_guard" in player.figures()["guards"]
+        return sent
+
+    sent = render()
+    assert sent == render()
+    ons = [(due, m[2]) for due, m in sent if m[0] & 0xF0 == NOTE_ON and m[2]]
+    # The StepPlayer's default grid: a beat a second, so a note's due time is its beat.
+    downbeats = [v for due, v in ons if due % 4 < 0.01]
+    offbeats = [v for due, v in ons if abs(due % 1 - 0.5) < 0.01]
+    assert len({v for _, v in ons}) >= 5
+    assert np.mean(downbeats) > np.mean(offbeats) + 5

@@ -1,5 +1,6 @@
-"""The evaluation's own arithmetic: ranks and Spearman, shared runs, weighted BLEU; and
-the register-change figure on the shipped model."""
+"""The evaluation's own arithmetic: ranks and Spearman, shared runs, weighted BLEU; the
+live figures' features, overlap, failures, bands and responses on hand-made music; and the
+live figures end to end on the shipped model."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import numpy as np
 import pytest
 
 from livegen import evaluate
+from livegen import evaluate_charrnn as live
+from livegen.music import features
+from livegen.music.events import Note
 
 
 def test_ranks_average_ties():
@@ -82,12 +86,84 @@ def test_unigram_nll_of_a_constant_stream_is_small():
     assert evaluate.unigram_nll(train, [np.array([5] * 10)]) > evaluate.UNIFORM_NLL
 
 
-def test_register_change_is_answered_at_once_when_steered() -> None:
-    from livegen.generators.charrnn import CharRNN
+# ---------------------------------------------------------------- the live figures
+
+def notes_at(times, pitches, length: float = 0.2) -> list[Note]:
+    return [Note(int(p), 80, float(t), float(t) + length) for t, p in zip(times, pitches,
+                                                                          strict=True)]
+
+
+def test_overlap_is_one_for_the_same_music_and_low_for_other_music() -> None:
+    rng = np.random.default_rng(0)
+    tune = notes_at(np.arange(0, 60, 0.25), rng.integers(60, 72, 240))
+    same = live.pooled_features([(tune, 60.0)])
+    assert live.overlap(same, same)["mean"] == pytest.approx(1.0)
+    drone = notes_at(np.arange(0, 60, 0.5), [70] * 120, length=0.45)
+    other = live.overlap(live.pooled_features([(drone, 60.0)]), same)
+    assert other["mean"] < 0.6
+    assert other["pitch_range"] == 0 and other["melodic_interval"] < 0.2
+
+
+def test_music_features_measure_what_they_say() -> None:
+    notes = notes_at([0, 0, 0.5, 1.0], [60, 64, 67, 72], length=0.5)
+    f = live.music_features(notes, 4.0)
+    assert f["inter_onset_s"].tolist() == [0.5, 0.5]
+    assert f["melodic_interval"].tolist() == [4, 3, 5]
+    assert f["pitch_range"].tolist() == [12]
+    assert f["pitch_class_entropy"][0] == pytest.approx(1.5)  # C twice, E, G
+    assert f["polyphony"][:2].tolist() == [2, 2] and f["polyphony"][-1] == 0
+
+
+def test_failures_are_found_and_real_music_has_none() -> None:
+    held = [Note(60, 80, 0.0, 9.0)]
+    drone = notes_at(np.arange(9, 19, 0.5), [62, 64] * 10)
+    cluster = notes_at([30, 30, 30], [60, 61, 63], length=1.0)
+    run = live.Run(held + drone + cluster, 60.0, 1, {})
+    f = live.failures(run)
+    assert f["held_8s"] == 1 and f["drone_windows"] >= 2 and f["cluster_onsets"] == 1
+    assert f["silences_10s"] == 2  # 18.5 -> 30 s and 30 -> 60 s; 0 -> 9 s is shorter
+    assert f["longest_gap_s"] == 30.0 and f["restruck"] == 1
+    tune = notes_at(np.arange(0, 60, 0.25), np.tile([60, 62, 64, 65, 67], 48))
+    assert live.failures(live.Run(tune, 60.0, 0, {}))["drone_windows"] == 0
+
+
+def test_in_band_counts_the_windows_whose_bin_is_asked() -> None:
+    steady = notes_at(np.arange(0, 60, 1 / 3), [72] * 180)  # 3 a second at MIDI 72
+    run = live.Run(steady, 60.0, 0, {})
+    assert live.in_band(run, "density", 4) == 1.0
+    assert live.in_band(run, "pitch", features.pitch_bin(72)) == 1.0
+    assert live.in_band(run, "density", 5) == 0.0
+
+
+def test_density_response_and_pitch_answers_from_runs() -> None:
+    jump_at = live.JUMP_SETTLE_S
+    slow = notes_at(np.arange(0, jump_at, 1.0), [60] * int(jump_at))
+    fast = notes_at(np.round(np.arange(jump_at + 0.5, jump_at + 8, 1 / 6), 6), [84] * 45)
+    response = live.density_response([live.Run(slow + fast, 18.0, 0, {})], 8)
+    assert response["reached_s"] == 1.0 and not response["overshoot"]
+    answers = live.pitch_answers([live.Run(slow + fast, 18.0, 0, {})], 8)
+    assert answers["answers_s"] == [0.5] and answers["silent_0.3s"] == 1
+
+
+def test_the_live_figures_run_end_to_end_on_the_shipped_model() -> None:
+    from livegen.generators.charrnn import CharRNN, CopyIndex
+    from livegen.music import events
 
     model = CharRNN(Path(__file__).resolve().parents[1] / "models" / "charrnn.json")
-    change = evaluate.register_change(model, seeds=2, settle_s=4.0)
-    for name in ("up", "down"):
-        target = change["targets"][name]
-        steered, free = change[f"{name}_steered"][0], change[f"{name}_free"][0]
-        assert abs(steered - target) < abs(free - target) - 10, change
+    rng = np.random.default_rng(1)
+    pieces = [np.asarray(events.notes_to_tokens(notes_at(np.arange(0, 30, 0.25),
+                                                         rng.integers(60, 76, 120))))
+              for _ in range(8)]
+    notes = [p[p < 128] for p in pieces]
+    index = CopyIndex(np.concatenate(notes), np.concatenate(([0], np.cumsum(
+        [len(n) for n in notes]))))
+    report = live.live_figures(model, copy_index=index, guide=None, test=pieces,
+                               train_notes=notes, train_sample=pieces[:1], free="self",
+                               seconds=12.0, seeds=1, bin_seeds=1, key_seeds=1,
+                               jump_seeds=1)
+    assert set(report["overlap"]) >= {"live_default", "random_walk", "held_out_timelines",
+                                      "held_out_real", "random_notes"}
+    assert len(report["bands"]["pitch"]["in_band"]) == 10
+    assert report["copying"]["runs"] > 40 and report["step_ms"]["steps"] > 1000
+    assert "pitch_1_to_8" in report["response"]
+    assert "guards" in report and live.format_live(report).count("\n") > 20
