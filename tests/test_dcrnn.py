@@ -537,3 +537,23 @@ def test_random_rolls_keep_the_reference_density():
     random = evaluate.random_rolls(reference, 200, np.random.default_rng(0))
     assert evaluate.roll_figures(random)["notes_per_bar"] == pytest.approx(8, rel=0.15)
     assert set(np.flatnonzero(random.any(axis=(0, 1)))) <= set(range(60, 65))
+
+
+def test_the_shipped_model_loads_verified_and_plays_in_key():
+    manifest = json.loads(SHIPPED.read_text())
+    assert manifest["trained"] and manifest["training"]["steps"] > 0
+    assert manifest["binarisation"]["method"] in rolls.BINARISATIONS  # measured, recorded
+    model = DCRNN(SHIPPED)
+    assert sorted(model.sessions) == [16, 32] and model.noise_size >= 16
+    c_major = {0, 2, 4, 5, 7, 9, 11}
+    for gesture in ("rest", "wave_in", "wave_out"):
+        levels = np.asarray(evaluate.GESTURES[gesture]) * 2 - 1
+        segment = model.segment(_request(noise=dict(enumerate(levels))))
+        assert len(segment.notes) >= 8
+        assert {n.pitch % 12 for n in segment.notes} <= c_major
+    rest = _played(model.segment(_request(noise=dict.fromkeys(range(8), -0.9))))
+    wave = _played(model.segment(_request(noise=dict(enumerate(
+        np.asarray(evaluate.GESTURES["wave_out"]) * 2 - 1)))))
+    assert rest != wave
+    untrained = json.loads(SHIPPED.with_name("dcrnn-untrained.json").read_text())
+    assert untrained["trained"] is False

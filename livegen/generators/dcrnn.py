@@ -22,9 +22,11 @@ Controls.key_histogram(): a major scale, or the uniform "no key" the model was a
 trained with.
 
 Binarisation (roll.binarise): the graphs return two planes in [-1, 1], frames and
-onsets. "hysteresis" (the default) starts a note above `threshold` and holds it while the
-frame stays above `sustain`; "threshold" is what the critic saw in training; "sample"
-draws each cell, seeded by (seed, phrase). README: The DCRNN gives the measured choice.
+onsets. "threshold" is what the critic saw in training; "hysteresis" starts a note above
+`threshold` and holds it while the frame stays above `sustain`; "sample" draws each cell,
+seeded by (seed, phrase). By default the generator uses the choice that `livegen eval
+dcrnn --write` measured for this model and recorded in its manifest (README: The DCRNN);
+the config may override it.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ log = logging.getLogger(__name__)
 
 KIND = "dcrnn"
 DEFAULT_DRIVEN = tuple(range(8))
+# Binarisation for a manifest that records no measured choice (the critic's view).
+DEFAULT_BINARISATION = {"method": "threshold", "threshold": 0.0, "sustain": 0.0}
 INPUTS = ("z", "scale")
 OUTPUTS = ("planes",)
 
@@ -72,12 +76,16 @@ class DCRNNConfig:
     channel: int | None = setting(None, lo=1, hi=16, doc="MIDI channel; unset = output.channel")
     bars: int = setting(2, lo=1, hi=2, doc="bars per segment: 2 = one phrase, 1 = a control "
                                            "change is heard at every bar line")
-    binarisation: Literal["hysteresis", "threshold", "sample"] = setting(
-        "hysteresis", doc="how the model's planes become notes (README: The DCRNN)")
-    threshold: float = setting(0.0, lo=-1.0, hi=1.0,
-                               doc="a note starts where the model's frame value passes this")
-    sustain: float = setting(-0.5, lo=-1.0, hi=1.0,
-                             doc="hysteresis: a started note holds while the value stays above")
+    binarisation: Literal["default", "hysteresis", "threshold", "sample"] = setting(
+        "default", doc="how the model's planes become notes; default = the manifest's "
+                       "measured choice (README: The DCRNN)")
+    threshold: float | None = setting(
+        None, lo=-1.0, hi=1.0,
+        doc="a note starts where the model's frame value passes this; unset = the manifest's")
+    sustain: float | None = setting(
+        None, lo=-1.0, hi=1.0,
+        doc="hysteresis: a started note holds while the value stays above; unset = the "
+            "manifest's")
     seed: int = setting(0, lo=0, hi=2**31 - 1,
                         doc="fixes the noise values no rule drives (and sampling)")
     driven: tuple[int, ...] = setting(DEFAULT_DRIVEN,
@@ -106,8 +114,8 @@ class DCRNN:
 
     def __init__(self, manifest_path: Path | str, *, variant: str | None = None,
                  providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 1,
-                 bars: int = 2, binarisation: str = "hysteresis", threshold: float = 0.0,
-                 sustain: float = -0.5, seed: int = 0,
+                 bars: int = 2, binarisation: str | None = None,
+                 threshold: float | None = None, sustain: float | None = None, seed: int = 0,
                  driven: Sequence[int] = DEFAULT_DRIVEN, velocity: int = 80) -> None:
         self.manifest_path = Path(manifest_path)
         self.manifest = runtime.load_manifest(self.manifest_path, KIND)
@@ -136,6 +144,10 @@ class DCRNN:
             self.sessions[steps], self.paths[steps] = session, path
         if bars not in (1, 2):
             raise ValueError(f"bars {bars} must be 1 or 2")
+        chosen = {**DEFAULT_BINARISATION, **m.get("binarisation", {})}
+        binarisation = binarisation or chosen["method"]
+        threshold = chosen["threshold"] if threshold is None else threshold
+        sustain = chosen["sustain"] if sustain is None else sustain
         if binarisation not in rolls.BINARISATIONS:
             raise ValueError(f"binarisation {binarisation!r}: use one of "
                              f"{', '.join(rolls.BINARISATIONS)}")
@@ -157,7 +169,8 @@ class DCRNN:
         variant = None if config.variant == "default" else config.variant
         return cls(config.model, variant=variant, providers=config.providers,
                    threads=config.threads, bars=config.bars,
-                   binarisation=config.binarisation, threshold=config.threshold,
+                   binarisation=None if config.binarisation == "default"
+                   else config.binarisation, threshold=config.threshold,
                    sustain=config.sustain, seed=config.seed, driven=config.driven,
                    velocity=config.velocity)
 

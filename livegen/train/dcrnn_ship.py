@@ -125,6 +125,7 @@ def build_manifest(checkpoint: dict, files: dict[int, dict[str, Path]], default_
             "split_fractions": list(roll_data.data.SPLIT_FRACTIONS),
             "transpose": roll_data.TRANSPOSE, "segment_steps": SEGMENT_STEPS,
             "command": options.get("command", ""), "commands": state.get("commands", []),
+            "initialised_from": state.get("initialised_from"),
             "device": checkpoint.get("device"),
             "torch": checkpoint.get("torch"), "steps": state.get("step", 0),
             "minutes": round(state.get("elapsed_s", 0.0) / 60, 1),
