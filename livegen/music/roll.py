@@ -255,15 +255,14 @@ def scale_of(roll: np.ndarray) -> np.ndarray:
     """The (12,) float32 scale of a roll: 1/k on each of the k pitch classes that sound in
     it, 0 elsewhere; uniform 1/12 for a silent roll (no key). This is the DCRNN's condition:
     a set of pitch classes, not a weighted histogram, so that a key control's major scale
-    (1/7 on seven classes) is a condition the model saw in training."""
-    roll = np.asarray(roll)
-    used = (roll > 0).any(axis=0)
-    classes = np.zeros(PITCH_CLASSES, dtype=bool)
-    for pitch in np.flatnonzero(used):
-        classes[pitch % PITCH_CLASSES] = True
-    if not classes.any():
-        return np.full(PITCH_CLASSES, 1 / PITCH_CLASSES, dtype=np.float32)
-    return (classes / classes.sum()).astype(np.float32)
+    (1/7 on seven classes) is a condition the model saw in training. For a batch of rolls
+    (N, T, 128), (N, 12)."""
+    used = (np.asarray(roll) > 0).any(axis=-2)  # (..., 128)
+    classes = np.stack([used[..., c::PITCH_CLASSES].any(axis=-1)
+                        for c in range(PITCH_CLASSES)], axis=-1)
+    count = classes.sum(axis=-1, keepdims=True)
+    return np.where(count > 0, classes / np.maximum(count, 1),
+                    1 / PITCH_CLASSES).astype(np.float32)
 
 
 def roll_planes(roll: np.ndarray, low: int, high: int) -> np.ndarray:

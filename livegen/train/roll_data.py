@@ -316,7 +316,6 @@ class SegmentSource:
     def draw(self, count: int, rng: np.random.Generator, *, transpose: int = TRANSPOSE
              ) -> Segments:
         segment_rolls = np.zeros((count, self.steps, 128), dtype=np.uint8)
-        scales = np.zeros((count, 12), dtype=np.float32)
         origins = []
         for i in range(count):
             entries = self._by_collection[self.collections[rng.integers(len(self.collections))]]
@@ -332,9 +331,8 @@ class SegmentSource:
                     shift = int(rng.integers(lowest, highest + 1))
                 segment = rolls.transpose_roll(segment, shift)
             segment_rolls[i] = segment
-            scales[i] = rolls.scale_of(segment)
             origins.append((piece.id, start, shift))
-        return Segments(segment_rolls, scales, tuple(origins))
+        return Segments(segment_rolls, rolls.scale_of(segment_rolls), tuple(origins))
 
     def all_segments(self) -> Segments:
         """Every (piece, start) segment once, untransposed, in a fixed order: the held-out
@@ -346,8 +344,7 @@ class SegmentSource:
                     found_rolls.append(whole[start:start + self.steps])
                     origins.append((piece.id, int(start), 0))
         stacked = np.stack(found_rolls)
-        return Segments(stacked, np.stack([rolls.scale_of(r) for r in stacked]),
-                        tuple(origins))
+        return Segments(stacked, rolls.scale_of(stacked), tuple(origins))
 
 
 def _inside(segment: np.ndarray, low: int, high: int) -> bool:
