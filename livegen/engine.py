@@ -67,13 +67,20 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.05          # the loop's housekeeping period: staleness, watchdog, duration
 START_LEAD_S = 0.15    # the music starts this long after the engine is ready
+# A replay has no performer waiting: its music starts a second after the engine is ready,
+# time enough for the inference thread to plan its first lookahead on a loaded machine. (A
+# plan that runs dry is re-anchored on the clock, and the replay's music then differs: with
+# two CPU hogs beside other work on 2 cores, 0.15 s of start-up fell short in 9 of 12 runs.)
+REPLAY_START_LEAD_S = 1.0
 CLOCK_TAG = "clock"    # timeline tag of outgoing MIDI clock
 # Link moved the clock: outgoing pulses due sooner than this are left to the output.
 LINK_PULSE_LEAD_S = 0.002
 PANIC_TAG = "panic"    # timeline tag of the control surface's all-notes-off
-# A run with --duration plays nothing due after its end, then waits this long before it
-# stops, so the output has sent everything due before the end when the port closes.
+# A run with --duration plays nothing due after its end. It stops once every player has
+# planned up to the end and the output has sent all that is due before it (at least this
+# long after the end), or at the latest END_WAIT_S after the end (a player that died).
 STOP_GRACE_S = 0.1
+END_WAIT_S = 5.0
 # An input is stale once silent for more than its stale_after; in a replay it is declared
 # stale this long after that moment (the Mapper asks for "more than").
 STALE_MARGIN_S = 1e-6
@@ -189,9 +196,9 @@ class Engine:
         generators = self.load_generators()
         self.output = Output.open(cfg.output, self.timeline, record=self.options.record_midi)
         if self.link is not None:  # beat 0 on the session's next bar line
-            self.origin = self.link.begin(time.monotonic() + START_LEAD_S)
+            self.origin = self.link.begin(time.monotonic() + self.start_lead_s)
         else:
-            self.origin = time.monotonic() + START_LEAD_S
+            self.origin = time.monotonic() + self.start_lead_s
             self.clock.anchor(self.origin)
         self.make_players(generators, release=self.output.release)
         self.output_started = time.monotonic()
@@ -318,6 +325,15 @@ class Engine:
                                                       name="replay")
         for name, source in sources.items():
             self.inputs[name] = (source, task)
+
+    @property
+    def start_lead_s(self) -> float:
+        """How long after the engine is ready its music starts: longer for a run whose
+        inputs are all replays."""
+        inputs = self.cfg.inputs.values()
+        replays_only = bool(inputs) and (self.options.replay is not None or all(
+            isinstance(input_cfg, ReplayInputConfig) for input_cfg in inputs))
+        return REPLAY_START_LEAD_S if replays_only else START_LEAD_S
 
     @property
     def replay_lead_s(self) -> float:
@@ -571,8 +587,7 @@ class Engine:
         watchdog = self.notifier.watchdog_interval()
         next_watchdog = 0.0
         next_stats = time.monotonic() + self.options.stats_every
-        end = (self.origin + self.options.duration + STOP_GRACE_S
-               if self.options.duration else None)
+        end = self.origin + self.options.duration if self.options.duration else None
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), TICK_S)
@@ -592,8 +607,17 @@ class Engine:
             if self.options.stats_every and now >= next_stats:
                 log.info("stats: %s", format_stats(self.figures()))
                 next_stats = now + self.options.stats_every
-            if end is not None and now >= end:
+            if end is not None and now >= end + STOP_GRACE_S and (
+                    self._played_to(end) or now >= end + END_WAIT_S):
                 self.stop(f"{self.options.duration:g} s played")
+
+    def _played_to(self, end: float) -> bool:
+        """Every player has planned up to `end`, and the output has taken all that is due
+        before it. (On a loaded machine the last notes before the end may be planned or
+        sent late; a replay's last notes are the same as a render's only if it waits.)"""
+        head = self.timeline.next_due()
+        return ((head is None or head >= end)
+                and all(getattr(player, "finished", True) for player in self.players.values()))
 
     def _send_clock(self, now: float) -> None:
         """Plan MIDI clock pulses (24 per beat) as far ahead as the music is planned."""

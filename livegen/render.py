@@ -10,9 +10,9 @@ real time and the same on every run; and since a replay's music depends only on 
 trace's times (engine.py), it is the music a real-time replay plays on a quiet machine,
 each onset there late by its send lateness.
 
-The file is laid out as the daemon's recorder lays out its own: time 0 is the start-up
-all-notes-off, the music starts START_LEAD_S later, and the notes still sounding at the
-end are ended there, then all-notes-off.
+The file is laid out as the daemon's recorder lays out a replay's: time 0 is the start-up
+all-notes-off, the music starts REPLAY_START_LEAD_S later, and the notes still sounding at
+the end are ended there, then all-notes-off.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from livegen import config as config_module
 from livegen.config import Config, OutputConfig
-from livegen.engine import START_LEAD_S, Engine, RunOptions
+from livegen.engine import Engine, RunOptions
 from livegen.errors import LivegenError
 from livegen.generators.step import StepPlayer
 from livegen.output import RELEASE_TAG_PREFIX, MidiFileRecorder, panic_messages
@@ -137,7 +137,7 @@ def render(cfg: Config, trace: Path, out: Path, *, seed: int | None = None,
     midi = RenderedMidi(out, cfg.output)
     for message in panic_messages(cfg.output.panic_channels):
         midi.send(message, clock.now)
-    engine.origin = clock.now + START_LEAD_S
+    engine.origin = clock.now + engine.start_lead_s
     engine.clock.anchor(engine.origin)
     players = engine.make_players(generators, release=lambda tag: midi.release(tag, clock()),
                                   clock=clock)

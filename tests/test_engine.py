@@ -136,14 +136,15 @@ def test_a_step_up_in_pitch_raises_the_notes_that_follow(
     trace = write_trace(tmp_path / "t.jsonl", [(0.0, {"y": 0.1, "x": 0.8}),
                                                (4.0, {"y": 0.9, "x": 0.8})])
     port = unique_name("livegen-e2e")
-    daemon = Daemon(write_config(tmp_path / "c.toml", trace, port=port), "--duration", "7")
+    stats = tmp_path / "stats.json"
+    daemon = Daemon(write_config(tmp_path / "c.toml", trace, port=port), "--duration", "7",
+                    "--stats-json", str(stats))
     daemons.append(daemon)
     jack_receiver.connect(f"{port}:out")
     assert daemon.stop(sig=None) == 0, daemon.text()  # --duration ends it
     jack_receiver.settle()
     arrivals = jack_receiver.arrivals
-    # The output's start-up all-notes-off arrives first; the music starts 0.15 s later.
-    origin = arrivals[0][0] + 0.15
+    origin = json.loads(stats.read_text())["origin"]  # the music's time zero (monotonic)
     before = note_ons(arrivals, origin + 1.5, origin + 4.0)
     after = note_ons(arrivals, origin + 4.2, origin + 6.2)
     assert len(before) >= 3 and len(after) >= 3, (before, after)

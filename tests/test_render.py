@@ -25,7 +25,7 @@ from test_engine import (
 
 from livegen import config as config_module
 from livegen.control import Controls
-from livegen.engine import Engine, RunOptions
+from livegen.engine import REPLAY_START_LEAD_S, Engine, RunOptions
 
 SECONDS = 8.0
 GAP = (3.0, 5.5)  # readings cut out of the recording: longer than stale_after (2 s)
@@ -119,9 +119,9 @@ def test_render_writes_the_same_notes_on_every_run_faster_than_real_time(
     assert wall_s < SECONDS  # loose: `livegen render` takes a fraction of a second here
     assert ons == recorded_note_ons(second)
     assert first.read_bytes() == second.read_bytes()
-    # The file's layout is the daemon's: the music starts 0.15 s after the start-up
-    # all-notes-off at time 0, and nothing plays from the end on.
-    assert ons[0][0] >= 0.15 and ons[-1][0] < 0.15 + SECONDS
+    # The file's layout is a replay's: the music starts REPLAY_START_LEAD_S after the
+    # start-up all-notes-off at time 0, and nothing plays from the end on.
+    assert ons[0][0] >= REPLAY_START_LEAD_S and ons[-1][0] < REPLAY_START_LEAD_S + SECONDS
 
 
 def test_render_plays_the_notes_a_real_time_replay_plays(

@@ -184,6 +184,7 @@ class StepPlayer:
         self.backoff = backoff
         self.stats = PlayerStats.empty()
         self.end: float | None = None  # clock time after which nothing is played
+        self.finished = False  # everything due before the end is in the timeline
         self._controls = controls
         self._pending: deque[_Change] = deque()
         self._commands: deque[tuple[str, float]] = deque()  # ("hold"|"play", beat)
@@ -317,7 +318,8 @@ class StepPlayer:
         if plan.paused or plan.held:
             return PAUSED_IDLE_S
         plan.apply_reached()
-        if plan.finished:
+        self.finished = plan.finished  # a rollback before the end takes it back
+        if self.finished:
             return FINISHED_IDLE_S
         horizon = now + self.lookahead_s
         if plan.until >= horizon:
