@@ -40,7 +40,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from livegen.config import setting
+from livegen.config import GeneratorConfig, setting
 from livegen.generators import runtime
 from livegen.generators.runtime import ModelError
 from livegen.generators.segment import (
@@ -63,17 +63,12 @@ OUTPUTS = ("planes",)
 
 
 @dataclass(frozen=True, slots=True)
-class DCRNNConfig:
+class DCRNNConfig(GeneratorConfig):
     """[generators.dcrnn]: the DCRNN segment generator."""
 
     model: Path = setting(Path("models/dcrnn.json"), doc="manifest of the ONNX graphs")
     variant: Literal["default", "fp32", "int8"] = setting(
         "default", doc="model variant: default = the one the manifest names; int8 only if shipped")
-    providers: tuple[str, ...] = setting(
-        ("CUDAExecutionProvider", "CPUExecutionProvider"),
-        doc="ONNX Runtime execution providers, in order of preference")
-    threads: int = setting(1, lo=1, hi=64, doc="ONNX Runtime intra-op threads")
-    channel: int | None = setting(None, lo=1, hi=16, doc="MIDI channel; unset = output.channel")
     bars: int = setting(2, lo=1, hi=2, doc="bars per segment: 2 = one phrase, 1 = a control "
                                            "change is heard at every bar line")
     binarisation: Literal["default", "hysteresis", "threshold", "sample"] = setting(
