@@ -573,8 +573,9 @@ class MonitorConfig:
     host: str = setting("127.0.0.1", doc="address to serve on; 0.0.0.0 opens it (and its "
                                          "panic, pause and preset buttons) to the network")
     port: int = setting(8765, lo=0, hi=65535, doc="TCP port (0 = any free port, logged)")
-    rate_hz: float = setting(25.0, lo=1.0, hi=60.0,
-                             doc="how often a connected page is sent the roll and controls")
+    rate_hz: float = setting(20.0, lo=1.0, hi=60.0,
+                             doc="how often a connected page is sent the roll and controls "
+                                 "(it draws the roll at the screen's rate in between)")
 
 
 # ---------------------------------------------------------------- the whole config

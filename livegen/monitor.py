@@ -4,7 +4,7 @@ on it (`[monitor] enabled = true`; http://127.0.0.1:8765/ by default).
 Served from the daemon's own event loop by aiohttp (an AppRunner and a TCPSite: no second
 process, no thread). One page, livegen/monitor.html, plain JavaScript with no build step
 and nothing fetched from elsewhere. While at least one page is connected, a task sends it
-over a WebSocket, `rate_hz` times a second (25 by default), a frame of JSON:
+over a WebSocket, `rate_hz` times a second (20 by default), a frame of JSON:
 - the notes the output took from the plan since the last frame (the piano roll);
 - the controls, and which input (or preset) drives each;
 - the clock (bpm, running, following, bar and beat) and the surface's state (generator,
@@ -113,6 +113,7 @@ class _Page:
     roll_cursor: int
     sending: asyncio.Future[None] | None = None
     skipped: int = 0
+    drivers_sent: int = -1  # the version of the drivers table it has
 
 
 @dataclass(slots=True)
@@ -143,6 +144,13 @@ class Monitor:
         self._rates: dict[str, tuple[float, int, float | None]] = {}
         self._figures: dict[str, Any] = {}
         self._figures_at = -math.inf
+        # What a frame repeats from the last, encoded once: the controls (by version) and
+        # the drivers table (sent to a page only when it changed).
+        self._controls_version = -1
+        self._controls_json = "{}"
+        self._drivers: list[dict[str, Any]] = []
+        self._drivers_json = "[]"
+        self._drivers_version = 0
 
     @property
     def url(self) -> str:
@@ -202,7 +210,9 @@ class Monitor:
                         origin)
             raise web.HTTPForbidden(text="livegen monitor: the WebSocket is for the page "
                                          "this server serves")
-        socket = web.WebSocketResponse(heartbeat=10.0, max_msg_size=MAX_MESSAGE)
+        # No compression: on loopback it would only cost the loop time.
+        socket = web.WebSocketResponse(heartbeat=10.0, max_msg_size=MAX_MESSAGE,
+                                       compress=False)
         await socket.prepare(request)
         self._read_tap()
         since = self._now() - HISTORY_S
@@ -232,23 +242,38 @@ class Monitor:
         """While pages are open: sample, build and send a frame to each, rate_hz a second."""
         period = 1.0 / self.cfg.rate_hz
         loop = asyncio.get_running_loop()
+        budget = self.engine.cfg.engine.latency_budget_ms / 1e3
         while self.pages:
+            # The music first: while a control change is being planned (within the latency
+            # budget of its reading) the frame waits, so the loop holds the GIL then as
+            # little as it can (on a loaded machine a thread preempted while holding it
+            # stalls the inference thread for a whole time slice).
+            wait = self.engine.mapper.controls.t + budget - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
             started = time.perf_counter()
             self._read_tap()
-            state = self.frame_state()
-            with_figures = loop.time() - self._figures_at >= FIGURES_S
-            if with_figures:
+            # What every page gets is encoded once; the events (and the drivers table,
+            # when it changed) once for each page that is at a different place.
+            shared = self._shared_frame()
+            if loop.time() - self._figures_at >= FIGURES_S:
                 self._figures_at = loop.time()
-                state["figures"] = self.figures()
+                shared += ',"figures":' + _compact(self.figures())
+            texts: dict[tuple[int, bool], str] = {}
             for page in list(self.pages):
                 if page.sending is not None and not page.sending.done():
                     page.skipped += 1
                     self.stats.skipped += 1
                     continue
-                events, page.roll_cursor = self._roll_since(page.roll_cursor)
-                text = json.dumps({"type": "frame", **state, "events": events},
-                                  separators=(",", ":"))
-                page.sending = asyncio.ensure_future(page.socket.send_str(text))
+                with_drivers = page.drivers_sent != self._drivers_version
+                key = (page.roll_cursor, with_drivers)
+                if key not in texts:
+                    events, _ = self._roll_since(page.roll_cursor)
+                    texts[key] = (shared + ',"events":' + _compact(events)
+                                  + (',"drivers":' + self._drivers_json if with_drivers
+                                     else "") + "}")
+                page.roll_cursor, page.drivers_sent = self._roll_count, self._drivers_version
+                page.sending = asyncio.ensure_future(page.socket.send_str(texts[key]))
                 page.sending.add_done_callback(_quiet)
             self.stats.frames += 1
             self.stats.frame_ms.record(time.perf_counter() - started)
@@ -322,24 +347,44 @@ class Monitor:
         """The fast part of a frame: the time, the controls and their drivers, the clock,
         the surface's state."""
         engine = self.engine
-        now = time.monotonic()
         controls = engine.mapper.controls
-        grid = engine.clock.grid
-        beat = grid.beat_at(now)
-        bar_beats = grid.beats_per_bar
         return {
-            "now": round(now - engine.origin, 4),
+            "now": round(time.monotonic() - engine.origin, 4),
             "controls": {**presets.control_values(controls), "version": controls.version},
-            "drivers": self.drivers(),
-            "clock": {"bpm": round(engine.clock.bpm, 2), "running": engine.clock.running,
-                      "following": engine.clock.following,
-                      "bar": math.floor(beat / bar_beats) + 1,
-                      "beat": math.floor(beat % bar_beats) + 1},
+            "drivers": self.drivers(with_values=True),
+            "clock": self._clock(),
             "state": engine.surface_state(),
         }
 
-    def drivers(self) -> list[dict[str, Any]]:
-        """Each control and what drives it: a rule's source, a preset, or its neutral."""
+    def _shared_frame(self) -> str:
+        """A frame's JSON without its closing brace: what every page gets this time."""
+        engine = self.engine
+        controls = engine.mapper.controls
+        if controls.version != self._controls_version:
+            self._controls_version = controls.version
+            self._controls_json = _compact({**presets.control_values(controls),
+                                            "version": controls.version})
+        drivers = self.drivers(with_values=False)
+        if drivers != self._drivers:
+            self._drivers, self._drivers_json = drivers, _compact(drivers)
+            self._drivers_version += 1
+        now = round(time.monotonic() - engine.origin, 4)
+        return (f'{{"type":"frame","now":{now},"controls":{self._controls_json},'
+                f'"clock":{_compact(self._clock())},'
+                f'"state":{_compact(engine.surface_state())}')
+
+    def _clock(self) -> dict[str, Any]:
+        clock = self.engine.clock
+        grid = clock.grid
+        beat = grid.beat_at(time.monotonic())
+        return {"bpm": round(clock.bpm, 2), "running": clock.running,
+                "following": clock.following,
+                "bar": math.floor(beat / grid.beats_per_bar) + 1,
+                "beat": math.floor(beat % grid.beats_per_bar) + 1}
+
+    def drivers(self, with_values: bool = True) -> list[dict[str, Any]]:
+        """Each control and what drives it: a rule's source, a preset, or its neutral.
+        Without values, a shared target's row has none (a page reads the controls)."""
         mapper = self.engine.mapper
         controls = mapper.controls
         rules = {rule.spec.target: rule for rule in mapper.rules}
@@ -357,7 +402,7 @@ class Monitor:
                 by = f"{rule.spec.source} (silent: neutral)" if rule is not None else "neutral"
                 value = None
             if scope is None and bare in SHARED_TARGETS:
-                value = getattr(controls, bare)
+                value = getattr(controls, bare) if with_values else None
             rows.append({"target": target, "value": _rounded(value), "by": by})
         return rows
 
@@ -462,6 +507,10 @@ class Monitor:
             if isinstance(source, PageInput):
                 return source
         return None
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _rounded(value: Any) -> Any:
