@@ -301,6 +301,12 @@ class MidiInputConfig(InputConfig):
         "value", doc="value: a program change is the value `program` for [[map]] rules; "
                      "preset: program change P (shown as P+1 on most devices) recalls "
                      "preset P+1")
+    preset_notes: tuple[int, ...] = setting(
+        (), lo=0, hi=127, doc="notes that recall presets: the first listed recalls preset 1, "
+                              "the next preset 2... (pads for themes)")
+    morph_bars: int = setting(0, lo=0, hi=64, doc="a preset recalled from this input "
+                                                 "(program change or note) morphs over this "
+                                                 "many bars; 0 = at once")
     thru: bool = setting(False, doc="play the notes that come in through livegen's output "
                                     "port as well (the performer's keyboard heard)")
     thru_channel: int = setting(0, lo=0, hi=16, doc="channel the thru notes are played on "

@@ -73,6 +73,8 @@ START_LEAD_S = 0.15    # the music starts this long after the engine is ready
 # two CPU hogs beside other work on 2 cores, 0.15 s of start-up fell short in 9 of 12 runs.)
 REPLAY_START_LEAD_S = 1.0
 CLOCK_TAG = "clock"    # timeline tag of outgoing MIDI clock
+# A morph's step reaches the mapper this long before its bar line (see morph_to_preset).
+MORPH_AHEAD_S = 0.02
 # Link moved the clock: outgoing pulses due sooner than this are left to the output.
 LINK_PULSE_LEAD_S = 0.002
 PANIC_TAG = "panic"    # timeline tag of the control surface's all-notes-off
@@ -550,6 +552,41 @@ class Engine:
             self._on_reading(Reading(PRESET_SOURCE, time.monotonic() if t is None else t,
                                      values))
         if self.active == active:  # a switch has told the listeners already
+            self._state_changed()
+
+    def morph_to_preset(self, number: int, bars: int, t: float | None = None) -> None:
+        """Move the controls from where they are to preset `number` over `bars` bars, one
+        step a bar line (themes: the DCRNN's code morphs from one stored gesture's rhythm
+        to another's). Each step is a reading of the preset source, handed over just
+        before the bar line whose next bar is not yet planned, so the segment after it
+        plays it; recorded and replayed like any reading. 0 bars recalls at once."""
+        if bars <= 0:
+            self.recall_preset(number, t)
+            return
+        title, goal = presets.recall(self.cfg.engine.presets, number, self.cfg.playing)
+        start = presets.values_now(self.mapper.controls, goal, self.cfg.playing)
+        grid = self.clock.grid
+        now = time.monotonic() if t is None else t
+        first = math.ceil(grid.beat_at(now) / grid.beats_per_bar - 1e-9)
+        loop = asyncio.get_running_loop()
+        log.info("preset %d (%s): morphing to it over %d bars", number, title, bars)
+        for k in range(1, bars + 1):
+            step = {}
+            for key, value in goal.items():
+                if key in ("generator", "key"):  # no halfway: they change with the last step
+                    if k == bars:
+                        step[key] = value
+                    continue
+                begin = start.get(key, value)
+                step[key] = begin + (value - begin) * k / bars
+            due = grid.time_at((first + k - 1) * grid.beats_per_bar) - MORPH_AHEAD_S
+            loop.call_later(max(0.0, due - time.monotonic()), self._morph_step, due, step,
+                            number if k == bars else None)
+
+    def _morph_step(self, t: float, values: dict[str, float], number: int | None) -> None:
+        self._on_reading(Reading(PRESET_SOURCE, t, values))
+        if number is not None:
+            self.preset = number
             self._state_changed()
 
     def surface_state(self) -> dict[str, Any]:

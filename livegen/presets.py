@@ -228,3 +228,21 @@ def _write_atomically(path: Path, text: str) -> None:
         Path(temporary).unlink(missing_ok=True)
         raise PresetError(f"{path}: cannot write the presets ({exc.strerror}); point "
                           "engine.presets at a writable place") from None
+
+
+def values_now(controls: Controls, keys: dict[str, float],
+               generators: Sequence[str]) -> dict[str, float]:
+    """What `controls` hold now for each key of a preset's reading (`pitch`,
+    `noise[3]`, `lead.temperature`, `generator`): where a morph starts from."""
+    now: dict[str, float] = {}
+    for key in keys:
+        scope, _, target = key.rpartition(".") if "." in key else ("", "", key)
+        held = controls.for_generator(scope) if scope else controls
+        if target == "generator":
+            now[key] = float(list(generators).index(held.generator)) \
+                if held.generator in generators else 0.0
+        elif target.startswith("noise[") and target.endswith("]"):
+            now[key] = float(held.noise[int(target[6:-1])])
+        elif hasattr(held, target):
+            now[key] = float(getattr(held, target))
+    return now

@@ -13,6 +13,8 @@ clock and transport go to the clock when it follows this port, else they are ign
 
 The control surface (config keys; the engine attaches itself to the input):
     program_change = "preset"   program change P recalls preset P+1 (no `program` value)
+    preset_notes = [36, 37]     the first listed note recalls preset 1, the next preset 2...
+    morph_bars = 4              such a recall morphs to the preset over 4 bars (themes)
     thru = true                 the notes that come in are played through livegen's port
                                 too, on `thru_channel` (0: their own), as they arrive
 Thru notes go into the timeline, due now, under the tag `thru:NAME`: the output sends them
@@ -151,6 +153,10 @@ class MidiInput(ThreadedInput):
             if self._loop is not None:
                 self._loop.call_soon_threadsafe(self._recall, data[1] + 1, t)
             return
+        if (kind == NOTE_ON and len(data) > 2 and data[2] and self._loop is not None
+                and data[1] in self.config.preset_notes):
+            number = self.config.preset_notes.index(data[1]) + 1
+            self._loop.call_soon_threadsafe(self._recall, number, t)
         values = values_of(message)
         if values is None:
             self.stats.drop("unmapped")
@@ -166,10 +172,10 @@ class MidiInput(ThreadedInput):
     def _recall(self, number: int, t: float | None) -> None:
         """On the loop: recall preset `number` for a program change."""
         try:
-            self.engine.recall_preset(number, t)
+            self.engine.morph_to_preset(number, self.config.morph_bars, t)
         except LivegenError as exc:
             self.stats.drop("no such preset")
-            log.warning("input %s: program change %d: %s", self.name, number - 1, exc)
+            log.warning("input %s: preset %d: %s", self.name, number, exc)
 
     def run(self, emit: Emit, stopping: threading.Event) -> None:
         try:

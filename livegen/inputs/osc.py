@@ -13,6 +13,7 @@ The control surface. With `commands = true` (the default) the input also takes
     /livegen/generator NAME         switch mode: NAME takes over at the next bar line
     /livegen/preset/store N [NAME]  store the controls as preset N (1..128)
     /livegen/preset/recall N        recall preset N
+    /livegen/preset/morph N BARS    move the controls to preset N over BARS bars (themes)
     /livegen/state                  ask for the state
 
 and answers each with the state, to the sender's address (or `reply_to`):
@@ -55,7 +56,8 @@ log = logging.getLogger(__name__)
 _NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 SURFACE = "/livegen/"
 # The commands by their first word after /livegen/ (the preset's by their second).
-COMMANDS = ("panic", "pause", "resume", "generator", "preset/store", "preset/recall", "state")
+COMMANDS = ("panic", "pause", "resume", "generator", "preset/store", "preset/recall",
+            "preset/morph", "state")
 LISTENERS = 8  # controllers told of every state change: the last ones that sent a command
 
 
@@ -167,6 +169,12 @@ class OscInput:
             if verb == "preset/store":
                 name = params[1] if len(params) > 1 and isinstance(params[1], str) else ""
                 engine.store_preset(number, name)
+            elif verb == "preset/morph":
+                bars = params[1] if len(params) > 1 else None
+                if not isinstance(bars, int | float) or not 0 <= bars <= 64:
+                    raise LivegenError("/livegen/preset/morph needs a preset and a number of "
+                                       "bars (0..64), e.g. /livegen/preset/morph 2 4")
+                engine.morph_to_preset(number, round(bars), t)
             else:
                 engine.recall_preset(number, t)
 
