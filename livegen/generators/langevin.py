@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from livegen.config import setting
+from livegen.config import GeneratorConfig, setting
 from livegen.control import NO_KEY, Controls
 from livegen.generators import runtime
 from livegen.generators.runtime import ModelError
@@ -74,17 +74,12 @@ TIMING_WINDOW = 512  # evaluations the p99 is measured over
 
 
 @dataclass(frozen=True, slots=True)
-class LangevinConfig:
+class LangevinConfig(GeneratorConfig):
     """[generators.langevin]: the chorale model as a segment generator."""
 
-    model: Path = setting(Path("models/langevin.json"), doc="manifest of the ONNX model")
+    model: Path = setting(Path("models/langevin.json"), doc="manifest of the ONNX graphs")
     variant: Literal["default", "fp32"] = setting(
         "default", doc="model variant: default = the one the manifest names")
-    providers: tuple[str, ...] = setting(
-        ("CUDAExecutionProvider", "CPUExecutionProvider"),
-        doc="ONNX Runtime execution providers, in order of preference")
-    threads: int = setting(1, lo=1, hi=64, doc="ONNX Runtime intra-op threads")
-    channel: int | None = setting(None, lo=1, hi=16, doc="MIDI channel; unset = output.channel")
     bars: int = setting(1, lo=1, hi=2, doc="bars per segment (a graph for it must be shipped)")
     mode: Literal["compose", "harmonise", "continue"] = setting(
         "compose", doc="compose: four voices continue the last segment; harmonise: the "
@@ -107,7 +102,8 @@ class LangevinConfig:
                                      "it (below 1: safer, fewer moves; above 1: freer)")
     velocity: int = setting(80, lo=1, hi=127, doc="velocity of every note, before the "
                                                  "velocity control's scale")
-    seed: int = setting(0, doc="sampling seed; with the bar index it seeds each segment")
+    seed: int = setting(0, lo=0, hi=2**31 - 1,
+                        doc="sampling seed; with the bar index it seeds each segment")
 
 
 # ---------------------------------------------------------------- the model
