@@ -188,11 +188,23 @@ def test_dropout_is_off_when_not_training():
     assert torch.equal(net(x, sigma), net(x, sigma))
 
 
-def test_training_checkpoints_and_resumes(shipped):
+def test_training_checkpoints_and_resumes(shipped, chorales, tmp_path, monkeypatch):
     run = shipped.parent.parent / "run"
     checkpoint = training.load_checkpoint(run / "last.pt")
     assert checkpoint["state"]["step"] == 4 and checkpoint["state"]["history"]
     assert set(checkpoint) >= {"model", "ema", "optimizer", "shape", "options"}
+    split = chorale_data.Chorales(train=tuple(chorales[:2]), valid=(chorales[2],),
+                                  test=(chorales[2],), report={})
+    monkeypatch.setattr(chorale_data, "load_chorales", lambda: split)
+    monkeypatch.setattr(training, "VALID_CROPS", 8)
+    (tmp_path / "last.pt").write_bytes((run / "last.pt").read_bytes())
+    options = training.TrainOptions(out=tmp_path, device="cpu", minutes=None, steps=6,
+                                    width=16, layers=1, heads=2, feedforward=32,
+                                    lengths=(32,), batch=4, resume=True)
+    training.train(options)
+    resumed = training.load_checkpoint(tmp_path / "last.pt")
+    assert resumed["state"]["step"] == 6
+    assert [h["step"] for h in resumed["state"]["history"]] == [4, 6]
 
 
 # ---------------------------------------------------------------- export
