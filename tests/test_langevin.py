@@ -286,6 +286,7 @@ def test_compose_is_deterministic_and_continues_the_previous_segment(shipped):
     following = generator.segment(_request(bar=1, previous=first))
     assert following.bar == 1 and following.figures["evaluations"] == 6
     for n in following.notes:
+        assert type(n.beat) is float and type(n.length) is float and type(n.pitch) is int
         low, high = roll.VOICE_RANGES[n.voice]
         assert 0 <= n.beat < 4 and n.beat + n.length <= 4 and low <= n.pitch <= high
 

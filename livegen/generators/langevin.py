@@ -490,8 +490,8 @@ def segment_notes(tokens: np.ndarray, first_step: int, *, velocity: int
             while end < steps and not struck[end, voice] and pitches[end, voice] == \
                     pitches[onset, voice]:
                 end += 1
-            notes.append(SegmentNote(beat=onset / STEPS_PER_BEAT,
-                                     length=(end - onset) / STEPS_PER_BEAT,
+            notes.append(SegmentNote(beat=float(onset) / STEPS_PER_BEAT,
+                                     length=float(end - onset) / STEPS_PER_BEAT,
                                      pitch=int(pitches[onset, voice]), velocity=velocity,
                                      voice=voice))
     return notes_in_order(notes)
