@@ -12,13 +12,15 @@ music is then taken from the trace's times, never from when a thread woke: readi
 origin + their recorded offset, the One Euro filters integrate over those times, an input
 goes stale exactly `stale_after` after its last reading (not at the next housekeeping
 tick), and each control change is placed in the music at its reading's time + commit
-(StepPlayer). What is left to the clock is only whether the inference thread sees a change
-in time to place it there. So the replay hands each reading over `replay_lead_s` before it
-is due, stamped with its true time: the change then survives a thread that wakes up to
-about that late, which on a loaded machine it may. The lead is half the room between the
-commit point and the end of the plan, so in the steady state the plan has already passed
-the cut and answers the change by a rollback, as for a live reading (`bench engine`
-measures that path through a replay), and control latency is measured from the hand-over.
+(StepPlayer). What is left to the clock is whether the inference thread sees a change in
+time to place it there, and keeps its plan ahead. So the replay hands each reading over
+REPLAY_LEAD_S before it is due, stamped with its true time: a change then survives a
+thread that wakes up to about that late, which on a loaded machine it may; being longer
+than the lookahead, it reaches the plan before the plan reaches its cut, so a replay needs
+no rollback and its plan stays a whole lookahead ahead. Its players keep time (a plan that
+ran dry catches up rather than moving the music), and its music starts a second after
+ready. (A replay's changes are answered before they are due: for the live path, measure
+live input, as `bench engine` does over OSC.)
 """
 
 from __future__ import annotations
@@ -83,6 +85,8 @@ PANIC_TAG = "panic"    # timeline tag of the control surface's all-notes-off
 # long after the end), or at the latest END_WAIT_S after the end (a player that died).
 STOP_GRACE_S = 0.1
 END_WAIT_S = 5.0
+# A replayed reading is handed over this long before it is due (module docstring).
+REPLAY_LEAD_S = 1.0
 # An input is stale once silent for more than its stale_after; in a replay it is declared
 # stale this long after that moment (the Mapper asks for "more than").
 STALE_MARGIN_S = 1e-6
@@ -256,7 +260,7 @@ class Engine:
             rollback_threshold=cfg.engine.rollback_threshold,
             controls=controls, release=release, clock=clock, grid=grid,
             quantize=getattr(settings, "quantize", "off"), tag=name,
-            watchdog_s=cfg.engine.watchdog_s)
+            watchdog_s=cfg.engine.watchdog_s, keep_time=self.replays_only)
 
     def _grid(self) -> Any:
         return self.clock.grid  # one attribute read: the newest published Grid
@@ -329,26 +333,23 @@ class Engine:
             self.inputs[name] = (source, task)
 
     @property
-    def start_lead_s(self) -> float:
-        """How long after the engine is ready its music starts: longer for a run whose
-        inputs are all replays."""
+    def replays_only(self) -> bool:
+        """Every input is a replay: the run plays the trace exactly (module docstring)."""
         inputs = self.cfg.inputs.values()
-        replays_only = bool(inputs) and (self.options.replay is not None or all(
+        return bool(inputs) and (self.options.replay is not None or all(
             isinstance(input_cfg, ReplayInputConfig) for input_cfg in inputs))
-        return REPLAY_START_LEAD_S if replays_only else START_LEAD_S
 
     @property
-    def replay_lead_s(self) -> float:
-        """How long before its time a replayed reading is handed over (module docstring)."""
-        engine = self.cfg.engine
-        return max(0.0, (engine.lookahead_ms - engine.commit_ms) / 2e3)
+    def start_lead_s(self) -> float:
+        """How long after the engine is ready its music starts."""
+        return REPLAY_START_LEAD_S if self.replays_only else START_LEAD_S
 
     def replay_handovers(self, replay: Replay) -> Iterator[float]:
         """Hand the replay over to the mapper and the players in trace order: each reading,
         and each moment an input falls stale in between, exactly then.
 
         A generator: it yields the clock time at which the next hand-over is due
-        (`replay_lead_s` before its trace time); the caller waits until then, asleep in
+        (REPLAY_LEAD_S before its trace time); the caller waits until then, asleep in
         `run` or on a virtual clock in `render`, and asks for the next, which makes the
         generator hand that one over first. Ends when the trace is over and no input is
         left to fall stale.
@@ -357,12 +358,12 @@ class Engine:
             reading = replay.peek()
             stale = self._stale_deadline()
             if stale is not None and (reading is None or stale < reading.t):
-                yield stale - self.replay_lead_s
+                yield stale - REPLAY_LEAD_S
                 controls = self.mapper.tick(stale + STALE_MARGIN_S)
                 if controls is not None:
                     self._apply(controls)
             elif reading is not None:
-                yield reading.t - self.replay_lead_s
+                yield reading.t - REPLAY_LEAD_S
                 self._on_reading(replay.pop())
             else:
                 return

@@ -25,7 +25,7 @@ from test_engine import (
 
 from livegen import config as config_module
 from livegen.control import Controls
-from livegen.engine import REPLAY_START_LEAD_S, Engine, RunOptions
+from livegen.engine import REPLAY_LEAD_S, REPLAY_START_LEAD_S, Engine, RunOptions
 
 SECONDS = 8.0
 GAP = (3.0, 5.5)  # readings cut out of the recording: longer than stale_after (2 s)
@@ -152,7 +152,7 @@ def test_a_replayed_input_falls_stale_exactly_stale_after_its_last_reading(
     # Handed over in trace order, each a lead before its time.
     assert handovers == sorted(handovers)
     readings = [t for kind, t, _ in events if kind == "reading"]
-    assert [round(due + engine.replay_lead_s, 9) for due in handovers[:5]] == \
+    assert [round(due + REPLAY_LEAD_S, 9) for due in handovers[:5]] == \
         [round(t, 9) for t in readings[:5]]
     last_before_gap = max(t for t in readings if t < engine.origin + GAP[0])
     neutral = dataclasses.replace(engine.mapper.neutral, version=0, t=0.0)

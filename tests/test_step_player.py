@@ -198,15 +198,18 @@ class Clock:
 
 
 def played(player_clock: Clock, timeline: Timeline, player: StepPlayer, handovers,
-           until: float, stride: float = 0.02) -> list[tuple[float, tuple[int, ...]]]:
+           until: float, stride: float = 0.02,
+           starved: tuple[float, float] = (0.0, 0.0)) -> list[tuple[float, tuple[int, ...]]]:
     """Drive a player on a virtual clock up to `until`, handing each (clock time,
-    controls) of `handovers` over at its time; every message it planned, in due order."""
+    controls) of `handovers` over at its time, and not letting it plan while the clock is
+    within `starved`; every message it planned, in the order it fell due."""
     sent = []
     pending = sorted(handovers, key=lambda h: h[0])
     while player_clock.now < until:
         while pending and pending[0][0] <= player_clock.now:
             player.set_controls(pending.pop(0)[1])
-        player.catch_up()
+        if not starved[0] <= player_clock.now < starved[1]:
+            player.catch_up()
         sent += [(round(e.due, 9), e.message) for e in timeline.pop_due(player_clock.now)]
         player_clock.now = round(player_clock.now + stride, 9)
     return sent + [(round(e.due, 9), e.message) for e in timeline.pop_due(float("inf"))]
@@ -272,6 +275,26 @@ def test_a_change_seen_after_its_cut_is_counted_late() -> None:
     assert player.stats.late_changes == 1
     # Cut from the clock instead: nothing sent before it was seen is taken back.
     assert {m[1] for due, m in sent if m[0] & 0xF0 == NOTE_ON and due <= 1.1} == {40}
+
+
+@pytest.mark.parametrize("keep_time", [True, False])
+def test_a_player_that_keeps_time_catches_up_instead_of_moving_the_music(
+        keep_time: bool) -> None:
+    """Starved for 0.6 s (longer than its lookahead), a replay's player plays the same
+    notes at the same planned times, the overdue ones late; a live player re-anchors."""
+    runs = []
+    for starved in ((0.0, 0.0), (0.5, 1.1)):
+        clock, timeline = Clock(-0.1), Timeline()
+        player = StepPlayer(Arpeggio(), timeline, channel=1, lookahead_s=0.4, commit_s=0.02,
+                            latency_budget_s=0.01, rollback_threshold=0.01,
+                            controls=Controls(pitch=0.0), release=Released(), clock=clock,
+                            keep_time=keep_time)
+        player.begin(origin=0.0)
+        runs.append(sorted(played(clock, timeline, player,
+                                  [(0.2, Controls(version=1, t=1.3, pitch=1.0))],
+                                  until=2.5, starved=starved)))
+        assert player.stats.late == (1 if starved[1] else 0)
+    assert (runs[0] == runs[1]) is keep_time
 
 
 def test_nothing_is_planned_at_or_after_the_end() -> None:

@@ -7,10 +7,10 @@ generator's state after every step. When the controls change enough to matter, t
 planned messages due after `t + commit` (t: the time of the reading behind the change) are
 dropped and the music is regenerated from the state saved at that moment, under the new
 controls (rollback). Control latency is measured for every rollback, from the reading
-that caused the change (or from its hand-over, for a replayed reading handed over before
-its time) to the moment the first step under the new controls is in the plan: a note, or
-the model's decision to rest (a rest puts no message in the timeline, yet it is the answer
-to the change).
+that caused the change to the moment the first step under the new controls is in the
+plan: a note, or the model's decision to rest (a rest puts no message in the timeline, yet
+it is the answer to the change). A replayed change handed over before its time and
+answered before it was due counts 0.
 
 The music depends on the changes, never on when this thread happened to wake up and see
 them. Each change is placed in the music's own time, on a 1 µs grid counted from its time
@@ -23,7 +23,9 @@ zero, and takes effect there wherever the plan stands when the thread sees it:
   then would keep its old controls, and how many steps that is depends on scheduling.
 Both are exact when the thread sees the change before `t + commit` (a replay hands its
 readings over early for that reason). A change seen later is cut from the clock instead,
-as soon as possible, and counted in `late_changes`.
+as soon as possible, and counted in `late_changes`. A player that keeps time (a replay's)
+also never re-anchors a plan that ran dry: it catches up, the overdue notes going out at
+once, so a starved thread costs the replay some late notes, not different music.
 
 The contract with a step generator (see `StepGenerator`): a step either emits events at
 the state's current time or advances the time without emitting (the event vocabulary
@@ -62,6 +64,9 @@ MIN_LEAD_S = 0.005
 # A plan that ran dry by more than this is a stalled generator, not a hiccup: its notes
 # are ended and it starts afresh.
 STALL_S = 0.25
+# A player that keeps time (a replay's) catches up from further behind than that: a replay
+# on a loaded machine was seen starved for 0.3 s. Beyond this it restarts as any player.
+KEEP_TIME_STALL_S = 2.0
 # State is kept this far behind the playhead; rollback never reaches further back.
 KEEP_BEHIND_S = 1.0
 # A plan that reached the end of the run waits this long between looks at its changes.
@@ -118,21 +123,13 @@ class Checkpoint:
 
 
 @dataclass(frozen=True, slots=True)
-class _Change:
-    """Controls as handed to the player, and when (on the player's clock)."""
-
-    controls: Controls
-    arrived: float
-
-
-@dataclass(frozen=True, slots=True)
 class _Switch:
     """A change placed in the music: `controls` take over at music time `at`."""
 
     at: float                 # seconds from the music's time zero, on the 1 µs grid
     controls: Controls
     regenerate: bool          # roll back to `at` (a change that matters), or only switch
-    latency_from: float       # when the change entered the process, for control latency
+    latency_from: float       # the reading's time, for control latency
 
 
 @dataclass(slots=True)
@@ -142,7 +139,7 @@ class PlayerStats:
     steps: int = 0
     rollbacks: int = 0
     budget_overruns: int = 0  # control latencies over the budget
-    late: int = 0             # plan ran dry: re-anchored
+    late: int = 0             # plan ran dry: re-anchored (caught up, keeping time)
     stalls: int = 0           # plan ran dry badly: notes ended, generator restarted
     failures: int = 0         # the generator raised
     late_changes: int = 0     # changes seen after their cut: cut from the clock instead
@@ -163,7 +160,7 @@ class StepPlayer:
                  rollback_threshold: float, controls: Controls,
                  release: Callable[[str], None],
                  clock: Callable[[], float] = time.monotonic,
-                 backoff: Backoff = RESTART_BACKOFF,
+                 backoff: Backoff = RESTART_BACKOFF, keep_time: bool = False,
                  grid: Callable[[], Grid] = lambda: SECONDS_GRID,
                  quantize: str = "off", tag: str | None = None,
                  watchdog_s: float = 2.0) -> None:
@@ -182,11 +179,12 @@ class StepPlayer:
         self.release = release  # ends the notes a tag started (the output's ledger)
         self.clock = clock
         self.backoff = backoff
+        self.keep_time = keep_time  # a plan that ran dry catches up instead of re-anchoring
         self.stats = PlayerStats.empty()
         self.end: float | None = None  # clock time after which nothing is played
         self.finished = False  # everything due before the end is in the timeline
         self._controls = controls
-        self._pending: deque[_Change] = deque()
+        self._pending: deque[Controls] = deque()
         self._commands: deque[tuple[str, float]] = deque()  # ("hold"|"play", beat)
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -237,7 +235,7 @@ class StepPlayer:
     def set_controls(self, controls: Controls) -> None:
         """Hand new controls to the planning. Every change is judged in order, so the
         music does not depend on how often the inference thread happens to wake."""
-        self._pending.append(_Change(controls, self.clock()))  # deque.append is atomic
+        self._pending.append(controls)  # deque.append is atomic: no lock needed
         self._wake.set()
 
     def stop(self, timeout: float = 2.0) -> None:
@@ -326,6 +324,8 @@ class StepPlayer:
             return plan.until - horizon + 0.001
         if plan.until < now + MIN_LEAD_S:
             plan.fell_behind(now + MIN_LEAD_S - plan.until, now)
+        else:
+            plan.behind = False
         plan.step()
         plan.forget_before(now - KEEP_BEHIND_S)
         return None
@@ -376,6 +376,7 @@ class _Plan:
         self.checkpoints: deque[Checkpoint] = deque()
         self.switches: deque[_Switch] = deque()  # placed changes, in music time order
         self.latency_from: float | None = None  # a change not yet answered
+        self.behind = False           # ran dry and catching up (a player keeping time)
         self._save()
 
     def beat_of(self, music: float) -> float:
@@ -428,7 +429,7 @@ class _Plan:
         if self.latency_from is not None:
             # The first step under the new controls is in the plan (a note, or the
             # decision to rest): the change has been answered.
-            player._record_latency(player.clock() - self.latency_from)
+            player._record_latency(max(0.0, player.clock() - self.latency_from))
             self.latency_from = None
         self._save()
 
@@ -489,7 +490,7 @@ class _Plan:
 
     # ------------------------------------------------------------ control changes
 
-    def schedule(self, change: _Change, now: float) -> None:
+    def schedule(self, new: Controls, now: float) -> None:
         """Place a change in the music (see the module's docstring).
 
         Judged against the basis, not the last controls: a slow drift accumulates until it
@@ -497,7 +498,6 @@ class _Plan:
         its own place: each Controls holds every target, so the newer one holds theirs.
         """
         player = self.player
-        new = change.controls
         regenerate = self.gen.changed(self.basis, new, player.rollback_threshold)
         cut = new.t + player.commit_s
         # Too late for its cut: something due after it may be on its way out. Not so
@@ -512,7 +512,7 @@ class _Plan:
         at = self.music_time(cut if regenerate else cut + player.lookahead_s)
         while self.switches and self.switches[-1].at >= at:
             self.switches.pop()
-        self.switches.append(_Switch(at, new, regenerate, min(new.t, change.arrived)))
+        self.switches.append(_Switch(at, new, regenerate, new.t))
         if regenerate:
             self.basis = new
         player._controls = new  # a restarted plan starts under the newest controls
@@ -564,7 +564,15 @@ class _Plan:
 
     def fell_behind(self, behind: float, now: float) -> None:
         player = self.player
-        if behind > STALL_S:
+        if player.keep_time and behind <= KEEP_TIME_STALL_S:
+            # Keep the music's time (and what is placed in it): the plan catches up.
+            if not self.behind:
+                self.behind = True
+                player.stats.late += 1
+                log.warning("%s fell %.0f ms behind: catching up; the notes due meanwhile "
+                            "are late", player.tag, behind * 1e3)
+            return
+        if behind > (KEEP_TIME_STALL_S if player.keep_time else STALL_S):
             log.warning("%s fell %.0f ms behind: its notes are ended and it starts again",
                         player.tag, behind * 1e3)
             player._restart_cleanly()
