@@ -821,21 +821,25 @@ def _manifest_problems(kind: str, settings: Any, key_path: str,
     shipped = sorted(files) if isinstance(files, dict) else []
     variant = (manifest.get("default_variant") if settings.variant == "default"
                else settings.variant)
-    entry = files.get(variant) if isinstance(files, dict) else None
-    if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+    # A variant is one file (`int8`), or one file per graph (`fp32-t32`, `fp32-t48`).
+    entries = [entry for name, entry in (files.items() if isinstance(files, dict) else ())
+               if name == variant or name.startswith(f"{variant}-")]
+    if not entries or not all(isinstance(e, dict) and isinstance(e.get("path"), str)
+                              for e in entries):
         if settings.variant != "default" and shipped:
             return [f"generators.{kind}.variant: {manifest_path} ships no {variant!r} model "
                     f"(it ships {', '.join(shipped)}); set variant to one of them"]
         return [f"{key_path}: {manifest_path} names no model file for variant {variant!r}; "
                 f"{fix}"]
-    model = manifest_path.parent / entry["path"]
-    if not model.is_file():
-        return [f"{key_path}: {model}, the model file {manifest_path.name} names, does not "
-                f"exist; {fix}"]
-    size = entry.get("bytes")
-    if isinstance(size, int) and model.stat().st_size != size:
-        return [f"{key_path}: {model} is {model.stat().st_size} bytes, its manifest says "
-                f"{size} (cut short or replaced?); {fix}"]
+    for entry in entries:
+        model = manifest_path.parent / entry["path"]
+        if not model.is_file():
+            return [f"{key_path}: {model}, the model file {manifest_path.name} names, does "
+                    f"not exist; {fix}"]
+        size = entry.get("bytes")
+        if isinstance(size, int) and model.stat().st_size != size:
+            return [f"{key_path}: {model} is {model.stat().st_size} bytes, its manifest says "
+                    f"{size} (cut short or replaced?); {fix}"]
     return []
 
 

@@ -104,6 +104,10 @@ class LangevinConfig(GeneratorConfig):
                                                  "velocity control's scale")
     seed: int = setting(0, lo=0, hi=2**31 - 1,
                         doc="sampling seed; with the bar index it seeds each segment")
+    listen_beats: float = setting(
+        1.0, lo=0.25, hi=16.0,
+        doc="harmonise and continue: a segment is made this many beats before its bar line, "
+            "so it hears what the performer played until then (compose: one segment ahead)")
 
 
 # ---------------------------------------------------------------- the model
@@ -564,11 +568,15 @@ class LangevinGenerator:
     model: ScoreModel | None = None
     name: str = KIND
     bars: int = field(init=False)
+    plan_ahead_beats: float | None = field(init=False)
 
     def __post_init__(self) -> None:
         if self.model is None:
             self.model = ScoreModel.from_config(self.config)
         self.bars = self.config.bars
+        # The segment player asks a generator that listens as late as this (players.py).
+        self.plan_ahead_beats = (None if self.config.mode == "compose"
+                                 else self.config.listen_beats)
         if self.config.mode not in MODES:
             raise ValueError(f"mode {self.config.mode!r}: use one of {', '.join(MODES)}")
 

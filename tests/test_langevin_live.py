@@ -1,0 +1,99 @@
+"""The Langevin chorale model played live, through JACK: harmonise mode, a melody played into
+livegen's MIDI input by a second client during one bar comes back in the next bar, on the
+clock's bar lines, as the soprano with alto, tenor and bass under it; SIGTERM leaves
+nothing sounding."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import JackReceiver, JackSender, sounding_notes, unique_name, wait_for_port
+from test_engine import ROOT, Daemon
+
+pytestmark = pytest.mark.jack
+
+BPM = 100
+BEAT_S = 60 / BPM
+MELODY = [(0, 72), (1, 74), (2, 76)]  # (beat of the bar, pitch): C5 D5 E5, a beat each
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        if daemon.process.poll() is None:
+            daemon.process.kill()
+            daemon.process.wait(10)
+
+
+def test_harmonise_returns_the_melody_of_a_bar_as_the_soprano_of_the_next_with_three_voices(
+        tmp_path: Path, jack_receiver: JackReceiver, daemons: list[Daemon]) -> None:
+    port, keys = unique_name("livegen-chorale"), unique_name("livegen-keys")
+    config = tmp_path / "c.toml"
+    config.write_text(f"""
+[engine]
+generator = "langevin"
+melody_input = "keys"
+
+[clock]
+bpm = {BPM}
+send = true
+
+[output]
+api = "jack"
+port = "{port}"
+require_port = true
+connect = ["{jack_receiver.name}"]
+panic_channels = [1]
+
+[generators.langevin]
+model = "{ROOT / 'models' / 'langevin.json'}"
+mode = "harmonise"
+
+[inputs.keys]
+type = "midi"
+api = "jack"
+virtual = true
+port = "{keys}"
+""")
+    stats = tmp_path / "stats.json"
+    daemon = Daemon(config, "--stats-json", str(stats))
+    daemons.append(daemon)
+    keyboard = JackSender(unique_name("livegen-keyboard"))
+    try:
+        wait_for_port(f"{keys}:in", timeout=20)
+        keyboard.connect(f"{keys}:in")
+        jack_receiver.wait_for(1, timeout=20, notes_only=False)  # the Start: beat 0
+        origin = next(t for t, m in jack_receiver.arrivals if m[0] in (0xFA, 0xF8))
+        bar = int((time.monotonic() - origin) / (4 * BEAT_S)) + 2  # a bar well ahead
+        for beat, pitch in MELODY:  # played in `bar`, each note 0.8 of a beat
+            start = origin + (bar * 4 + beat) * BEAT_S
+            time.sleep(max(0.0, start - time.monotonic()))
+            keyboard.send([0x90, pitch, 90])
+            time.sleep(0.8 * BEAT_S)
+            keyboard.send([0x80, pitch, 0])
+        time.sleep(max(0.0, origin + (bar + 2) * 4 * BEAT_S - time.monotonic()))
+        assert daemon.stop() == 0, daemon.text()
+    finally:
+        keyboard.close()
+    jack_receiver.settle()
+    arrivals = jack_receiver.arrivals
+    assert sounding_notes(jack_receiver.messages) == set()
+    pulses = [t for t, m in arrivals if m[0] == 0xF8]
+    origin = pulses[0]
+    for beat, pitch in MELODY:  # in the next bar, on its beats
+        onset = origin + ((bar + 1) * 4 + beat) * BEAT_S
+        struck = [m[1] for t, m in arrivals
+                  if m[0] & 0xF0 == 0x90 and m[2] > 0 and abs(t - onset) <= 0.003]
+        assert pitch in struck, (beat, pitch, struck)
+        heard = [m for t, m in arrivals if t <= onset + 0.003]
+        voices = sorted(p for _, p in sounding_notes(heard))
+        # The melody on top, three voices under it.
+        assert voices[-1] == pitch and len(voices) >= 4, (beat, pitch, voices)
+    figures = json.loads(stats.read_text())["generators"]["langevin"]
+    assert figures["missed"] == 0 and figures["failures"] == 0, figures
