@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--every-note", action="store_true",
                    help="note-offs for all 128 notes on every panic channel, not only on "
                         "the channels livegen plays on")
-    p.set_defaults(handler=_handler("livegen.output:panic_command"))
+    p.set_defaults(handler=_handler("livegen.panic:panic_command"))
 
     p = command("play", help="play a MIDI file through the configured output "
                             "(to test a rig); SIGINT/SIGTERM end every note")

@@ -60,7 +60,8 @@ from livegen.generators.step import StepPlayer
 from livegen.inputs.base import Input, Reading, supervise
 from livegen.inputs.replay import Replay, ReplayInput, TraceWriter, read_trace
 from livegen.link import LinkFollower
-from livegen.output import Output, panic_messages
+from livegen.output import Output
+from livegen.panic import panic_messages
 from livegen.service import Notifier
 from livegen.stats import ProcessMeter
 from livegen.timeline import Timeline

@@ -1,13 +1,13 @@
-"""The output thread, the note ledger and the sinks: where planned MIDI becomes sound.
+"""The output thread: where planned MIDI becomes sound.
 
 The output thread takes messages from the timeline when they are due and sends them to
-every sink: livegen's virtual port (python-rtmidi on JACK, ALSA or CoreMIDI), connections
-to existing ports, and a MIDI-file recorder. Timing: it sleeps (releasing the GIL) until
+every sink (sinks.py: livegen's port, connections to existing ports, a MIDI-file
+recorder). Timing (precise.py): it sleeps (releasing the GIL) until
 `spin_ms` before the next due time, then waits out the rest in `clock_nanosleep` while
 holding the GIL, so that no other Python thread can be running at the due time; it records
 each message's send lateness (actual minus due) in a preallocated ring buffer.
 
-The note ledger makes sure every note that was turned on is turned off: on stop, on
+The note ledger (ledger.py) makes sure every note that was turned on is turned off: on stop, on
 SIGINT/SIGTERM (callers stop the output), on exceptions, when a generator is released,
 and when a note has sounded longer than output.max_note_s. A sink that fails is set aside
 and reopened with backoff by a keeper thread while the others carry on.
@@ -15,304 +15,52 @@ and reopened with backoff by a keeper thread while the others carry on.
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import contextlib
-import ctypes
-import ctypes.util
-import errno
 import functools
 import logging
 import os
-import re
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
+from rtmidi.midiconstants import NOTE_OFF, NOTE_ON
 
-from livegen.config import Config, OutputConfig
+from livegen.config import OutputConfig
 from livegen.errors import LivegenError
+from livegen.inputs.base import Backoff
 from livegen.ledger import NoteLedger, note_off, note_slot
-from livegen.ports import (
-    JACK_TOOLS_FIX,
-    JackServerWatch,
-    NoMidiSystemError,
-    close_client,
-    current_ports,
-    free_jack_client_name,
-    jack_connect,
-    jack_connections,
-    jack_disconnect,
-    jack_port_names,
-    jack_serves,
-    match_ports,
-    midi_client,
+from livegen.panic import BURST_PAUSE_S, panic_messages
+from livegen.ports import NoMidiSystemError, jack_serves
+from livegen.precise import PreciseSleep, thread_timer_slack
+from livegen.sinks import (
+    JackConnection,
+    MidiFileRecorder,
+    PortSink,
+    Sink,
+    open_connection,
+    open_virtual_port,
 )
 from livegen.stats import Samples
 from livegen.timeline import Event, Message, Timeline
 
 log = logging.getLogger(__name__)
 
-NOTE_OFF = 0x80
-NOTE_ON = 0x90
-CONTROL_CHANGE = 0xB0
-CC_SUSTAIN = 64
-CC_ALL_NOTES_OFF = 123
-
 LATENESS_RING = 1 << 16      # send lateness of the last 65536 messages
 RT_PRIORITY = 2              # SCHED_FIFO: above every normal thread, below JACK's clients
                              # (the server's priority - 5: 5 for jackd's default 10)
 WAKE_TOLERANCE_S = 0.0005   # a coarse wake this much early still goes on to the hold
 KEEPER_TICK_S = 0.25         # how often the keeper checks sinks and retries failed ones
-BACKOFF_FIRST_S = 0.5
-BACKOFF_MAX_S = 8.0
+REOPEN_BACKOFF = Backoff(first=0.5, factor=2.0, cap=8.0)  # a failed sink's next tries
 BURST = 256                  # messages sent in one go before letting the MIDI server drain
-BURST_PAUSE_S = 0.003        # > 2 JACK periods at 64 frames: rtmidi's 16 KiB buffer empties
-CONNECTION_CHECK_S = 2.0     # how often a JACK connection is checked (jack_lsp, a process)
 RELEASE_TAG_PREFIX = "release:"  # a timeline event that ends a tag's notes (release_at)
 CONNECT_CLIENT = "livegen-connect"  # the port connections start from when output.port is ""
-
-
-def panic_messages(channels: Iterable[int], every_note: bool = False) -> list[Message]:
-    """Sustain off and all-notes-off (CC 64 = 0, CC 123) on each channel (1..16), after
-    explicit note-offs for all 128 notes when `every_note` (for synths that ignore CC 123)."""
-    messages: list[Message] = []
-    for channel in channels:
-        ch = channel - 1
-        if every_note:
-            messages.extend((NOTE_OFF | ch, pitch, 0) for pitch in range(128))
-        messages.append((CONTROL_CHANGE | ch, CC_SUSTAIN, 0))
-        messages.append((CONTROL_CHANGE | ch, CC_ALL_NOTES_OFF, 0))
-    return messages
-
-
-# ---------------------------------------------------------------- sinks
-
-class Sink(Protocol):
-    """Where messages go. `send` is called from the output thread only and must not block
-    or do file I/O; `t` is the monotonic time of sending. A sink that raises is closed and
-    reopened. `healthy()` (optional) lets the keeper notice a failure that sending cannot
-    see, such as the JACK server going away."""
-
-    name: str
-
-    def send(self, message: Message, t: float) -> None: ...
-
-    def close(self) -> None: ...
-
-
-def _drop(message: Message) -> None:
-    """Sends nowhere: what a closed port does."""
-
-
-class PortSink:
-    """A python-rtmidi output: livegen's own virtual port, or (ALSA, CoreMIDI) a client
-    connected to an existing port (then `target` is that port's full name, checked by the
-    keeper). `port` is the port's full name as the MIDI system knows it."""
-
-    def __init__(self, midi_out: Any, api: str, name: str, port: str = "",
-                 target: str = "") -> None:
-        self.name = name
-        self.api = api
-        self.port = port
-        self.target = target
-        self._out = midi_out
-        self._send = midi_out.send_message
-        self._watch = JackServerWatch() if api == "jack" else None
-
-    def send(self, message: Message, t: float) -> None:
-        self._send(message)
-
-    def healthy(self) -> bool:
-        """False once the MIDI server went away or the connected port disappeared."""
-        if self._watch is not None and not self._watch.alive():
-            return False
-        if not self.target:
-            return True
-        ports = current_ports(self.api)
-        return ports is None or self.target in ports
-
-    def close(self) -> None:
-        out, self._out = self._out, None
-        self._send = _drop  # the bound method would keep the client (and its port) alive
-        if out is not None:
-            close_client(out)
-            del out  # the last reference: rtmidi closes the JACK/ALSA client now
-
-
-def open_virtual_port(api: str, port: str) -> PortSink:
-    """Open livegen's virtual output port: a client named `port` with one port, 'out'.
-    With JACK, a name in use gets a suffix as JACK would give it (`livegen-01`), chosen
-    here so that the name livegen reports is the port's real name."""
-    client_name = free_jack_client_name(port) if jack_serves(api) else port
-    out, got = midi_client(api, client_name)
-    out.open_virtual_port("out")
-    if got != "jack":
-        client_name = port
-    return PortSink(out, got, f"{got} port {client_name}:out", port=f"{client_name}:out")
-
-
-def _find_destination(api: str, pattern: str, setting: str, ports: list[str]) -> str:
-    matches = match_ports(ports, pattern)
-    if not matches:
-        listed = ", ".join(repr(p) for p in ports) or "none"
-        raise LivegenError(f"{setting}: no {api} MIDI port matches {pattern!r} "
-                           f"(ports: {listed}); see `livegen devices`")
-    if len(matches) > 1:
-        log.info("%s %r matches %s; using %r", setting, pattern, ", ".join(matches),
-                 matches[0])
-    return matches[0]
-
-
-def open_connection(api: str, pattern: str, client_name: str = "livegen-connect",
-                    setting: str = "output.connect") -> PortSink:
-    """(ALSA, CoreMIDI) Connect a client of its own to the first existing port that takes
-    MIDI in (a synth's input, a DAW's track) whose name contains `pattern`, ignoring case.
-    Raises LivegenError, naming `setting` and listing the ports, when none matches. With
-    JACK, use JackConnection: one client per process (see livegen.ports)."""
-    out, got = midi_client(api, client_name)
-    try:
-        target = _find_destination(got, pattern, setting, out.get_ports())
-    except LivegenError:
-        close_client(out)
-        raise
-    out.open_port(out.get_ports().index(target), "out")
-    return PortSink(out, got, f"{got} connection to {target}", target=target)
-
-
-class JackConnection:
-    """A JACK connection from livegen's own port to an existing port found by name.
-
-    Messages sent to the port reach every port it is connected to, so this sink sends
-    nothing itself: it makes the connection (through `jack_connect`), and the keeper asks
-    it, every `CONNECTION_CHECK_S`, whether the connection still stands, remaking it after
-    a JACK restart or when the port comes back."""
-
-    api = "jack"
-
-    def __init__(self, own_port: Callable[[], str], pattern: str,
-                 setting: str = "output.connect") -> None:
-        ports = current_ports("jack")
-        if ports is None:
-            raise LivegenError(f"{setting}: cannot list JACK ports: {JACK_TOOLS_FIX}")
-        self.source = own_port()
-        self.target = _find_destination("jack", pattern, setting, ports)
-        jack_connect(self.source, self.target)
-        self.name = f"jack connection to {self.target}"
-        self._next_check = time.monotonic() + CONNECTION_CHECK_S
-
-    def send(self, message: Message, t: float) -> None:
-        """The port itself sends; see the class docstring."""
-
-    def healthy(self) -> bool:
-        now = time.monotonic()
-        if now < self._next_check:
-            return True
-        self._next_check = now + CONNECTION_CHECK_S
-        connected = jack_connections(self.source)
-        return connected is None or self.target in connected
-
-    def close(self) -> None:
-        with contextlib.suppress(LivegenError):
-            jack_disconnect(self.source, self.target)
-
-
-class MidiFileRecorder:
-    """Records every message sent into memory (preallocated numpy chunks, no file I/O while
-    playing) and writes a type 0 MIDI file at close. Time 0 is the first message."""
-
-    CHUNK = 4096
-    TICKS_PER_BEAT = 960
-    TEMPO = 500_000  # µs per beat: 120 bpm, so one tick is 0.52 ms
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self.name = f"file {self.path}"
-        self._chunks: list[tuple[np.ndarray, np.ndarray]] = []
-        self._new_chunk()
-        self._too_long = 0
-        self._closed = False
-
-    def _new_chunk(self) -> None:
-        self._times = np.empty(self.CHUNK, np.float64)
-        self._bytes = np.full((self.CHUNK, 3), -1, np.int16)  # -1: past a short message
-        self._chunks.append((self._times, self._bytes))
-        self._i = 0
-
-    def send(self, message: Message, t: float) -> None:
-        if len(message) > 3:
-            # Never raise: a recorder "reopened" after a failure would start a new file.
-            self._too_long += 1
-            return
-        if self._i == self.CHUNK:
-            self._new_chunk()
-        i = self._i
-        self._times[i] = t
-        self._bytes[i, : len(message)] = message
-        self._i = i + 1
-
-    def messages(self) -> list[tuple[float, Message]]:
-        """Everything recorded so far: (monotonic send time, message)."""
-        recorded = []
-        for n, (times, rows) in enumerate(self._chunks):
-            used = self._i if n == len(self._chunks) - 1 else self.CHUNK
-            for t, row in zip(times[:used].tolist(), rows[:used].tolist(), strict=True):
-                recorded.append((t, tuple(b for b in row if b >= 0)))
-        return recorded
-
-    def close(self) -> None:
-        """Write the file (once). Writes to a temporary name and renames, so a crash never
-        leaves half a file; when the folder cannot be written, writes to the temp folder."""
-        if self._closed:
-            return
-        self._closed = True
-        import mido  # only the recorder needs it, and only at close
-
-        recorded = self.messages()
-        track = mido.MidiTrack()
-        track.append(mido.MetaMessage("set_tempo", tempo=self.TEMPO, time=0))
-        ticks_per_second = self.TICKS_PER_BEAT * 1_000_000 / self.TEMPO
-        t0 = recorded[0][0] if recorded else 0.0
-        last_tick, skipped = 0, self._too_long
-        for t, message in recorded:
-            if message[0] >= 0xF1:
-                continue  # clock and other system messages have no place in a MIDI file
-            try:
-                midi_message = mido.Message.from_bytes(list(message))
-            except ValueError:
-                skipped += 1
-                continue
-            tick = round((t - t0) * ticks_per_second)  # absolute ticks: no rounding drift
-            track.append(midi_message.copy(time=tick - last_tick))
-            last_tick = tick
-        track.append(mido.MetaMessage("end_of_track", time=0))
-        midi = mido.MidiFile(type=0, ticks_per_beat=self.TICKS_PER_BEAT)
-        midi.tracks.append(track)
-        if skipped:
-            log.warning("recorder: %d messages that are not valid MIDI were left out", skipped)
-        try:
-            self._save(midi, self.path)
-        except OSError as exc:
-            fallback = Path(tempfile.gettempdir()) / f"livegen-{os.getpid()}-{self.path.name}"
-            log.error("recorder: cannot write %s (%s); writing %s instead", self.path,
-                      exc.strerror or exc, fallback)
-            self._save(midi, fallback)
-            self.path = fallback
-        log.info("recorder: wrote %d messages to %s", len(track) - 2, self.path)
-
-    @staticmethod
-    def _save(midi: Any, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        midi.save(filename=str(partial))
-        os.replace(partial, path)
 
 
 def _opened(sink: Sink, reopen: Callable[[], Sink]) -> Callable[[], Sink]:
@@ -323,84 +71,6 @@ def _opened(sink: Sink, reopen: Callable[[], Sink]) -> Callable[[], Sink]:
         return first.pop() if first else reopen()
 
     return opener
-
-
-# ---------------------------------------------------------------- precise waiting
-
-class _Timespec(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
-
-
-class _PreciseSleep:
-    """Waits until an absolute time.monotonic() value while keeping the GIL.
-
-    Why keep the GIL: a thread that sleeps with the GIL released needs it back to send, and
-    a busy Python thread hands it over only after the switch interval. So the output thread
-    asks for the GIL `spin_ms` before the due time and keeps it until it has sent. Keeping
-    it takes care: a thread that has waited for the GIL one switch interval makes the
-    holder drop it at its next bytecode boundary, which could be right at the due time. So
-    the wait is cut into native sleeps (clock_nanosleep through ctypes.PyDLL, which keeps
-    the GIL) shorter than the switch interval, with a zero sleep between them: releasing
-    the GIL and taking it straight back restarts a waiting thread's clock. With spin_ms
-    about 1.6 switch intervals, a thread that took the GIL after a busy thread's interval
-    sends without any such handover. Other Python threads wait at most `spin_ms` per
-    message; ONNX Runtime inference does not need the GIL. Without clock_nanosleep
-    (macOS) the pieces are spun.
-    """
-
-    CLOCK_MONOTONIC = 1
-    TIMER_ABSTIME = 1
-
-    def __init__(self) -> None:
-        self._nanosleep = None
-        if sys.platform.startswith("linux"):
-            try:
-                libc = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6")
-                nanosleep = libc.clock_nanosleep
-            except (OSError, AttributeError):
-                return
-            nanosleep.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(_Timespec),
-                                  ctypes.c_void_p]
-            nanosleep.restype = ctypes.c_int
-            self._nanosleep = nanosleep
-            self._when = _Timespec()
-            self._when_ref = ctypes.pointer(self._when)
-
-    def until(self, t: float) -> None:
-        monotonic = time.monotonic
-        # A thread that started waiting for the GIL when this one took it asks for it
-        # back one switch interval later; each piece ends before that.
-        piece = sys.getswitchinterval() * 0.8
-        while True:
-            now = monotonic()
-            if now >= t:
-                return
-            if t - now > piece:
-                self._hold_until(now + piece)
-                time.sleep(0)  # release and retake the GIL: restarts waiters' clocks
-            else:
-                self._hold_until(t)
-                return
-
-    def _hold_until(self, t: float) -> None:
-        if self._nanosleep is None:
-            while time.monotonic() < t:
-                pass
-            return
-        seconds = int(t)
-        self._when.tv_sec = seconds
-        self._when.tv_nsec = int((t - seconds) * 1e9)
-        while self._nanosleep(self.CLOCK_MONOTONIC, self.TIMER_ABSTIME, self._when_ref,
-                              None) == errno.EINTR:
-            pass
-
-
-def _thread_timer_slack(nanoseconds: int) -> None:
-    """Linux rounds a sleeping thread's wake-up up to its timer slack (50 µs by default);
-    the output thread wants its wake-ups where it asked."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None).prctl(29, nanoseconds, 0, 0, 0)  # PR_SET_TIMERSLACK
 
 
 # ---------------------------------------------------------------- the output
@@ -433,7 +103,7 @@ class _Slot:
     sink: Sink | None = None
     dead: list[Sink] = field(default_factory=list)
     retry_at: float = 0.0
-    backoff: float = BACKOFF_FIRST_S
+    failed_opens: int = 0  # reopen attempts that failed since it last worked
     failures: int = 0
 
 
@@ -630,7 +300,7 @@ class Output:
 
     def _run(self) -> None:
         self._thread_setup()
-        sleep = _PreciseSleep()
+        sleep = PreciseSleep()
         monotonic = time.monotonic
         timeline = self.timeline
         lead = self._lead
@@ -664,7 +334,7 @@ class Output:
             self._end_notes()
 
     def _thread_setup(self) -> None:
-        _thread_timer_slack(1)
+        thread_timer_slack(1)
         switch_ms = sys.getswitchinterval() * 1000
         if self.cfg.spin_ms < 1.2 * switch_ms:
             log.warning("output.spin_ms (%.2f ms) is shorter than 1.2 x Python's switch "
@@ -747,7 +417,7 @@ class Output:
             slot.sink = None
             slot.dead.append(sink)
             slot.failures += 1
-            slot.retry_at = time.monotonic() + slot.backoff
+            slot.retry_at = time.monotonic() + REOPEN_BACKOFF.delay(1)
             self._sink_failures += 1
         log.warning("output: %s failed (%s); reopening it, the other outputs carry on",
                     slot.name, reason)
@@ -776,8 +446,8 @@ class Output:
         try:
             sink = slot.opener()
         except Exception as exc:
-            slot.retry_at = time.monotonic() + slot.backoff
-            slot.backoff = min(slot.backoff * 2, BACKOFF_MAX_S)
+            slot.failed_opens += 1
+            slot.retry_at = time.monotonic() + REOPEN_BACKOFF.delay(slot.failed_opens + 1)
             log.debug("output: reopening %s failed (%s); next try in %.1f s", slot.name,
                       exc, slot.retry_at - time.monotonic())
             return
@@ -785,7 +455,7 @@ class Output:
         for message in panic_messages(self.cfg.panic_channels):
             with contextlib.suppress(Exception):
                 sink.send(message, time.monotonic())
-        slot.backoff = BACKOFF_FIRST_S
+        slot.failed_opens = 0
         slot.name = sink.name
         slot.sink = sink
         log.info("output: %s reopened", slot.name)
@@ -804,109 +474,3 @@ class Output:
 
 
 # ---------------------------------------------------------------- livegen panic
-
-PANIC_SETTLE_S = 0.3   # a new virtual port: give patchbays a moment to connect it
-PANIC_GROUP = 32       # messages sent together: well inside one JACK period's MIDI buffer
-PANIC_PAUSE_S = 0.002  # between groups: more than a period at 64 frames, so a receiver
-                       # polling its queue keeps up (one burst of 2,080 overflowed one)
-
-
-def panic_plan(cfg: Config, every_note: bool = False) -> list[Message]:
-    """What `livegen panic` sends: sustain off and all-notes-off on every panic channel
-    first (what stops a synth at once), then note-offs for the 128 notes on the channels
-    livegen plays on, for synths that ignore CC 123 (on every panic channel with
-    `every_note`)."""
-    played = {cfg.output.channel} | {
-        channel for name in cfg.playing if (channel := cfg.generator(name).channel)}
-    note_channels = cfg.output.panic_channels if every_note else sorted(played)
-    messages = panic_messages(cfg.output.panic_channels)
-    for channel in note_channels:
-        messages.extend((NOTE_OFF | channel - 1, pitch, 0) for pitch in range(128))
-    return messages
-
-
-def _daemon_destinations(port: str) -> dict[str, list[str]]:
-    """The JACK ports that a running livegen with virtual port `port` plays to: for each
-    of its ports (`port:out`, or `port-01:out`... when the name was taken), the ports it
-    is connected to."""
-    names = jack_port_names() or []
-    own = re.compile(rf"^{re.escape(port)}(-\d\d)?:out$")
-    return {name: jack_connections(name) or [] for name in names if own.match(name)}
-
-
-def _send_paced(sinks: Sequence[Sink], messages: Sequence[Message]) -> None:
-    for start in range(0, len(messages), PANIC_GROUP):
-        if start:
-            time.sleep(PANIC_PAUSE_S)
-        for message in messages[start:start + PANIC_GROUP]:
-            for sink in sinks:
-                sink.send(message, 0.0)
-    time.sleep(max(BURST_PAUSE_S, PANIC_PAUSE_S))  # let the last group leave
-
-
-def panic_command(args: argparse.Namespace) -> int:
-    """`livegen panic [--port NAME] [--every-note]`: sustain off and all-notes-off on
-    output.panic_channels, then note-offs where livegen plays, paced, to what livegen
-    plays to. With JACK: every port a running livegen's port is connected to, and each
-    output.connect port; `--port` names one existing port instead. Without a running
-    daemon and connections, a fresh virtual port named like the config's."""
-    from livegen import config
-
-    cfg = config.load(args.config)
-    out = cfg.output
-    messages = panic_plan(cfg, every_note=args.every_note)
-    if jack_serves(out.api):
-        return _panic_jack(args, out, messages)
-    sinks: list[PortSink] = []
-    try:
-        if args.port:
-            sinks.append(open_connection(out.api, args.port, "livegen-panic", "panic --port"))
-        else:
-            sinks.extend(open_connection(out.api, pattern, "livegen-panic")
-                         for pattern in out.connect)
-            if not sinks:
-                if not out.port:
-                    raise LivegenError("panic: the config has no output port "
-                                       "(output.port and output.connect are empty); "
-                                       "name one with --port")
-                sinks.append(open_virtual_port(out.api, out.port))
-                time.sleep(PANIC_SETTLE_S)
-        _send_paced(sinks, messages)
-    finally:
-        for sink in sinks:
-            sink.close()
-    for sink in sinks:
-        print(f"panic: {len(messages)} messages -> {sink.name}")
-    return 0
-
-
-def _panic_jack(args: argparse.Namespace, out: OutputConfig,
-                messages: list[Message]) -> int:
-    ports = current_ports("jack") or []
-    if args.port:
-        targets = [_find_destination("jack", args.port, "panic --port", ports)]
-        why = "--port"
-    else:
-        running = _daemon_destinations(out.port) if out.port else {}
-        targets = sorted({t for connected in running.values() for t in connected})
-        for pattern in out.connect:
-            targets.extend(t for t in match_ports(ports, pattern)[:1] if t not in targets)
-        why = (f"what {', '.join(running)} plays to" if running
-               else "output.connect" if targets else "")
-    sink = open_virtual_port("jack", "livegen-panic")
-    try:
-        if targets:
-            for target in targets:
-                jack_connect(sink.port, target)
-        else:
-            if not out.port:
-                raise LivegenError("panic: no running livegen and no output.connect port "
-                                   "to send to; name one with --port")
-            time.sleep(PANIC_SETTLE_S)  # only patchbays that connect new ports will hear
-        _send_paced([sink], messages)
-    finally:
-        sink.close()
-    print(f"panic: {len(messages)} messages -> "
-          f"{', '.join(targets) if targets else sink.port + ' (nothing connected)'}"
-          f"{f' ({why})' if why else ''}")
-    return 0

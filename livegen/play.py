@@ -18,10 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import mido
+from rtmidi.midiconstants import NOTE_ON
 
 from livegen import config
 from livegen.errors import LivegenError
-from livegen.output import NOTE_ON, Output
+from livegen.output import Output
 from livegen.timeline import Message, Timeline
 
 log = logging.getLogger(__name__)

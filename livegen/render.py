@@ -28,7 +28,9 @@ from livegen.config import Config, OutputConfig
 from livegen.engine import Engine, RunOptions
 from livegen.errors import LivegenError
 from livegen.generators.step import StepPlayer
-from livegen.output import RELEASE_TAG_PREFIX, MidiFileRecorder, panic_messages
+from livegen.output import RELEASE_TAG_PREFIX
+from livegen.panic import panic_messages
+from livegen.sinks import MidiFileRecorder
 from livegen.timeline import Event, Message
 
 log = logging.getLogger(__name__)

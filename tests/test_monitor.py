@@ -27,7 +27,8 @@ from test_engine import ROOT, Daemon
 
 from livegen.config import OutputConfig
 from livegen.monitor import TappedTimeline
-from livegen.output import MidiFileRecorder, Output
+from livegen.output import Output
+from livegen.sinks import MidiFileRecorder
 
 MODEL = ROOT / "models" / "charrnn.json"
 ARTEFACTS = ROOT / "out" / "test-artefacts"

@@ -16,13 +16,10 @@ import pytest
 from conftest import sounding_notes
 
 from livegen.config import OutputConfig
-from livegen.output import (
-    MidiFileRecorder,
-    NoMidiSystemError,
-    Output,
-    midi_client,
-    panic_messages,
-)
+from livegen.output import Output
+from livegen.panic import panic_messages
+from livegen.ports import NoMidiSystemError, midi_client
+from livegen.sinks import MidiFileRecorder
 from livegen.timeline import Timeline
 
 ON, OFF, CC = 0x90, 0x80, 0xB0

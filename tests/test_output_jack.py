@@ -25,7 +25,8 @@ from livegen import bench
 from livegen.config import OutputConfig
 from livegen.errors import LivegenError
 from livegen.music.events import read_midi
-from livegen.output import Output, panic_messages
+from livegen.output import Output
+from livegen.panic import panic_messages
 from livegen.ports import jack_connections
 from livegen.timeline import Timeline
 
