@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from livegen import toml_writer
 from livegen.clock import MAX_BPM, MIN_BPM
 from livegen.errors import LivegenError
 
@@ -876,32 +877,20 @@ def _emit_table(obj: Any, header: str, lines: list[str], array: bool = False,
             continue
         name = _join(header, f.name)
         if isinstance(value, Mapping):
-            later += [(f"{name}.{key}", item, False, True) for key, item in value.items()]
+            later += [(f"{name}.{toml_writer.key(key)}", item, False, True)
+                      for key, item in value.items()]
         elif dataclasses.is_dataclass(value) and not array:
             later.append((name, value, False, True))
         elif isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
             later += [(name, item, True, i == 0) for i, item in enumerate(value)]
         else:
             doc = f.metadata.get("doc") if comments else None
-            own.append(f"{f.name} = {_inline(value)}" + (f"  # {doc}" if doc else ""))
+            own.append(f"{f.name} = {toml_writer.value(value)}" + (f"  # {doc}" if doc else ""))
     if header and (own or array):
         lines += ["", f"[[{header}]]" if array else f"[{header}]"]
     lines += own
     for name, value, is_array, first in later:
         _emit_table(value, name, lines, is_array, first)
-
-
-def _inline(value: Any) -> str:
-    # JSON's scalars and arrays are valid TOML; inline tables differ only in their syntax.
-    if dataclasses.is_dataclass(value):
-        items = ", ".join(f"{f.name} = {_inline(getattr(value, f.name))}"
-                          for f in dataclasses.fields(value))
-        return "{ " + items + " }"
-    if isinstance(value, tuple | list):
-        return "[" + ", ".join(_inline(v) for v in value) + "]"
-    if isinstance(value, Path):
-        value = str(value)
-    return json.dumps(value)
 
 
 # ---------------------------------------------------------------- the loader

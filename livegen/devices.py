@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from livegen import config as config_module
+from livegen import toml_writer
 from livegen.config import (
     CameraInputConfig,
     Config,
@@ -413,17 +414,5 @@ def profile_mappings(name: str, c: InputConfig) -> list[str]:
         if isinstance(rule, dict) and "source" in rule:
             items = {**rule, "source": f"{name}.{rule['source']}"}
             lines.append("[[map]]")
-            lines += [f"{key} = {_toml(value)}" for key, value in items.items()]
+            lines += toml_writer.assignments(items)
     return lines
-
-
-def _toml(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
-    return str(value)

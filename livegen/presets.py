@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from livegen import toml_writer
 from livegen.config import SCOPED_TARGETS, TARGETS
 from livegen.control import Controls
 from livegen.errors import LivegenError
@@ -178,33 +179,11 @@ def _number(value: Any) -> float | None:
 def _preset_toml(number: int, preset: dict[str, Any]) -> str:
     lines = [f"\n[presets.{number}]"]
     nested = {k: v for k, v in preset.items() if k == "generators" and isinstance(v, dict)}
-    lines += [f"{key} = {_inline(value)}" for key, value in preset.items()
-              if key not in nested]
+    lines += toml_writer.assignments({k: v for k, v in preset.items() if k not in nested})
     for generator, own in nested.get("generators", {}).items():
-        lines.append(f"\n[presets.{number}.generators.{_key(generator)}]")
-        lines += [f"{key} = {_inline(value)}" for key, value in own.items()]
+        lines.append(f"\n[presets.{number}.generators.{toml_writer.key(generator)}]")
+        lines += toml_writer.assignments(own)
     return "\n".join(lines) + "\n"
-
-
-def _key(name: str) -> str:
-    bare = name and all(c.isalnum() or c in "_-" for c in name) and name.isascii()
-    return name if bare else _inline(name)
-
-
-def _inline(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-        return '"' + "".join(c if c.isprintable() else f"\\u{ord(c):04x}"
-                             for c in escaped) + '"'
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{_key(str(k))} = {_inline(v)}" for k, v in value.items()) + " }"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_inline(v) for v in value) + "]"
-    raise TypeError(f"presets: cannot write {value!r} as TOML")
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
+import math
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from livegen import config
+from livegen import config, toml_writer
 from livegen.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -269,6 +272,27 @@ def test_the_printed_effective_config_reads_back_as_the_same_config(
     printed.write_text(config.dumps(config.load(bare)))
     assert (dataclasses.replace(config.load(printed), source=None)
             == dataclasses.replace(config.load(bare), source=None))
+
+
+def test_written_toml_reads_back_as_it_went_in() -> None:
+    table = {
+        "plain": "arm.total", "quoted": 'say "hi" \\ there', "lines": "one\ntwo\tthree\x01",
+        "unicode": "Ätherisch 🎵", "whole": 3, "real": 0.1, "tiny": 1e-07, "big": 1e300,
+        "yes": True, "no": False, "array": [1, 2.5, "x"], "empty": {},
+        "inline": {"0": 0.5, "a.b": -0.25, "": 1},
+        "path": Path("/etc/livegen/config.toml"), "smooth": config.OneEuroConfig(beta=0.5),
+        "date": datetime.date(2024, 5, 1),
+    }
+    read = tomllib.loads("\n".join(toml_writer.assignments(table)) + "\n")
+    assert read == {**table, "path": "/etc/livegen/config.toml",
+                    "smooth": dataclasses.asdict(config.OneEuroConfig(beta=0.5))}
+    specials = tomllib.loads("\n".join(toml_writer.assignments(
+        {"up": math.inf, "down": -math.inf, "none": math.nan})))
+    assert specials["up"] == math.inf and specials["down"] == -math.inf
+    assert math.isnan(specials["none"])
+    assert toml_writer.key("lead") == "lead" and toml_writer.key("a b") == '"a b"'
+    with pytest.raises(TypeError):
+        toml_writer.value(object())
 
 
 # ---------------------------------------------------------------- check-config, end to end

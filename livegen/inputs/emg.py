@@ -48,6 +48,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
+from livegen import toml_writer
 from livegen.config import EmgInputConfig
 from livegen.errors import LivegenError
 from livegen.inputs.base import Emit, InputEnded, InputStats, LineReader, ThreadedInput
@@ -687,9 +688,7 @@ class Calibration:
                  "max": [round(float(v), 6) for v in self.top]}
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix == ".toml":
-            # Every value is a string, a number or an array of numbers; JSON spells those
-            # the way TOML does.
-            text = "".join(f"{key} = {json.dumps(value)}\n" for key, value in table.items())
+            text = "".join(f"{line}\n" for line in toml_writer.assignments(table))
         else:
             text = json.dumps(table, indent=2) + "\n"
         path.write_text(text, encoding="utf-8")
