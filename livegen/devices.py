@@ -20,7 +20,6 @@ import socket
 import stat
 import sys
 import tomllib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,6 +153,8 @@ def serial_ports() -> list[str]:
 def midi() -> list[str]:
     try:
         import rtmidi
+
+        from livegen.ports import native_stderr_captured
     except ImportError as exc:
         return [f"python-rtmidi is not importable ({exc}): no MIDI at all"]
     lines = []
@@ -164,7 +165,7 @@ def midi() -> list[str]:
             lines.append(f"{name}: no JACK server running (start jackd, or use another system)")
             continue
         try:
-            with _quiet_stderr():
+            with native_stderr_captured():  # what the C library prints while probed
                 outputs = rtmidi.MidiOut(api, name="livegen-devices").get_ports()
                 inputs = rtmidi.MidiIn(api, name="livegen-devices").get_ports()
         except Exception as exc:  # rtmidi raises its own SystemError subclasses
@@ -182,6 +183,8 @@ def midi() -> list[str]:
 
 def jack_server_running() -> bool:
     """Whether a JACK server answers, asked through libjack without starting one."""
+    from livegen.ports import native_stderr_captured
+
     library = ctypes.util.find_library("jack")
     if library is None:
         return False
@@ -195,31 +198,13 @@ def jack_server_running() -> bool:
     jack.jack_client_close.argtypes = [ctypes.c_void_p]
     status = ctypes.c_int(0)
     no_start_server = 0x01
-    with _quiet_stderr():  # libjack prints its own connection errors
+    with native_stderr_captured():  # libjack prints its own connection errors
         client = jack.jack_client_open(b"livegen-devices", no_start_server,
                                        ctypes.byref(status))
     if not client:
         return False
     jack.jack_client_close(client)
     return True
-
-
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Silence C libraries (ALSA, JACK) that print to fd 2 while being probed."""
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    sys.stderr.flush()
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 # ---------------------------------------------------------------- OSC, ONNX Runtime
@@ -372,6 +357,8 @@ def check_osc(c: OscInputConfig) -> Check:
 def check_midi_input(c: MidiInputConfig) -> Check:
     try:
         import rtmidi
+
+        from livegen.ports import native_stderr_captured
     except ImportError:
         return Check(False, "python-rtmidi is not importable")
     if c.virtual:
@@ -380,7 +367,7 @@ def check_midi_input(c: MidiInputConfig) -> Check:
     for api in rtmidi.get_compiled_api():
         if api == rtmidi.API_UNIX_JACK and not jack_server_running():
             continue
-        with contextlib.suppress(Exception), _quiet_stderr():
+        with contextlib.suppress(Exception), native_stderr_captured():
             ports += rtmidi.MidiIn(api, name="livegen-devices").get_ports()
     matches = [p for p in ports if c.port.lower() in p.lower()]
     if matches:
