@@ -378,9 +378,6 @@ class CameraInputConfig(InputConfig):
                             "serial device, e.g. '/dev/livegen-jevois' (see `livegen devices`)")
 
 
-EMG_PROTOCOLS = ("myo-bled112", "cyton", "csv", "brainflow")
-
-
 @dataclass(frozen=True, slots=True)
 class EmgInputConfig(InputConfig):
     """An EMG armband or board: eight (or so) channels of muscle activity, each turned into

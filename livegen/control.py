@@ -38,7 +38,11 @@ from livegen.inputs.base import Reading
 log = logging.getLogger(__name__)
 
 MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
-NO_KEY = 12  # Controls.key value for "no key": the generator's neutral histogram
+# Controls.key for "no key" (a uniform histogram; the Char-RNN lets its music choose, the
+# Langevin model steers to no key). Only code makes it (the Char-RNN's evaluation): a rule or
+# a preset gives a root 0..11. Live, a key no rule drives is in Controls.undriven, which the
+# Char-RNN also leaves to its music.
+NO_KEY = 12
 # Targets a generator may choose for itself while no rule drives them (Controls.undriven).
 FREE_TARGETS = ("pitch", "density", "key")
 MELODY_NOTES = 256  # the performer's melody kept in the Controls: at most this many notes
@@ -246,7 +250,6 @@ class Mapper:
         self.stale_after = {name: cfg.stale_after for name, cfg in config.inputs.items()}
         self.last_seen: dict[str, float] = {}
         self.controls = self.neutral
-        self.unmapped: set[str] = set()
         self.melody_input = config.engine.melody_input
         self.melody: list[tuple[float, float, int]] = []
         # Values recalled by PRESET_SOURCE readings, by (scope, target, index); each is

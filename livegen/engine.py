@@ -141,7 +141,7 @@ class Engine:
         self.trace: TraceWriter | None = None
         self.last_readings: dict[str, Reading] = {}
         self.origin = 0.0               # the generators' time zero (monotonic)
-        self.output_started = 0.0       # when the output sent its first message
+        self.output_started = 0.0       # set just before the output thread starts
         self.started = time.monotonic()
         self.ready_s: float | None = None
         self._stop = asyncio.Event()

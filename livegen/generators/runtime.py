@@ -142,10 +142,3 @@ def check_graph(session, manifest: Mapping[str, Any], path: Path) -> None:
                 raise ModelError(f"{path}: tensor {name!r} is {actual[name]['dtype']} "
                                  f"{actual[name]['shape']} in the graph but "
                                  f"{spec['dtype']} {spec['shape']} in the manifest; {FIX}")
-
-
-def available_providers() -> list[str]:
-    """What `livegen devices` lists: the execution providers this ONNX Runtime has."""
-    import onnxruntime as ort
-
-    return list(ort.get_available_providers())
