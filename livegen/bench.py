@@ -13,14 +13,13 @@ import json
 import logging
 import math
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,87 +28,10 @@ import numpy as np
 
 from livegen.config import OutputConfig
 from livegen.errors import LivegenError
+from livegen.ports import jack_period_s, jack_server
 from livegen.timeline import Message
 
 log = logging.getLogger(__name__)
-
-JACKD_COMMAND = ("jackd", "-d", "dummy", "-r", "48000", "-p", "64")
-
-
-# ---------------------------------------------------------------- a JACK server
-
-def jack_running(env: dict[str, str] | None = None) -> bool:
-    """True when a JACK server runs (the one JACK_DEFAULT_SERVER names, or 'default').
-
-    Asked first of the server's own socket: a server that listens there runs, however
-    slowly a loaded machine lets it answer jack_lsp. Starting a second server over a busy
-    one would be worse than waiting: jackd removes the socket it finds before it binds its
-    own, then fails, leaving the first server unreachable for good."""
-    server = (env or os.environ).get("JACK_DEFAULT_SERVER") or "default"
-    path = f"/dev/shm/jack_{server}_{os.getuid()}_0"
-    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(5)
-        probe.connect(path)
-        return True
-    try:
-        done = subprocess.run(["jack_lsp"], env=env, capture_output=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
-
-
-@contextlib.contextmanager
-def jack_server(name: str | None = None, timeout: float = 10.0) -> Iterator[bool]:
-    """A running JACK server for the block: the one already running, or `jackd -d dummy
-    -r 48000 -p 64` started here (named `name` if given) and stopped at the end. Yields
-    whether it was started here. Raises LivegenError when jackd is missing or fails."""
-    env = dict(os.environ)
-    if name:
-        env["JACK_DEFAULT_SERVER"] = name
-    if jack_running(env):
-        yield False
-        return
-    if shutil.which("jackd") is None:
-        raise LivegenError("jackd is not installed: install jackd2 "
-                           "(Debian: apt-get install jackd2)")
-    command = list(JACKD_COMMAND)
-    if name:
-        command[1:1] = ["-n", name]
-    log.info("starting %s", " ".join(command))
-    # jackd's chatter goes to a file: a pipe nobody reads would fill up and stall the
-    # server (it reports every xrun).
-    with tempfile.TemporaryFile() as chatter:
-        jackd = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=chatter,
-                                 stderr=subprocess.STDOUT, env=env)
-        try:
-            deadline = time.monotonic() + timeout
-            while not jack_running(env):
-                if jackd.poll() is not None:
-                    chatter.seek(0)
-                    said = chatter.read().decode(errors="replace").strip().splitlines()
-                    raise LivegenError(f"jackd exited at start ({said[-1] if said else '?'})")
-                if time.monotonic() > deadline:
-                    raise LivegenError(f"jackd did not answer within {timeout:.0f} s")
-                time.sleep(0.05)
-            yield True
-        finally:
-            jackd.terminate()
-            try:
-                jackd.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                jackd.kill()
-                jackd.wait()
-            chatter.seek(0)
-            for line in chatter.read().decode(errors="replace").splitlines():
-                log.debug("jackd: %s", line)
-
-
-def jack_period_s() -> float:
-    """The running JACK server's period in seconds (buffer size / sample rate)."""
-    frames = subprocess.run(["jack_bufsize"], capture_output=True, text=True, timeout=5)
-    rate = subprocess.run(["jack_samplerate"], capture_output=True, text=True, timeout=5)
-    return int(frames.stdout.split()[-1]) / int(rate.stdout.split()[-1])
-
 
 # ---------------------------------------------------------------- the receiving process
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from livegen import bench
+from livegen import ports
 from livegen.ports import Listener, ListenerSpec, jack_connect, jack_port_names
 
 JACKD_MISSING = "jackd is missing: install jackd2 (Debian: apt-get install jackd2)"
@@ -56,7 +56,7 @@ def jack_server() -> Iterator[None]:
         if os.environ.get("CI") == "true":
             pytest.fail(JACKD_MISSING)
         pytest.skip(JACKD_MISSING)
-    with bench.jack_server():
+    with ports.jack_server():
         yield
 
 

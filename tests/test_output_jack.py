@@ -21,7 +21,7 @@ from conftest import (
     wait_for_port,
 )
 
-from livegen import bench
+from livegen import bench, ports
 from livegen.config import OutputConfig
 from livegen.errors import LivegenError
 from livegen.music.events import read_midi
@@ -230,7 +230,7 @@ def test_the_port_is_reopened_when_the_jack_server_restarts(
                       f"panic_channels = [1]\nrequire_port = true\n")
     player = None
     try:
-        with bench.jack_server(server) as started:
+        with ports.jack_server(server) as started:
             assert started
             player = subprocess.Popen(
                 [sys.executable, "-m", "livegen.cli", "play", "--loop", str(song),
@@ -240,7 +240,7 @@ def test_the_port_is_reopened_when_the_jack_server_restarts(
             before.connect(port)
             time.sleep(1.0)
             heard_before = [m for _, m in before.arrivals()]
-        with bench.jack_server(server):
+        with ports.jack_server(server):
             wait_for_port(port, env=env, timeout=20)  # the player opened its port again
             after = bench.Receiver(unique_name("livegen-test-rx"), env=env)
             after.connect(port)
