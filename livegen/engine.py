@@ -661,6 +661,8 @@ class Engine:
     def _send_clock(self, now: float) -> None:
         """Plan MIDI clock pulses (24 per beat) as far ahead as the music is planned."""
         until = now + self.cfg.engine.lookahead_ms / 1e3
+        if until <= self.clock_sent_until:  # the music starts later than that (a replay)
+            return
         pulses = self.clock.pulses_between(self.clock_sent_until, until)
         self.timeline.add_many([(t, (CLOCK_TICK,)) for t in pulses], CLOCK_TAG)
         self.clock_sent_until = until
