@@ -72,12 +72,15 @@ class NoteLedger:
         self._sounding -= keys.size
         return [note_off(int(key)) for key in keys]
 
-    def held_since(self, oldest: float) -> list[Message]:
-        """End the notes struck at or before `oldest` (held too long): their note-offs."""
+    def held_since(self, oldest: float) -> list[tuple[float, Message]]:
+        """End the notes struck at or before `oldest` (held too long): when each was
+        struck, and its note-off, oldest first."""
         if not self._sounding:
             return []
         keys = np.flatnonzero((self._count > 0) & (self._since <= oldest))
-        return self._end(keys)
+        keys = keys[np.argsort(self._since[keys], kind="stable")]
+        struck = self._since[keys].tolist()
+        return list(zip(struck, self._end(keys), strict=True))
 
     def release(self, tag: str) -> list[Message]:
         """End the notes `tag` started: their note-offs."""

@@ -391,7 +391,7 @@ class Output:
                 self._emit(message, time.monotonic())
 
     def _release_long_notes(self, now: float) -> None:
-        for message in self._ledger.held_since(now - self.cfg.max_note_s):
+        for _, message in self._ledger.held_since(now - self.cfg.max_note_s):
             self._notes_released += 1
             self._emit(message, now)
 

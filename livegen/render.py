@@ -23,11 +23,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rtmidi.midiconstants import NOTE_OFF, NOTE_ON
+
 from livegen import config as config_module
 from livegen.config import Config, OutputConfig
 from livegen.engine import Engine, RunOptions
 from livegen.errors import LivegenError
 from livegen.generators.step import StepPlayer
+from livegen.ledger import NoteLedger, note_off, note_slot
 from livegen.output import RELEASE_TAG_PREFIX
 from livegen.panic import panic_messages
 from livegen.sinks import MidiFileRecorder
@@ -35,7 +38,6 @@ from livegen.timeline import Event, Message
 
 log = logging.getLogger(__name__)
 
-NOTE_ON, NOTE_OFF = 0x90, 0x80
 # The longest jump of the virtual clock, as a share of the lookahead: the plan, which
 # reaches a lookahead ahead at every stop, is then never overtaken by the playhead.
 STRIDE_OF_LOOKAHEAD = 0.25
@@ -53,14 +55,14 @@ class VirtualClock:
 
 class RenderedMidi:
     """What the output thread does with the messages that fall due, at their due times:
-    the note ledger (a note-on for a sounding note ends it first, and one of its
-    note-offs is then swallowed; notes held longer than output.max_note_s are released),
-    into the daemon's own MidiFileRecorder."""
+    the same note ledger (livegen/ledger.py: a note-on for a sounding note ends it first,
+    and one of its note-offs is then swallowed; notes held longer than output.max_note_s
+    are released, here each at its own moment), into the daemon's own MidiFileRecorder."""
 
     def __init__(self, path: Path, cfg: OutputConfig) -> None:
         self.cfg = cfg
         self.recorder = MidiFileRecorder(path)
-        self.sounding: dict[tuple[int, int], list] = {}  # (channel, pitch) -> [count, t, tag]
+        self.ledger = NoteLedger()
         self.notes = 0
 
     def send(self, message: Message, t: float) -> None:
@@ -73,50 +75,30 @@ class RenderedMidi:
             return
         self._release_long_notes(t)
         kind = message[0] & 0xF0
-        if kind not in (NOTE_ON, NOTE_OFF):
-            self.send(message, t)
-            return
-        key = (message[0] & 0x0F, message[1])
-        entry = self.sounding.get(key)
         if kind == NOTE_ON and message[2]:
             self.notes += 1
-            if entry is None:
-                self.sounding[key] = [1, t, event.tag]
-            else:
-                self.send((NOTE_OFF | key[0], key[1], 0), t)
-                entry[0] += 1
-                entry[1], entry[2] = t, event.tag
-        else:
-            if entry is None:
-                return
-            entry[0] -= 1
-            if entry[0]:
-                return
-            del self.sounding[key]
+            key = note_slot(message[0], message[1])
+            if self.ledger.strike(key, t, event.tag):
+                self.send(note_off(key), t)
+        elif kind in (NOTE_ON, NOTE_OFF) and not self.ledger.lift(
+                note_slot(message[0], message[1])):
+            return
         self.send(message, t)
 
     def _release_long_notes(self, t: float) -> None:
         """Release the notes due for it by `t`, each at its own moment, in time order."""
-        held = sorted((started, key) for key, (_, started, _) in self.sounding.items()
-                      if started + self.cfg.max_note_s <= t)
-        for started, key in held:
-            del self.sounding[key]
-            self.send((NOTE_OFF | key[0], key[1], 0), started + self.cfg.max_note_s)
+        for struck, message in self.ledger.held_since(t - self.cfg.max_note_s):
+            self.send(message, struck + self.cfg.max_note_s)
 
     def release(self, tag: str, t: float) -> None:
         """End every note `tag` started (a generator that failed or stalled)."""
-        for key, (_, _, owner) in list(self.sounding.items()):
-            if owner == tag:
-                del self.sounding[key]
-                self.send((NOTE_OFF | key[0], key[1], 0), t)
+        for message in self.ledger.release(tag):
+            self.send(message, t)
 
     def close(self, t: float) -> None:
         """End the sounding notes at `t`, then all-notes-off, and write the file."""
         self._release_long_notes(t)
-        for channel, pitch in self.sounding:
-            self.send((NOTE_OFF | channel, pitch, 0), t)
-        self.sounding.clear()
-        for message in panic_messages(self.cfg.panic_channels):
+        for message in [*self.ledger.release_all(), *panic_messages(self.cfg.panic_channels)]:
             self.send(message, t)
         self.recorder.close()
 
