@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", help="the [inputs.NAME] to calibrate (default: the first emg)")
     p.add_argument("--seconds", type=_seconds(zero_ok=False), default=5.0,
                    help="seconds per phase (default 5)")
-    p.set_defaults(handler=_handler("livegen.inputs.emg:calibrate_command"))
+    p.set_defaults(handler=_handler("livegen.inputs.emg.calibrate:calibrate_command"))
 
     p = command("panic", help="send all-notes-off (and note-offs) to a MIDI port")
     _config_option(p)

@@ -272,7 +272,7 @@ def check_input(c: InputConfig) -> Check:
             return check_brainflow(c)
         serial_check = check_serial(c.port)
         if serial_check.ok and c.calibration is not None:
-            from livegen.inputs.emg import Calibration
+            from livegen.inputs.emg.calibration import Calibration
 
             try:
                 Calibration.load(c.calibration, c.channels)

@@ -28,17 +28,14 @@ from hypothesis import strategies as st
 from livegen.config import EmgInputConfig, loads
 from livegen.errors import LivegenError
 from livegen.inputs import create
-from livegen.inputs import emg as emg_module
 from livegen.inputs.base import Backoff, InputStats, Reading, supervise
-from livegen.inputs.emg import (
-    BgapiFramer,
-    Calibration,
-    CytonFramer,
-    EmgInput,
-    EnvelopeChain,
-    calibrate_command,
-    decode_cyton,
-)
+from livegen.inputs.emg.bgapi import BgapiFramer
+from livegen.inputs.emg.calibrate import calibrate_command
+from livegen.inputs.emg.calibration import Calibration
+from livegen.inputs.emg.cyton import CytonFramer, decode_cyton
+from livegen.inputs.emg.envelope import EnvelopeChain
+from livegen.inputs.emg.input import EmgInput
+from livegen.inputs.emg.source import SAMPLE_LIMIT
 
 FAST = Backoff(first=0.1, factor=2.0, cap=1.0)
 UV_PER_COUNT = 4.5 / 24.0 / (2**23 - 1) * 1e6
@@ -453,7 +450,7 @@ def test_a_filter_overflowed_past_the_sample_limit_resets_and_recovers(
         caplog: pytest.LogCaptureFixture) -> None:
     # Lift the CSV limit so the largest doubles reach the DC tracker and overflow it, as a
     # source with a wrong limit would: the chain resets instead of staying poisoned.
-    monkeypatch.setitem(emg_module.SAMPLE_LIMIT, "csv", math.inf)
+    monkeypatch.setitem(SAMPLE_LIMIT, "csv", math.inf)
     with caplog.at_level(logging.WARNING, logger="livegen.inputs.emg"):
         emg, readings = feed_poisoned_csv(tmp_path, EXTREME_LINES)
 

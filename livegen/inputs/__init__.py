@@ -15,7 +15,7 @@ FAMILIES = {
     "replay": "livegen.inputs.replay:ReplayInput",
     "midi": "livegen.inputs.midi_in:MidiInput",
     "camera": "livegen.inputs.camera:CameraInput",
-    "emg": "livegen.inputs.emg:EmgInput",
+    "emg": "livegen.inputs.emg.input:EmgInput",
     "osc": "livegen.inputs.osc:OscInput",
     "page": "livegen.inputs.page:PageInput",
 }
