@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rtmidi.midiconstants import NOTE_OFF, NOTE_ON
 
 from livegen.config import OutputConfig
 from livegen.errors import LivegenError
@@ -118,7 +119,7 @@ def bench_plan(count: int, rate_hz: float, t0: float) -> list[tuple[float, Messa
     for k in range(count):
         note = k // 2
         pitch, velocity = 36 + note % 48, 1 + note % 127
-        status = 0x90 if k % 2 == 0 else 0x80
+        status = NOTE_ON if k % 2 == 0 else NOTE_OFF
         plan.append((t0 + k / rate_hz, (status, pitch, velocity)))
     return plan
 
@@ -503,7 +504,7 @@ def switch_over(jumps: list[float],
     old controls arrives (0 when none does after it) and the time of the first note-on of
     the new ones. A change whose next comes before any of its notes is left out of the
     second."""
-    ons = [(t, m[2]) for t, m in received if m[0] & 0xF0 == 0x90 and m[2] > 0]
+    ons = [(t, m[2]) for t, m in received if m[0] & 0xF0 == NOTE_ON and m[2] > 0]
     low, high = (round(80 * v / 0.75) for v in BENCH_VELOCITIES)
     middle = (low + high) / 2
     switch, first = [], []
@@ -743,7 +744,7 @@ def _print_engine_table(args: argparse.Namespace, cfg: Any, figures: dict[str, A
     latency, step = player["control_latency_ms"], player["step_ms"]
     out = figures["output"]
     budget = cfg.engine.latency_budget_ms
-    notes = sum(1 for _, m in received if m[0] & 0xF0 == 0x90 and m[2] > 0)
+    notes = sum(1 for _, m in received if m[0] & 0xF0 == NOTE_ON and m[2] > 0)
 
     def row(what: str, p50: float, p99: float, worst: float, target: str) -> None:
         print(f"{what:<28}{p50:9.3f} {p99:9.3f} {worst:9.3f}   {target}")

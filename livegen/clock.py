@@ -17,6 +17,8 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
+from rtmidi.midiconstants import SONG_CONTINUE, SONG_START, SONG_STOP, TIMING_CLOCK
+
 log = logging.getLogger(__name__)
 
 PPQN = 24
@@ -28,7 +30,9 @@ MIN_BPM, MAX_BPM = 20.0, 300.0
 # for a span far longer than the lookahead gets its first pulses, never a list that
 # grows until memory runs out.
 MAX_PULSES_PER_CALL = 24_000
-CLOCK_TICK, CLOCK_START, CLOCK_CONTINUE, CLOCK_STOP = 0xF8, 0xFA, 0xFB, 0xFC
+# Realtime messages by their use here (rtmidi.midiconstants holds the MIDI standard's table).
+CLOCK_TICK, CLOCK_START, CLOCK_CONTINUE, CLOCK_STOP = (TIMING_CLOCK, SONG_START, SONG_CONTINUE,
+                                                      SONG_STOP)
 # Incoming clock: tempo is the mean pulse interval over the last beat; pulses further
 # apart than this mean the sender stopped without saying so.
 _MAX_PULSE_GAP_S = 1.0

@@ -15,10 +15,10 @@ clock, by `livegen render`, so both play the same.
 from __future__ import annotations
 
 import numpy as np
+from rtmidi.midiconstants import NOTE_OFF
 
 from livegen.timeline import Message
 
-NOTE_OFF, NOTE_ON = 0x80, 0x90
 SLOTS = 16 * 128
 
 

@@ -43,6 +43,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 from aiohttp import WSMsgType, web
+from rtmidi.midiconstants import ALL_NOTES_OFF, CONTROL_CHANGE, NOTE_OFF, NOTE_ON
 
 from livegen import presets
 from livegen.config import PRESET_SOURCE, split_scope
@@ -61,7 +62,6 @@ FIGURES_S = 1.0        # how often the figures go out
 RATE_WINDOW_S = 1.0    # readings per second are counted over at least this long
 LATENESS_RECENT = 2048  # the page's send lateness: over the last this many messages
 MAX_MESSAGE = 64 * 1024
-NOTE_OFF, NOTE_ON, CONTROL_CHANGE, ALL_NOTES_OFF = 0x80, 0x90, 0xB0, 123
 # Roll event kinds, as the page reads them: [t, tag, kind, channel, pitch, velocity].
 OFF, ON, RELEASE, ALL_OFF = 0, 1, 2, 3
 SHARED_TARGETS = ("generator", "pitch", "density", "key", "temperature", "top_p",

@@ -19,10 +19,11 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from rtmidi.midiconstants import NOTE_OFF, NOTE_ON
+
 from livegen.clock import Grid
 from livegen.timeline import Message, Timeline
 
-NOTE_ON, NOTE_OFF = 0x90, 0x80
 # The quantize settings: grid spacing in beats.
 QUANTIZE_BEATS: dict[str, float | None] = {"off": None, "1/8": 0.5, "1/16": 0.25,
                                            "1/16t": 1.0 / 6.0}

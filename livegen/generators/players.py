@@ -32,6 +32,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from rtmidi.midiconstants import NOTE_OFF, NOTE_ON
+
 from livegen.clock import Grid
 from livegen.control import Controls
 from livegen.generators.beats import BeatPlan
@@ -42,7 +44,6 @@ from livegen.timeline import Timeline
 
 log = logging.getLogger(__name__)
 
-NOTE_ON, NOTE_OFF = 0x90, 0x80
 TURN_S = 0.25          # the longest the thread sleeps between looks (keeps alive_at fresh)
 LEAD_S = 0.005         # what is due this soon is left alone by re-timing and withdrawing
 MARGIN_S = 0.02        # a segment is wanted this long before its bar line

@@ -47,6 +47,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from rtmidi.midiconstants import NOTE_OFF, NOTE_ON
+
 from livegen.clock import Grid
 from livegen.control import Controls
 from livegen.generators.beats import BeatPlan
@@ -57,7 +59,6 @@ from livegen.timeline import Timeline
 
 log = logging.getLogger(__name__)
 
-NOTE_ON, NOTE_OFF = 0x90, 0x80
 # Plan at least this far ahead of now, even after a hiccup: a message planned for "now"
 # is already late by the time the output thread sees it.
 MIN_LEAD_S = 0.005
