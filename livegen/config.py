@@ -1,9 +1,13 @@
 """config.toml -> frozen dataclasses.
 
 The schema is the dataclasses below: each field's type, default and bounds are written once,
-and one generic loader walks them. Every error names its key path (`map[2].target`), the
-value, the expected form and, where one fits, a suggestion. Paths resolve relative to the
-folder of the config file, so one config works from a checkout and from /etc/livegen alike.
+and one generic loader walks them. Input families carry their own config classes beside
+their inputs (livegen.inputs.FAMILIES), generators theirs (livegen.generators.REGISTRY; the
+Char-RNN's is still here), and the loader finds each by the `type` of its table. Every
+error names its key path (`map[2].target`), the value, the expected form and, where one
+fits, a suggestion. Paths resolve relative to the folder of the config file, so one config
+works from a checkout and from /etc/livegen alike. `dumps` writes the effective config back
+as TOML (livegen.toml_writer).
 """
 
 from __future__ import annotations
@@ -21,11 +25,14 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from livegen import toml_writer
 from livegen.clock import MAX_BPM, MIN_BPM
 from livegen.errors import LivegenError
+
+if TYPE_CHECKING:
+    from livegen.inputs.base import Check
 
 CONFIG_ENV = "LIVEGEN_CONFIG"
 CHECKOUT_ROOT = Path(__file__).resolve().parents[1]
@@ -249,7 +256,8 @@ class CharRNNConfig(GeneratorConfig):
 
 
 # ---------------------------------------------------------------- inputs
-# One dataclass per input family, chosen by the `type` key of [inputs.NAME].
+# What every [inputs.NAME] holds. Each input family's own config class is a child that lives
+# beside its input and is chosen by the `type` key (the registry: livegen.inputs.FAMILIES).
 
 @dataclass(frozen=True, slots=True)
 class InputConfig:
@@ -264,248 +272,46 @@ class InputConfig:
         may come (OSC, a replayed trace): map rules are checked against them."""
         return None
 
+    def describe(self) -> str:
+        """What `livegen devices` calls this input: its family, and where it reads from."""
+        return self.type
 
-# The keys a hand tracker yields (the camera, and the simulated performer's hand).
-HAND_KEYS = ("hand.x", "hand.y", "hand.present", "hand.size", "hand.fingers")
-SIM_EMG_CHANNELS = 8
-
-
-@dataclass(frozen=True, slots=True)
-class SimInputConfig(InputConfig):
-    seed: int = setting(1, lo=0, hi=2**32 - 1)
-    rate_hz: float = setting(30.0, lo=1.0, hi=1000.0, doc="readings per second")
-    period_s: float = setting(16.0, lo=1.0, hi=3600.0, doc="length of one gesture phrase")
-
-    def offered_keys(self) -> tuple[str, ...]:
-        return (*HAND_KEYS, *(f"emg.ch{i}" for i in range(SIM_EMG_CHANNELS)), "emg.total")
+    def reachable(self) -> Check | None:
+        """Whether the input could start now, for `livegen devices`, which only looks: no
+        port is opened for long, no camera started. None: nothing to check."""
+        return None
 
 
+# The replay's config, until it moves beside ReplayInput (livegen/inputs/replay.py).
 @dataclass(frozen=True, slots=True)
 class ReplayInputConfig(InputConfig):
     path: Path = setting(Path("recording.jsonl"), doc="JSONL trace from `livegen run --record`")
     loop: bool = setting(False)
     speed: float = setting(1.0, lo=0.01, hi=100.0)
 
+    def reachable(self) -> Check:
+        from livegen.inputs.base import Check
 
-@dataclass(frozen=True, slots=True)
-class MidiInputConfig(InputConfig):
-    port: str = setting("", doc="existing input port to listen to (name substring); with "
-                                "virtual = true, the name of livegen's own input client")
-    virtual: bool = setting(False, doc="open a virtual input port (NAME:in, NAME = port or "
-                                       "'livegen-in') for a controller or DAW to connect to")
-    api: Literal["auto", "jack", "alsa", "coremidi"] = setting("auto")
-    channel: int = setting(0, lo=0, hi=16, doc="listen to this channel only (0 = all)")
-    # A knob sends only when moved and keeps its place: its controls hold for an hour.
-    stale_after: float = setting(3600.0, lo=0.05, hi=3600.0,
-                                 doc="seconds of silence before its controls go neutral")
-    program_change: Literal["value", "preset"] = setting(
-        "value", doc="value: a program change is the value `program` for [[map]] rules; "
-                     "preset: program change P (shown as P+1 on most devices) recalls "
-                     "preset P+1")
-    preset_notes: tuple[int, ...] = setting(
-        (), lo=0, hi=127, doc="notes that recall presets: the first listed recalls preset 1, "
-                              "the next preset 2... (pads for themes)")
-    morph_bars: int = setting(0, lo=0, hi=64, doc="a preset recalled from this input "
-                                                 "(program change or note) morphs over this "
-                                                 "many bars; 0 = at once")
-    thru: bool = setting(False, doc="play the notes that come in through livegen's output "
-                                    "port as well (the performer's keyboard heard)")
-    thru_channel: int = setting(0, lo=0, hi=16, doc="channel the thru notes are played on "
-                                                    "(0 = the channel they came on)")
-
-    def offered_keys(self) -> tuple[str, ...]:
-        numbered = tuple(f"{kind}.{n}" for kind in ("cc", "note", "pressure")
-                         for n in range(128))
-        return (*numbered, "note", "velocity", "bend", "pressure", "program")
-
-    def check(self, path: str, problems: list[str]) -> None:
-        if not self.port and not self.virtual:
-            problems.append(f"{path}.port: name the controller's port (a substring; see "
-                            "`livegen devices`) or set virtual = true")
+        there = self.path.is_file()
+        return Check(there, f"trace {self.path}" + ("" if there else ": no such file"))
 
 
-@dataclass(frozen=True, slots=True)
-class CameraInputConfig(InputConfig):
-    """A camera that tracks the hand: OpenCV capture (a camera or a video file), or a JeVois
-    smart camera that sends "x|y" lines over USB serial."""
-    mode: Literal["capture", "jevois"] = setting(
-        "capture", doc="capture: frames through OpenCV; jevois: positions over serial")
-    device: int = setting(0, lo=0, hi=63, doc="camera index (/dev/videoN) when no path is set")
-    path: Path | None = setting(None, doc="a video file to read instead of a camera, or "
-                                          "a camera's device node (/dev/livegen-camera)")
-    realtime: bool = setting(True, doc="video files: play at their own frame rate, like a "
-                                       "camera (false: as fast as tracking goes)")
-    loop: bool = setting(False, doc="video files: start again at the end (false: the end "
-                                    "counts as an unplug and the file is reopened)")
-    width: int = setting(640, lo=16, hi=7680, doc="frame width asked of a camera")
-    height: int = setting(480, lo=16, hi=4320, doc="frame height asked of a camera")
-    fps: float = setting(30.0, lo=1.0, hi=240.0, doc="frame rate asked of a camera")
-    detector: Literal["mog2", "skin"] = setting(
-        "mog2", doc="mog2: what moves against the learned background; skin: skin colour")
-    process_width: int = setting(320, lo=64, hi=1920,
-                                 doc="frames are scaled down to this width before tracking")
-    min_area: float = setting(0.005, lo=0.0, hi=0.5,
-                              doc="smallest blob (fraction of the frame) that counts as a hand")
-    mirror: bool = setting(False, doc="flip left and right (a camera facing the performer)")
-    history: int = setting(300, lo=10, hi=10000,
-                           doc="mog2: frames of background memory; a hand held still this "
-                               "long fades into the background")
-    threshold: float = setting(25.0, lo=1.0, hi=1000.0,
-                               doc="mog2: squared distance from the background that is "
-                                   "foreground (higher = less noise, less hand)")
-    skin_cr: tuple[float, float] = setting((133.0, 173.0), lo=0.0, hi=255.0,
-                                           doc="skin: Cr range in YCrCb")
-    skin_cb: tuple[float, float] = setting((77.0, 127.0), lo=0.0, hi=255.0,
-                                           doc="skin: Cb range in YCrCb")
-    port: str = setting("/dev/livegen-jevois", doc="jevois: its serial device")
-    baud: int = setting(115200, lo=1200, hi=4_000_000, doc="jevois: serial baud rate")
-    poll_s: float = setting(0.1, lo=0.005, hi=5.0,
-                            doc="jevois: how often the newest position is taken")
-    frame_size: tuple[int, int] = setting((320, 240), lo=1, hi=8192,
-                                          doc="jevois: the frame its x|y are measured in")
+def __getattr__(name: str) -> type[InputConfig]:
+    """An input family's config class at its old address (`from livegen.config import
+    MidiInputConfig`), for code written before the classes moved beside their inputs; new
+    code imports each from its family's module (livegen.inputs.FAMILIES names it)."""
+    if name.endswith("InputConfig"):  # not for `__path__` and the like, asked on import
+        from livegen.inputs import FAMILIES, config_class
 
-    def offered_keys(self) -> tuple[str, ...]:
-        return HAND_KEYS
-
-    def check(self, path: str, problems: list[str]) -> None:
-        for key in ("skin_cr", "skin_cb"):
-            lo, hi = getattr(self, key)
-            if lo >= hi:
-                problems.append(f"{path}.{key}: the low end must be below the high end, "
-                                f"got [{lo}, {hi}]")
-        if self.mode == "jevois" and not self.port:
-            problems.append(f"{path}.port: needed when {path}.mode = 'jevois'; name its "
-                            "serial device, e.g. '/dev/livegen-jevois' (see `livegen devices`)")
+        for type_name, family in FAMILIES.items():
+            if family.config.endswith(f":{name}"):
+                return config_class(type_name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-@dataclass(frozen=True, slots=True)
-class EmgInputConfig(InputConfig):
-    """An EMG armband or board: eight (or so) channels of muscle activity, each turned into
-    an envelope normalised to 0..1 by the performer's calibration."""
-    protocol: Literal["myo-bled112", "cyton", "csv", "brainflow"] = setting(
-        "csv", doc="myo-bled112: a Myo through a BLED112 dongle; cyton: OpenBCI Cyton "
-                   "packets; csv: text lines of numbers (Arduino + MyoWare); brainflow: "
-                   "a BrainFlow board (needs the [sensors] extra)")
-    port: str = setting("/dev/livegen-emg", doc="serial device ('' = BrainFlow's default)")
-    baud: int = setting(115200, lo=1200, hi=4_000_000, doc="serial baud rate")
-    channels: int = setting(8, lo=1, hi=16, doc="channels used: ch0, ch1, ... up to this many")
-    sample_rate: float | None = setting(
-        None, lo=10.0, hi=20000.0, doc="samples per second; unset = the protocol's own "
-                                       "(Myo 200, Cyton 250, BrainFlow the board's, csv 200)")
-    signal: Literal["raw", "envelope"] = setting(
-        "raw", doc="raw: remove DC and rectify first; envelope: the sensor already sends "
-                   "an envelope (MyoWare SIG pin), only smooth and normalise it")
-    envelope: Literal["rms", "mav"] = setting(
-        "rms", doc="root mean square or mean absolute value over the window")
-    window_ms: float = setting(150.0, lo=5.0, hi=5000.0, doc="envelope window")
-    highpass_hz: float = setting(10.0, lo=0.1, hi=200.0,
-                                 doc="raw: cut-off that removes the DC offset and drift")
-    rate_hz: float = setting(50.0, lo=1.0, hi=1000.0, doc="readings per second")
-    calibration: Path | None = setting(
-        None, doc="rest and squeeze levels from `livegen calibrate emg` (JSON or TOML); "
-                  "unset = rest 0, full_scale at the top")
-    full_scale: float | None = setting(
-        None, lo=1e-9, hi=1e9, doc="envelope read as 1.0 without a calibration; unset = the "
-                                   "protocol's typical strong contraction")
-    stall_s: float = setting(2.0, lo=0.1, hi=600.0,
-                             doc="no samples for this long counts as an unplug")
-    myo_address: str = setting("", doc="myo: its Bluetooth address 'aa:bb:cc:dd:ee:ff'; "
-                                       "'' = the first Myo a scan finds")
-    myo_emg_mode: Literal["filtered", "raw"] = setting(
-        "filtered", doc="myo: the armband's own mains/band filter on (filtered) or off (raw)")
-    scan_s: float = setting(10.0, lo=0.5, hi=120.0, doc="myo: how long to scan for it")
-    board: str = setting("synthetic", doc="brainflow: board name (synthetic, cyton, "
-                                          "gforce_pro, ...) or its numeric id")
-
-    def offered_keys(self) -> tuple[str, ...]:
-        return (*(f"ch{i}" for i in range(self.channels)), "total")
-
-    def check(self, path: str, problems: list[str]) -> None:
-        fixed = {"myo-bled112": 8, "cyton": 8}
-        if self.protocol in fixed and self.channels > fixed[self.protocol]:
-            problems.append(f"{path}.channels: {self.protocol} has {fixed[self.protocol]} "
-                            f"channels, got {self.channels}")
-        if self.protocol != "brainflow" and not self.port:
-            problems.append(f"{path}.port: needed for protocol {self.protocol!r}; name the "
-                            "serial device, e.g. '/dev/livegen-myo' (see `livegen devices`)")
-        if self.myo_address and not re.fullmatch(r"([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}",
-                                                 self.myo_address):
-            problems.append(f"{path}.myo_address: {self.myo_address!r} is not a Bluetooth "
-                            "address like 'c8:2f:84:e5:1d:07'")
-
-
-@dataclass(frozen=True, slots=True)
-class OscInputConfig(InputConfig):
-    """An OSC listener: `/livegen/in/NAME f...` from any tracker (a MediaPipe script,
-    TouchOSC on a phone) becomes the values NAME (one float) or NAME.0, NAME.1, ..."""
-    host: str = setting("127.0.0.1", doc="address to listen on; 0.0.0.0 opens it to the "
-                                         "network (phones), so only on a trusted network")
-    port: int = setting(9000, lo=0, hi=65535, doc="UDP port (0 = any free port)")
-    prefix: str = setting("/livegen/in", doc="OSC address prefix of the messages taken")
-    # A fader or knob on a phone sends only when moved and keeps its place, like a MIDI
-    # knob: its controls hold. A tracker that streams can set a few seconds.
-    stale_after: float = setting(3600.0, lo=0.05, hi=3600.0,
-                                 doc="seconds of silence before its controls go neutral")
-    commands: bool = setting(True, doc="take the control surface's commands (/livegen/panic, "
-                                       "/livegen/pause, /livegen/generator, /livegen/preset/"
-                                       "...) and answer with /livegen/state/...")
-    reply_to: str = setting("", doc="host:port that state replies go to (a TouchOSC or Open "
-                                    "Stage Control receive port); '' = the sender's address")
-
-    def check(self, path: str, problems: list[str]) -> None:
-        if not re.fullmatch(r"(/[^/\s#*,?\[\]{}]+)+", self.prefix):
-            problems.append(f"{path}.prefix: {self.prefix!r} must be an OSC address like "
-                            "'/livegen/in' (starts with '/', no trailing '/', no wildcards)")
-        if self.reply_to and parse_host_port(self.reply_to) is None:
-            problems.append(f"{path}.reply_to: {self.reply_to!r} is not host:port; give e.g. "
-                            "'192.168.1.20:9001', or '' to reply to the sender")
-
-
-def parse_host_port(text: str) -> tuple[str, int] | None:
-    """'host:port' -> (host, port), or None when it is not that."""
-    host, colon, port = text.rpartition(":")
-    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        return None
-    return host, int(port)
-
-
-PAGE_KEYS = ("pitch", "density", "temperature", "velocity")
 # Recalled presets and switches from the control surface reach the mapper as readings of
 # this source: their values are targets' values, held until a target's own rule moves.
 PRESET_SOURCE = "preset"
-
-
-@dataclass(frozen=True, slots=True)
-class PageInputConfig(InputConfig):
-    """The monitor page's sliders as an input: each key is a slider (0..1) whose moves
-    become readings of this input, mapped by [[map]] rules like any other input's."""
-    keys: tuple[str, ...] = setting(PAGE_KEYS, doc="one slider per key, e.g. 'pitch' (a map "
-                                                   "source NAME.pitch)")
-    # A slider stays where it was left, like a knob: its controls hold.
-    stale_after: float = setting(3600.0, lo=0.05, hi=3600.0,
-                                 doc="seconds of silence before its controls go neutral")
-
-    def offered_keys(self) -> tuple[str, ...]:
-        return self.keys
-
-    def check(self, path: str, problems: list[str]) -> None:
-        for i, key in enumerate(self.keys):
-            if not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", key):
-                problems.append(f"{path}.keys[{i}]: {key!r} is not a key name; use letters, "
-                                "digits, '_', '-' and dots, e.g. 'pitch'")
-        if len(set(self.keys)) != len(self.keys):
-            problems.append(f"{path}.keys: a key is named twice; give each slider once")
-
-
-INPUT_TYPES: dict[str, type[InputConfig]] = {
-    "sim": SimInputConfig,
-    "replay": ReplayInputConfig,
-    "midi": MidiInputConfig,
-    "camera": CameraInputConfig,
-    "emg": EmgInputConfig,
-    "osc": OscInputConfig,
-    "page": PageInputConfig,
-}
 
 
 # ---------------------------------------------------------------- mapping rules
@@ -1006,6 +812,8 @@ class _Builder:
         return tuple(items)
 
     def inputs(self, raw: Any, path: str) -> dict[str, InputConfig]:
+        from livegen.inputs import FAMILIES, config_class
+
         if not isinstance(raw, dict):
             self.problems.append(f"{path}: expected tables like [inputs.NAME], "
                                  f"got {_describe(raw)}")
@@ -1023,15 +831,15 @@ class _Builder:
                 except _Invalid:
                     continue
             kind = table.get("type") if isinstance(table, dict) else None
-            if kind not in INPUT_TYPES:
-                what = (f"unknown input type {kind!r}{_suggest(kind, INPUT_TYPES)}"
+            if kind not in FAMILIES:
+                what = (f"unknown input type {kind!r}{_suggest(kind, FAMILIES)}"
                         if isinstance(kind, str) else
                         "missing" if kind is None else f"expected a string, got {_describe(kind)}")
                 self.problems.append(f"{item_path}.type: {what} "
-                                     f"(input types: {', '.join(INPUT_TYPES)})")
+                                     f"(input types: {', '.join(FAMILIES)})")
                 continue
             with contextlib.suppress(_Invalid):
-                result[name] = self.build(INPUT_TYPES[kind], table, item_path)
+                result[name] = self.build(config_class(kind), table, item_path)
         return result
 
     def with_default_generators(self, config: Config) -> Config:

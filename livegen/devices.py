@@ -3,39 +3,27 @@
 Lists cameras, serial ports (with the devices livegen knows by USB id), MIDI ports for each
 MIDI system rtmidi was built with (saying plainly when none is reachable), the OSC
 listeners of the config, ONNX Runtime's execution providers, and for each configured input
-whether it is reachable now. It only looks: no port is opened for long, no camera is
+whether it is reachable now: what its family's config says of itself (`describe`,
+`reachable`; see livegen.inputs). It only looks: no port is opened for long, no camera is
 started, nothing is sent.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import ctypes
 import ctypes.util
-import errno
 import logging
 import os
-import socket
-import stat
-import sys
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 
 from livegen import config as config_module
 from livegen import toml_writer
-from livegen.config import (
-    CameraInputConfig,
-    Config,
-    EmgInputConfig,
-    InputConfig,
-    MidiInputConfig,
-    OscInputConfig,
-    ReplayInputConfig,
-    SimInputConfig,
-)
+from livegen.config import Config, InputConfig
 from livegen.errors import LivegenError
+from livegen.inputs.base import Check
+from livegen.inputs.osc import OscInputConfig
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +37,6 @@ KNOWN_USB = {
 }
 STABLE_NAMES = ("livegen-myo", "livegen-cyton", "livegen-emg", "livegen-jevois",
                 "livegen-camera")
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    """Whether something is usable now, and a line that says why or why not."""
-
-    ok: bool
-    detail: str
-
-    def line(self) -> str:
-        return f"{'reachable' if self.ok else 'NOT reachable'}: {self.detail}"
 
 
 def devices_command(args: argparse.Namespace) -> int:
@@ -215,7 +192,7 @@ def osc(config: Config | None) -> list[str]:
     if not listeners:
         return ["no OSC input configured (add [inputs.NAME] with type = 'osc')"]
     return [f"inputs.{name}: udp {c.host}:{c.port}, messages {c.prefix}/NAME f... -> "
-            f"{check_osc(c).line()}" for name, c in listeners.items()]
+            f"{c.reachable().line()}" for name, c in listeners.items()]
 
 
 def onnx_runtime() -> list[str]:
@@ -236,153 +213,10 @@ def configured_inputs(config: Config | None) -> list[str]:
         return ["none configured"]
     lines = []
     for name, input_config in config.inputs.items():
-        lines.append(f"inputs.{name} ({describe(input_config)}): "
-                     f"{check_input(input_config).line()}")
+        check = input_config.reachable() or Check(True, "no check for this input type")
+        lines.append(f"inputs.{name} ({input_config.describe()}): {check.line()}")
         lines += [f"    {line}" for line in profile_mappings(name, input_config)]
     return lines
-
-
-def describe(c: InputConfig) -> str:
-    if isinstance(c, CameraInputConfig):
-        if c.mode == "jevois":
-            return f"camera, JeVois on {c.port}"
-        return f"camera, {c.path if c.path is not None else f'device {c.device}'}, {c.detector}"
-    if isinstance(c, EmgInputConfig):
-        where = f"board {c.board}" if c.protocol == "brainflow" else c.port
-        return f"emg, {c.protocol} on {where}"
-    if isinstance(c, OscInputConfig):
-        return f"osc, udp {c.host}:{c.port}"
-    if isinstance(c, MidiInputConfig):
-        return f"midi, {'virtual port' if c.virtual else repr(c.port)}"
-    return c.type
-
-
-def check_input(c: InputConfig) -> Check:
-    """Whether the configured input could start now."""
-    if isinstance(c, CameraInputConfig):
-        if c.mode == "jevois":
-            return check_serial(c.port)
-        if c.path is not None and c.path.is_char_device():
-            return check_camera_node(c.path)
-        if c.path is not None:
-            return check_video_file(c.path)
-        return check_camera(c.device)
-    if isinstance(c, EmgInputConfig):
-        if c.protocol == "brainflow":
-            return check_brainflow(c)
-        serial_check = check_serial(c.port)
-        if serial_check.ok and c.calibration is not None:
-            from livegen.inputs.emg.calibration import Calibration
-
-            try:
-                Calibration.load(c.calibration, c.channels)
-            except LivegenError as exc:
-                return Check(False, str(exc))
-        return serial_check
-    if isinstance(c, OscInputConfig):
-        return check_osc(c)
-    if isinstance(c, MidiInputConfig):
-        return check_midi_input(c)
-    if isinstance(c, ReplayInputConfig):
-        return Check(c.path.is_file(), f"trace {c.path}" + ("" if c.path.is_file()
-                                                            else ": no such file"))
-    if isinstance(c, SimInputConfig):
-        return Check(True, "simulated, always there")
-    return Check(True, "no check for this input type")
-
-
-def check_serial(port: str) -> Check:
-    path = Path(port)
-    if not path.exists():
-        return Check(False, f"{port}: no such device; plug it in, and for the stable "
-                            "/dev/livegen-* names install devices/99-livegen.rules")
-    target = os.path.realpath(path)
-    if not stat.S_ISCHR(os.stat(path).st_mode):
-        return Check(False, f"{port} -> {target} is not a serial device")
-    if not os.access(path, os.R_OK | os.W_OK):
-        return Check(False, f"{port}: no permission; add your user to group 'dialout' "
-                            "and log in again")
-    shown = port if target == port else f"{port} -> {target}"
-    return Check(True, shown)
-
-
-def check_camera(index: int) -> Check:
-    device = Path(f"/dev/video{index}")
-    if not sys.platform.startswith("linux"):
-        return Check(True, f"camera {index} (not checked: listing cameras needs Linux)")
-    if not Path("/sys/class/video4linux").is_dir() or not device.exists():
-        return Check(False, f"{device}: no such camera (see 'cameras' above)")
-    if not os.access(device, os.R_OK | os.W_OK):
-        return Check(False, f"{device}: no permission; add your user to group 'video'")
-    return Check(True, str(device))
-
-
-def check_camera_node(path: Path) -> Check:
-    if not os.access(path, os.R_OK | os.W_OK):
-        return Check(False, f"{path}: no permission; add your user to group 'video'")
-    return Check(True, f"{path} -> {os.path.realpath(path)}")
-
-
-def check_video_file(path: Path) -> Check:
-    if not path.is_file():
-        return Check(False, f"{path}: no such file")
-    import cv2
-
-    capture = cv2.VideoCapture(str(path))
-    try:
-        ok, frame = capture.read()
-        if not ok:
-            return Check(False, f"{path}: OpenCV cannot read a frame from it")
-        fps = capture.get(cv2.CAP_PROP_FPS)
-        return Check(True, f"{path}: {frame.shape[1]}x{frame.shape[0]} at {fps:g} fps")
-    finally:
-        capture.release()
-
-
-def check_osc(c: OscInputConfig) -> Check:
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        probe.bind((c.host, c.port))
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            return Check(False, f"port {c.port} is in use (is livegen already running?)")
-        if exc.errno == errno.EADDRNOTAVAIL:
-            return Check(False, f"{c.host} is not an address of this machine")
-        return Check(False, f"cannot listen on {c.host}:{c.port}: {exc.strerror}")
-    finally:
-        probe.close()
-    return Check(True, f"can listen on {c.host}:{c.port}")
-
-
-def check_midi_input(c: MidiInputConfig) -> Check:
-    try:
-        import rtmidi
-
-        from livegen.ports import native_stderr_captured
-    except ImportError:
-        return Check(False, "python-rtmidi is not importable")
-    if c.virtual:
-        return Check(True, "opens its own virtual port")
-    ports: list[str] = []
-    for api in rtmidi.get_compiled_api():
-        if api == rtmidi.API_UNIX_JACK and not jack_server_running():
-            continue
-        with contextlib.suppress(Exception), native_stderr_captured():
-            ports += rtmidi.MidiIn(api, name="livegen-devices").get_ports()
-    matches = [p for p in ports if c.port.lower() in p.lower()]
-    if matches:
-        return Check(True, f"port {matches[0]!r}")
-    return Check(False, f"no MIDI input port contains {c.port!r} (see 'MIDI' above)")
-
-
-def check_brainflow(c: EmgInputConfig) -> Check:
-    try:
-        import brainflow  # noqa: F401
-    except ImportError:
-        return Check(False, "BrainFlow is not installed: pip install 'livegen[sensors]'")
-    if c.board == "synthetic":
-        return Check(True, "BrainFlow's synthetic board")
-    return check_serial(c.port) if c.port else Check(True, f"BrainFlow board {c.board}")
 
 
 def profile_mappings(name: str, c: InputConfig) -> list[str]:

@@ -206,15 +206,15 @@ def test_osc_and_replay_inputs_take_any_key(tmp_path: Path) -> None:
 def test_the_declared_keys_are_the_keys_the_inputs_yield() -> None:
     import mido
 
-    from livegen.inputs.camera import NO_HAND, Hand
-    from livegen.inputs.midi_in import values_of
-    from livegen.inputs.sim import Performer
+    from livegen.inputs.camera import NO_HAND, CameraInputConfig, Hand
+    from livegen.inputs.midi_in import MidiInputConfig, values_of
+    from livegen.inputs.sim import Performer, SimInputConfig
 
-    sim = config.SimInputConfig(type="sim").offered_keys()
+    sim = SimInputConfig(type="sim").offered_keys()
     assert set(Performer(seed=3).values(5.0)) == set(sim)
     camera = set(Hand(0.1, 0.2, 0.3, 2).values()) | set(NO_HAND)
-    assert camera == set(config.CameraInputConfig(type="camera").offered_keys())
-    midi = set(config.MidiInputConfig(type="midi").offered_keys())
+    assert camera == set(CameraInputConfig(type="camera").offered_keys())
+    midi = set(MidiInputConfig(type="midi").offered_keys())
     messages = [mido.Message("control_change", control=127, value=3),
                 mido.Message("note_on", note=0, velocity=9),
                 mido.Message("note_off", note=127), mido.Message("pitchwheel", pitch=5),

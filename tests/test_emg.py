@@ -25,13 +25,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from livegen.config import EmgInputConfig, loads
+from livegen.config import loads
 from livegen.errors import LivegenError
 from livegen.inputs import create
 from livegen.inputs.base import Backoff, InputStats, Reading, supervise
 from livegen.inputs.emg.bgapi import BgapiFramer
 from livegen.inputs.emg.calibrate import calibrate_command
 from livegen.inputs.emg.calibration import Calibration
+from livegen.inputs.emg.config import EmgInputConfig
 from livegen.inputs.emg.cyton import CytonFramer, decode_cyton
 from livegen.inputs.emg.envelope import EnvelopeChain
 from livegen.inputs.emg.input import EmgInput

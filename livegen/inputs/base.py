@@ -1,5 +1,5 @@
-"""What every input yields, the small interface each input family offers, and the
-supervisor that keeps inputs alive.
+"""What every input yields, the small interface each input family offers (and the `Check`
+it answers `livegen devices`), and the supervisor that keeps inputs alive.
 
 An input is anything with a `name` and an async `readings()` iterator. Inputs whose drivers
 block (a camera, a serial port) read in a thread of their own (`ThreadedInput`) and hand
@@ -13,11 +13,14 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
+import stat
 import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,34 @@ class Input(Protocol):
     stats: InputStats
 
     def readings(self) -> AsyncIterator[Reading]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """Whether an input could start now, and a line that says why or why not: what a
+    family's config answers `livegen devices` (InputConfig.reachable)."""
+
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"{'reachable' if self.ok else 'NOT reachable'}: {self.detail}"
+
+
+def check_serial_device(port: str) -> Check:
+    """Whether `port` is a serial device this user may open (a JeVois, an EMG dongle)."""
+    path = Path(port)
+    if not path.exists():
+        return Check(False, f"{port}: no such device; plug it in, and for the stable "
+                            "/dev/livegen-* names install devices/99-livegen.rules")
+    target = os.path.realpath(path)
+    if not stat.S_ISCHR(os.stat(path).st_mode):
+        return Check(False, f"{port} -> {target} is not a serial device")
+    if not os.access(path, os.R_OK | os.W_OK):
+        return Check(False, f"{port}: no permission; add your user to group 'dialout' "
+                            "and log in again")
+    shown = port if target == port else f"{port} -> {target}"
+    return Check(True, shown)
 
 
 class InputEnded(Exception):

@@ -19,7 +19,9 @@ fraction of the frame height), hand.present (1 or 0), hand.fingers (0..5). A fra
 a hand yields only hand.present = 0 and hand.fingers = 0, so mappings from x and y hold.
 A JeVois gives x, y and present (and size when it sends a radius), no finger count.
 
-OpenCV's own logging and that of the FFmpeg inside it are silenced on import: their lines
+OpenCV is imported when a camera first opens (`opencv()`), so reading the config
+(check-config, `livegen devices`) never loads it. Its own logging and that of the FFmpeg
+inside it are silenced then: their lines
 ("[ WARN:0@0.2] global cap_v4l.cpp:914 open VIDEOIO(V4L2:/dev/video3): can't open camera
 by index", "[mjpeg @ 0x55d6] overread 8") would land in the performer's log beside livegen's
 one-line messages and say nothing those do not. Set OPENCV_LOG_LEVEL or
@@ -28,40 +30,148 @@ OPENCV_FFMPEG_LOGLEVEL in the environment to see them again.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
+import sys
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
-import cv2
 import numpy as np
 
-from livegen.config import CameraInputConfig
-from livegen.inputs.base import Emit, InputEnded, InputStats, LineReader, ThreadedInput
+from livegen.config import InputConfig, setting
+from livegen.inputs.base import (
+    Check,
+    Emit,
+    InputEnded,
+    InputStats,
+    LineReader,
+    ThreadedInput,
+    check_serial_device,
+)
 
 log = logging.getLogger(__name__)
 
+# The keys a hand tracker yields (the camera, and the simulated performer's hand).
+HAND_KEYS = ("hand.x", "hand.y", "hand.present", "hand.size", "hand.fingers")
 
-def quiet_opencv() -> None:
-    """Silence OpenCV's and FFmpeg's native logging, unless the environment asks for it."""
+
+@dataclass(frozen=True, slots=True)
+class CameraInputConfig(InputConfig):
+    """A camera that tracks the hand: OpenCV capture (a camera or a video file), or a JeVois
+    smart camera that sends "x|y" lines over USB serial."""
+    mode: Literal["capture", "jevois"] = setting(
+        "capture", doc="capture: frames through OpenCV; jevois: positions over serial")
+    device: int = setting(0, lo=0, hi=63, doc="camera index (/dev/videoN) when no path is set")
+    path: Path | None = setting(None, doc="a video file to read instead of a camera, or "
+                                          "a camera's device node (/dev/livegen-camera)")
+    realtime: bool = setting(True, doc="video files: play at their own frame rate, like a "
+                                       "camera (false: as fast as tracking goes)")
+    loop: bool = setting(False, doc="video files: start again at the end (false: the end "
+                                    "counts as an unplug and the file is reopened)")
+    width: int = setting(640, lo=16, hi=7680, doc="frame width asked of a camera")
+    height: int = setting(480, lo=16, hi=4320, doc="frame height asked of a camera")
+    fps: float = setting(30.0, lo=1.0, hi=240.0, doc="frame rate asked of a camera")
+    detector: Literal["mog2", "skin"] = setting(
+        "mog2", doc="mog2: what moves against the learned background; skin: skin colour")
+    process_width: int = setting(320, lo=64, hi=1920,
+                                 doc="frames are scaled down to this width before tracking")
+    min_area: float = setting(0.005, lo=0.0, hi=0.5,
+                              doc="smallest blob (fraction of the frame) that counts as a hand")
+    mirror: bool = setting(False, doc="flip left and right (a camera facing the performer)")
+    history: int = setting(300, lo=10, hi=10000,
+                           doc="mog2: frames of background memory; a hand held still this "
+                               "long fades into the background")
+    threshold: float = setting(25.0, lo=1.0, hi=1000.0,
+                               doc="mog2: squared distance from the background that is "
+                                   "foreground (higher = less noise, less hand)")
+    skin_cr: tuple[float, float] = setting((133.0, 173.0), lo=0.0, hi=255.0,
+                                           doc="skin: Cr range in YCrCb")
+    skin_cb: tuple[float, float] = setting((77.0, 127.0), lo=0.0, hi=255.0,
+                                           doc="skin: Cb range in YCrCb")
+    port: str = setting("/dev/livegen-jevois", doc="jevois: its serial device")
+    baud: int = setting(115200, lo=1200, hi=4_000_000, doc="jevois: serial baud rate")
+    poll_s: float = setting(0.1, lo=0.005, hi=5.0,
+                            doc="jevois: how often the newest position is taken")
+    frame_size: tuple[int, int] = setting((320, 240), lo=1, hi=8192,
+                                          doc="jevois: the frame its x|y are measured in")
+
+    def offered_keys(self) -> tuple[str, ...]:
+        return HAND_KEYS
+
+    def describe(self) -> str:
+        if self.mode == "jevois":
+            return f"camera, JeVois on {self.port}"
+        where = self.path if self.path is not None else f"device {self.device}"
+        return f"camera, {where}, {self.detector}"
+
+    def reachable(self) -> Check:
+        if self.mode == "jevois":
+            return check_serial_device(self.port)
+        if self.path is not None and is_camera_node(self.path):
+            if not os.access(self.path, os.R_OK | os.W_OK):
+                return Check(False, f"{self.path}: no permission; add your user to group "
+                                    "'video'")
+            return Check(True, f"{self.path} -> {os.path.realpath(self.path)}")
+        if self.path is not None:
+            return check_video_file(self.path)
+        device = Path(f"/dev/video{self.device}")
+        if not sys.platform.startswith("linux"):
+            return Check(True, f"camera {self.device} (not checked: listing cameras needs "
+                               "Linux)")
+        if not Path("/sys/class/video4linux").is_dir() or not device.exists():
+            return Check(False, f"{device}: no such camera (see 'cameras' above)")
+        if not os.access(device, os.R_OK | os.W_OK):
+            return Check(False, f"{device}: no permission; add your user to group 'video'")
+        return Check(True, str(device))
+
+    def check(self, path: str, problems: list[str]) -> None:
+        for key in ("skin_cr", "skin_cb"):
+            lo, hi = getattr(self, key)
+            if lo >= hi:
+                problems.append(f"{path}.{key}: the low end must be below the high end, "
+                                f"got [{lo}, {hi}]")
+        if self.mode == "jevois" and not self.port:
+            problems.append(f"{path}.port: needed when {path}.mode = 'jevois'; name its "
+                            "serial device, e.g. '/dev/livegen-jevois' (see `livegen devices`)")
+
+
+@functools.cache
+def opencv() -> Any:
+    """OpenCV, imported on first use, with its native logging and FFmpeg's silenced unless
+    the environment asks for them."""
+    import cv2
+
     if "OPENCV_LOG_LEVEL" not in os.environ:
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     # OpenCV reads this when it first starts its FFmpeg backend (the first capture), so
     # setting it after the import still counts. -8 is FFmpeg's AV_LOG_QUIET.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    return cv2
 
 
-quiet_opencv()
+def check_video_file(path: Path) -> Check:
+    """Whether OpenCV reads a frame from the video file `path` (for `livegen devices`)."""
+    if not path.is_file():
+        return Check(False, f"{path}: no such file")
+    cv2 = opencv()
+    capture = cv2.VideoCapture(str(path))
+    try:
+        ok, frame = capture.read()
+        if not ok:
+            return Check(False, f"{path}: OpenCV cannot read a frame from it")
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        return Check(True, f"{path}: {frame.shape[1]}x{frame.shape[0]} at {fps:g} fps")
+    finally:
+        capture.release()
+
 
 MAX_FINGERS = 5
-# Video files are read by FFmpeg alone: when it cannot open one, OpenCV would go on to try
-# its own AVI reader, which prints what it finds wrong straight to stderr, past any log level.
-FILE_BACKEND = cv2.CAP_FFMPEG if cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG) \
-    else cv2.CAP_ANY
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +206,7 @@ class HandTracker:
         self.config = config
         self.detector = config.detector
         self.process_width = config.process_width
+        cv2 = self.cv2 = opencv()
         self.subtractor = cv2.createBackgroundSubtractorMOG2(
             history=config.history, varThreshold=config.threshold, detectShadows=False)
         self.skin_lo = np.array([0, config.skin_cr[0], config.skin_cb[0]], np.uint8)
@@ -107,6 +218,7 @@ class HandTracker:
 
     def mask(self, frame: np.ndarray) -> np.ndarray:
         """The cleaned foreground mask (255 = hand) of a frame at processing size."""
+        cv2 = self.cv2
         if self.detector == "skin":
             # A light blur first: MJPG and sensor noise scatter chroma at pixel scale.
             ycrcb = cv2.cvtColor(cv2.blur(frame, (3, 3)), cv2.COLOR_BGR2YCrCb)
@@ -118,6 +230,7 @@ class HandTracker:
 
     def track(self, frame: np.ndarray) -> Hand | None:
         """The hand in this frame, or None when no blob is large enough."""
+        cv2 = self.cv2
         height, width = frame.shape[:2]
         if width != self.process_width:
             scaled_height = max(1, round(height * self.process_width / width))
@@ -149,6 +262,7 @@ def count_fingers(contour: np.ndarray, area: float, radius: float) -> int:
     n valleys mean n + 1 fingers. With no valley the hand is a fist (0) or shows one
     finger (1): a finger makes the contour reach far beyond a disc of the same area.
     """
+    cv2 = opencv()
     # Simplify first: the pixel staircase of a contour makes tiny defects everywhere.
     epsilon = max(1.0, 0.01 * cv2.arcLength(contour, True))
     shape = cv2.approxPolyDP(contour, epsilon, True)
@@ -220,12 +334,13 @@ def is_camera_node(path: Path) -> bool:
     return path.is_char_device()
 
 
-def open_capture(config: CameraInputConfig) -> tuple[cv2.VideoCapture, str]:
+def open_capture(config: CameraInputConfig) -> tuple[Any, str]:
     """An opened capture for the configured file or camera, and a name for messages.
 
     Raises OSError when it cannot be opened (no such camera, unreadable file): the
     supervisor retries with backoff, so a camera plugged in later is found.
     """
+    cv2 = opencv()
     live = config.path is None or is_camera_node(config.path)
     if config.path is None:
         what = f"camera {config.device}"
@@ -237,7 +352,10 @@ def open_capture(config: CameraInputConfig) -> tuple[cv2.VideoCapture, str]:
         what = f"video file {config.path}"
         if not config.path.is_file():
             raise OSError(f"{what}: no such file")
-        capture = cv2.VideoCapture(str(config.path), FILE_BACKEND)
+        # FFmpeg alone: when it cannot open a file, OpenCV would go on to try its own AVI
+        # reader, which prints what it finds wrong straight to stderr, past any log level.
+        ffmpeg = cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG)
+        capture = cv2.VideoCapture(str(config.path), cv2.CAP_FFMPEG if ffmpeg else cv2.CAP_ANY)
     if live and capture.isOpened():
         capture.set(cv2.CAP_PROP_FRAME_WIDTH, config.width)
         capture.set(cv2.CAP_PROP_FRAME_HEIGHT, config.height)
@@ -266,6 +384,7 @@ class CameraInput(ThreadedInput):
     def run_capture(self, emit: Emit, stopping: threading.Event) -> None:
         """Read, track and emit one reading per frame until the source ends or fails."""
         config = self.config
+        cv2 = opencv()
         capture, what = open_capture(config)
         is_file = config.path is not None and not is_camera_node(config.path)
         file_fps = capture.get(cv2.CAP_PROP_FPS) if is_file else 0.0

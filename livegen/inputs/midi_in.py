@@ -30,15 +30,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import mido
 
 from livegen import config as config_module
-from livegen.config import MidiInputConfig, parse_target
+from livegen.config import InputConfig, parse_target, setting
 from livegen.errors import LivegenError
-from livegen.inputs.base import DeviceAbsent, Emit, ThreadedInput
+from livegen.inputs.base import Check, DeviceAbsent, Emit, ThreadedInput
 from livegen.ports import Listener, ListenerSpec, PortGone
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,61 @@ SYSEX = 0xF0
 NOTE_OFF, NOTE_ON, PROGRAM_CHANGE = 0x80, 0x90, 0xC0
 THRU_TAG_PREFIX = "thru:"  # timeline tag of an input's thru notes: thru:NAME
 
+
+@dataclass(frozen=True, slots=True)
+class MidiInputConfig(InputConfig):
+    port: str = setting("", doc="existing input port to listen to (name substring); with "
+                                "virtual = true, the name of livegen's own input client")
+    virtual: bool = setting(False, doc="open a virtual input port (NAME:in, NAME = port or "
+                                       "'livegen-in') for a controller or DAW to connect to")
+    api: Literal["auto", "jack", "alsa", "coremidi"] = setting("auto")
+    channel: int = setting(0, lo=0, hi=16, doc="listen to this channel only (0 = all)")
+    # A knob sends only when moved and keeps its place: its controls hold for an hour.
+    stale_after: float = setting(3600.0, lo=0.05, hi=3600.0,
+                                 doc="seconds of silence before its controls go neutral")
+    program_change: Literal["value", "preset"] = setting(
+        "value", doc="value: a program change is the value `program` for [[map]] rules; "
+                     "preset: program change P (shown as P+1 on most devices) recalls "
+                     "preset P+1")
+    preset_notes: tuple[int, ...] = setting(
+        (), lo=0, hi=127, doc="notes that recall presets: the first listed recalls preset 1, "
+                              "the next preset 2... (pads for themes)")
+    morph_bars: int = setting(0, lo=0, hi=64, doc="a preset recalled from this input "
+                                                 "(program change or note) morphs over this "
+                                                 "many bars; 0 = at once")
+    thru: bool = setting(False, doc="play the notes that come in through livegen's output "
+                                    "port as well (the performer's keyboard heard)")
+    thru_channel: int = setting(0, lo=0, hi=16, doc="channel the thru notes are played on "
+                                                    "(0 = the channel they came on)")
+
+    def offered_keys(self) -> tuple[str, ...]:
+        numbered = tuple(f"{kind}.{n}" for kind in ("cc", "note", "pressure")
+                         for n in range(128))
+        return (*numbered, "note", "velocity", "bend", "pressure", "program")
+
+    def describe(self) -> str:
+        return f"midi, {'virtual port' if self.virtual else repr(self.port)}"
+
+    def reachable(self) -> Check:
+        """Whether a MIDI input port of any reachable MIDI system matches `port`."""
+        if self.virtual:
+            return Check(True, "opens its own virtual port")
+        import rtmidi  # only to name the kind of port asked for (sources)
+
+        from livegen import ports
+
+        compiled = ports.compiled_apis()
+        sources = [name for api in ports.AUTO_ORDER if api in compiled
+                   for name in ports.current_ports(api, rtmidi.MidiIn) or ()]
+        matches = ports.match_ports(sources, self.port)
+        if matches:
+            return Check(True, f"port {matches[0]!r}")
+        return Check(False, f"no MIDI input port contains {self.port!r} (see 'MIDI' above)")
+
+    def check(self, path: str, problems: list[str]) -> None:
+        if not self.port and not self.virtual:
+            problems.append(f"{path}.port: name the controller's port (a substring; see "
+                            "`livegen devices`) or set virtual = true")
 
 def values_of(message: mido.Message) -> dict[str, float] | None:
     """A parsed channel message as input values, or None for kinds livegen does not map."""

@@ -36,20 +36,23 @@ blobs, booleans...), 'nan'. python-osc pads a float cut short at the end of a da
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import math
 import re
+import socket
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket, ParseError
 
-from livegen.config import OscInputConfig, parse_host_port
+from livegen.config import InputConfig, setting
 from livegen.errors import LivegenError
-from livegen.inputs.base import InputStats, Reading
+from livegen.inputs.base import Check, InputStats, Reading
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,58 @@ COMMANDS = ("panic", "pause", "resume", "generator", "preset/store", "preset/rec
             "preset/morph", "state")
 LISTENERS = 8  # controllers told of every state change: the last ones that sent a command
 
+
+@dataclass(frozen=True, slots=True)
+class OscInputConfig(InputConfig):
+    """An OSC listener: `/livegen/in/NAME f...` from any tracker (a MediaPipe script,
+    TouchOSC on a phone) becomes the values NAME (one float) or NAME.0, NAME.1, ..."""
+    host: str = setting("127.0.0.1", doc="address to listen on; 0.0.0.0 opens it to the "
+                                         "network (phones), so only on a trusted network")
+    port: int = setting(9000, lo=0, hi=65535, doc="UDP port (0 = any free port)")
+    prefix: str = setting("/livegen/in", doc="OSC address prefix of the messages taken")
+    # A fader or knob on a phone sends only when moved and keeps its place, like a MIDI
+    # knob: its controls hold. A tracker that streams can set a few seconds.
+    stale_after: float = setting(3600.0, lo=0.05, hi=3600.0,
+                                 doc="seconds of silence before its controls go neutral")
+    commands: bool = setting(True, doc="take the control surface's commands (/livegen/panic, "
+                                       "/livegen/pause, /livegen/generator, /livegen/preset/"
+                                       "...) and answer with /livegen/state/...")
+    reply_to: str = setting("", doc="host:port that state replies go to (a TouchOSC or Open "
+                                    "Stage Control receive port); '' = the sender's address")
+
+    def describe(self) -> str:
+        return f"osc, udp {self.host}:{self.port}"
+
+    def reachable(self) -> Check:
+        """Whether its port is free to listen on (bound and closed again at once)."""
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            probe.bind((self.host, self.port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return Check(False, f"port {self.port} is in use (is livegen already running?)")
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return Check(False, f"{self.host} is not an address of this machine")
+            return Check(False, f"cannot listen on {self.host}:{self.port}: {exc.strerror}")
+        finally:
+            probe.close()
+        return Check(True, f"can listen on {self.host}:{self.port}")
+
+    def check(self, path: str, problems: list[str]) -> None:
+        if not re.fullmatch(r"(/[^/\s#*,?\[\]{}]+)+", self.prefix):
+            problems.append(f"{path}.prefix: {self.prefix!r} must be an OSC address like "
+                            "'/livegen/in' (starts with '/', no trailing '/', no wildcards)")
+        if self.reply_to and parse_host_port(self.reply_to) is None:
+            problems.append(f"{path}.reply_to: {self.reply_to!r} is not host:port; give e.g. "
+                            "'192.168.1.20:9001', or '' to reply to the sender")
+
+
+def parse_host_port(text: str) -> tuple[str, int] | None:
+    """'host:port' -> (host, port), or None when it is not that."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host, int(port)
 
 class OscInput:
     """A UDP listener on the event loop; `address` is (host, port) once it is bound."""

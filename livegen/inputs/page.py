@@ -11,13 +11,39 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 
-from livegen.config import PageInputConfig
+from livegen.config import InputConfig, setting
 from livegen.inputs.base import InputStats, Reading
 
 log = logging.getLogger(__name__)
+
+PAGE_KEYS = ("pitch", "density", "temperature", "velocity")
+
+
+@dataclass(frozen=True, slots=True)
+class PageInputConfig(InputConfig):
+    """The monitor page's sliders as an input: each key is a slider (0..1) whose moves
+    become readings of this input, mapped by [[map]] rules like any other input's."""
+    keys: tuple[str, ...] = setting(PAGE_KEYS, doc="one slider per key, e.g. 'pitch' (a map "
+                                                   "source NAME.pitch)")
+    # A slider stays where it was left, like a knob: its controls hold.
+    stale_after: float = setting(3600.0, lo=0.05, hi=3600.0,
+                                 doc="seconds of silence before its controls go neutral")
+
+    def offered_keys(self) -> tuple[str, ...]:
+        return self.keys
+
+    def check(self, path: str, problems: list[str]) -> None:
+        for i, key in enumerate(self.keys):
+            if not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", key):
+                problems.append(f"{path}.keys[{i}]: {key!r} is not a key name; use letters, "
+                                "digits, '_', '-' and dots, e.g. 'pitch'")
+        if len(set(self.keys)) != len(self.keys):
+            problems.append(f"{path}.keys: a key is named twice; give each slider once")
 
 
 class PageInput:

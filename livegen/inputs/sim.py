@@ -12,13 +12,28 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import numpy as np
 
-from livegen.config import SimInputConfig
-from livegen.inputs.base import InputStats, Reading
+from livegen.config import InputConfig, setting
+from livegen.inputs.base import Check, InputStats, Reading
+from livegen.inputs.camera import HAND_KEYS
 
 EMG_CHANNELS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class SimInputConfig(InputConfig):
+    seed: int = setting(1, lo=0, hi=2**32 - 1)
+    rate_hz: float = setting(30.0, lo=1.0, hi=1000.0, doc="readings per second")
+    period_s: float = setting(16.0, lo=1.0, hi=3600.0, doc="length of one gesture phrase")
+
+    def offered_keys(self) -> tuple[str, ...]:
+        return (*HAND_KEYS, *(f"emg.ch{i}" for i in range(EMG_CHANNELS)), "emg.total")
+
+    def reachable(self) -> Check:
+        return Check(True, "simulated, always there")
 
 
 def _smoothstep(x: float) -> float:

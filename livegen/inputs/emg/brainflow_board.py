@@ -8,9 +8,9 @@ import time
 
 import numpy as np
 
-from livegen.config import EmgInputConfig
 from livegen.errors import LivegenError
 from livegen.inputs.base import InputStats
+from livegen.inputs.emg.config import EmgInputConfig
 from livegen.inputs.emg.source import READ_TIMEOUT_S
 
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from livegen.config import EmgInputConfig
 from livegen.errors import LivegenError
 from livegen.inputs.base import InputEnded
 from livegen.inputs.emg.calibration import Calibration
+from livegen.inputs.emg.config import EmgInputConfig
 from livegen.inputs.emg.input import EmgInput
 
 PHASES = (

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from livegen.config import EmgInputConfig
 from livegen.inputs.base import InputStats, LineReader
+from livegen.inputs.emg.config import EmgInputConfig
 from livegen.inputs.emg.source import PROTOCOL_RATE, open_serial
 
 

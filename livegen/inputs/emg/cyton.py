@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from livegen.config import EmgInputConfig
 from livegen.inputs.base import InputStats
+from livegen.inputs.emg.config import EmgInputConfig
 from livegen.inputs.emg.framing import Framer
 from livegen.inputs.emg.source import CYTON_UV_PER_COUNT, PROTOCOL_RATE, open_serial
 

@@ -8,8 +8,8 @@ import math
 
 import numpy as np
 
-from livegen.config import EmgInputConfig
 from livegen.inputs.base import InputStats
+from livegen.inputs.emg.config import EmgInputConfig
 
 
 def plausible_samples(samples: np.ndarray, limit: float, stats: InputStats) -> np.ndarray:

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from livegen.config import EmgInputConfig
 from livegen.inputs.base import Emit, InputEnded, InputStats, ThreadedInput
 from livegen.inputs.emg.brainflow_board import BrainFlowSource
 from livegen.inputs.emg.calibration import Calibration
+from livegen.inputs.emg.config import EmgInputConfig
 from livegen.inputs.emg.csv_lines import CsvSource
 from livegen.inputs.emg.cyton import CytonSource
 from livegen.inputs.emg.envelope import EnvelopeChain, plausible_samples

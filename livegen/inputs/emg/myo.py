@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from livegen.config import EmgInputConfig
 from livegen.inputs.base import InputStats
 from livegen.inputs.emg.bgapi import Bgapi
+from livegen.inputs.emg.config import EmgInputConfig
 from livegen.inputs.emg.source import PROTOCOL_RATE, open_serial
 
 # Facts from Thalmic Labs' published Bluetooth protocol (myohw.h) as myo-raw and pyomyo use

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from livegen.config import EmgInputConfig
+from livegen.inputs.emg.config import EmgInputConfig
 
 # Samples per second each protocol delivers when the config does not say.
 PROTOCOL_RATE = {"myo-bled112": 200.0, "cyton": 250.0, "csv": 200.0}
