@@ -203,6 +203,58 @@ def test_osc_and_replay_inputs_take_any_key(tmp_path: Path) -> None:
     assert [r.key for r in cfg.map] == ["fader/7", "anything.at.all"]
 
 
+BREATH_SENSOR = """
+from dataclasses import dataclass
+
+from livegen.config import InputConfig, setting
+from livegen.inputs.base import Check, InputStats, Reading
+
+
+@dataclass(frozen=True, slots=True)
+class BreathInputConfig(InputConfig):
+    rate_hz: float = setting(10.0, lo=1.0, hi=100.0, doc="readings per second")
+
+    def offered_keys(self):
+        return ("breath",)
+
+    def describe(self):
+        return f"breath, {self.rate_hz:g} Hz"
+
+    def reachable(self):
+        return Check(True, "a belt around the chest")
+
+
+class BreathInput:
+    def __init__(self, name, config):
+        self.name, self.config, self.stats = name, config, InputStats()
+
+    async def readings(self):
+        yield Reading(self.name, 0.0, {"breath": 0.5})
+"""
+
+
+def test_a_sensor_is_one_module_and_one_registry_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from livegen import devices, inputs
+
+    (tmp_path / "breath_sensor.py").write_text(BREATH_SENSOR)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(inputs.FAMILIES, "breath", inputs.Family(
+        "breath_sensor:BreathInputConfig", "breath_sensor:BreathInput"))
+    text = "[inputs.belt]\ntype = 'breath'\nrate_hz = 20\n[[map]]\nsource = 'belt.{}'\n" \
+           "target = 'density'\n"
+    cfg = config.loads(text.format("breath"), base_dir=tmp_path)
+    assert cfg.inputs["belt"].rate_hz == 20.0
+    with pytest.raises(ConfigError, match="yields no key 'breth'; did you mean 'breath'"):
+        config.loads(text.format("breth"), base_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"inputs.belt.rate_hz: 0.5 is out of range"):
+        config.loads(text.format("breath").replace("20", "0.5"), base_dir=tmp_path)
+    assert "[inputs.belt]\ntype = \"breath\"" in config.dumps(cfg)
+    assert type(inputs.create("belt", cfg.inputs["belt"])).__name__ == "BreathInput"
+    assert devices.configured_inputs(cfg) == [
+        "inputs.belt (breath, 20 Hz): reachable: a belt around the chest"]
+
+
 def test_the_declared_keys_are_the_keys_the_inputs_yield() -> None:
     import mido
 
