@@ -11,8 +11,6 @@ started, nothing is sent.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import logging
 import os
 import tomllib
@@ -131,14 +129,14 @@ def midi() -> list[str]:
     try:
         import rtmidi
 
-        from livegen.ports import native_stderr_captured
+        from livegen.ports import jack_running, native_stderr_captured
     except ImportError as exc:
         return [f"python-rtmidi is not importable ({exc}): no MIDI at all"]
     lines = []
     reachable = False
     for api in rtmidi.get_compiled_api():
         name = rtmidi.get_api_display_name(api)
-        if api == rtmidi.API_UNIX_JACK and not jack_server_running():
+        if api == rtmidi.API_UNIX_JACK and not jack_running():
             lines.append(f"{name}: no JACK server running (start jackd, or use another system)")
             continue
         try:
@@ -156,32 +154,6 @@ def midi() -> list[str]:
         lines.append("no MIDI system is reachable: `livegen run` can still record to a file "
                      "(output.record), but nothing will sound")
     return lines
-
-
-def jack_server_running() -> bool:
-    """Whether a JACK server answers, asked through libjack without starting one."""
-    from livegen.ports import native_stderr_captured
-
-    library = ctypes.util.find_library("jack")
-    if library is None:
-        return False
-    try:
-        jack = ctypes.CDLL(library)
-    except OSError:
-        return False
-    jack.jack_client_open.restype = ctypes.c_void_p
-    jack.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int,
-                                      ctypes.POINTER(ctypes.c_int)]
-    jack.jack_client_close.argtypes = [ctypes.c_void_p]
-    status = ctypes.c_int(0)
-    no_start_server = 0x01
-    with native_stderr_captured():  # libjack prints its own connection errors
-        client = jack.jack_client_open(b"livegen-devices", no_start_server,
-                                       ctypes.byref(status))
-    if not client:
-        return False
-    jack.jack_client_close(client)
-    return True
 
 
 # ---------------------------------------------------------------- OSC, ONNX Runtime

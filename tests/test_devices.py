@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import rtmidi
 
-from livegen.devices import devices_command, jack_server_running
+from livegen.devices import devices_command
+from livegen.ports import jack_running
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 
@@ -117,7 +118,7 @@ def test_devices_lists_onnx_providers_and_every_midi_system(rig: dict[str, objec
         assert rtmidi.get_api_display_name(api) + ":" in midi
     if rtmidi.API_UNIX_JACK in rtmidi.get_compiled_api():
         jack = line_of(midi, "Jack:")
-        assert ("reachable;" in jack) == jack_server_running()
+        assert ("reachable;" in jack) == jack_running()
     reachable = "reachable;" in midi
     assert ("no MIDI system is reachable" in midi) == (not reachable)
 
