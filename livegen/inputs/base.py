@@ -14,6 +14,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import stat
 import threading
 import time
@@ -24,6 +25,11 @@ from pathlib import Path
 from typing import Protocol
 
 log = logging.getLogger(__name__)
+
+
+# What a value key looks like: names of letters, digits, '_' and '-', joined by dots
+# ('hand.y', 'cc.74', 'fader'); a map rule's source is INPUT.KEY.
+VALUE_KEY = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 
 
 @dataclass(frozen=True, slots=True)

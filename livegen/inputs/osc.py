@@ -52,11 +52,10 @@ from pythonosc.osc_packet import OscPacket, ParseError
 
 from livegen.config import InputConfig, setting
 from livegen.errors import LivegenError
-from livegen.inputs.base import Check, InputStats, Reading
+from livegen.inputs.base import VALUE_KEY, Check, InputStats, Reading
 
 log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 SURFACE = "/livegen/"
 # The commands by their first word after /livegen/ (the preset's by their second).
 COMMANDS = ("panic", "pause", "resume", "generator", "preset/store", "preset/recall",
@@ -262,7 +261,7 @@ class OscInput:
             self.stats.drop("unknown address")
             return None
         name = message.address[len(prefix):].replace("/", ".")
-        if not _NAME.fullmatch(name):
+        if not VALUE_KEY.fullmatch(name):
             self.stats.drop("bad name")
             return None
         params = message.params

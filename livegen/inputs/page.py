@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 from livegen.config import InputConfig, setting
-from livegen.inputs.base import InputStats, Reading
+from livegen.inputs.base import VALUE_KEY, InputStats, Reading
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +38,7 @@ class PageInputConfig(InputConfig):
 
     def check(self, path: str, problems: list[str]) -> None:
         for i, key in enumerate(self.keys):
-            if not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", key):
+            if not VALUE_KEY.fullmatch(key):
                 problems.append(f"{path}.keys[{i}]: {key!r} is not a key name; use letters, "
                                 "digits, '_', '-' and dots, e.g. 'pitch'")
         if len(set(self.keys)) != len(self.keys):
