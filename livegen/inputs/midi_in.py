@@ -37,6 +37,7 @@ from typing import Any, Literal
 import mido
 
 from livegen import config as config_module
+from livegen import toml_writer
 from livegen.config import InputConfig, parse_target, setting
 from livegen.errors import LivegenError
 from livegen.inputs.base import Check, DeviceAbsent, Emit, ThreadedInput
@@ -258,7 +259,8 @@ class MidiInput(ThreadedInput):
 
 def learned_rule(source: str, target: str) -> str:
     """The TOML text of a [[map]] entry from `source` (INPUT.KEY) to `target`."""
-    return f'\n[[map]]\nsource = "{source}"\ntarget = "{target}"\n'
+    lines = toml_writer.assignments({"source": source, "target": target})
+    return "\n[[map]]\n" + "\n".join(lines) + "\n"
 
 
 def learn_command(args: argparse.Namespace) -> int:
