@@ -19,12 +19,12 @@ fraction of the frame height), hand.present (1 or 0), hand.fingers (0..5). A fra
 a hand yields only hand.present = 0 and hand.fingers = 0, so mappings from x and y hold.
 A JeVois gives x, y and present (and size when it sends a radius), no finger count.
 
-OpenCV is imported when a camera first opens (`opencv()`), so reading the config
-(check-config, `livegen devices`) never loads it. Its own logging and that of the FFmpeg
-inside it are silenced then: their lines
+CameraInputConfig (its keys, and what `livegen devices` says of it) needs no OpenCV:
+OpenCV is imported when a camera first opens (`opencv()`), so check-config never loads it.
+Its own logging and that of the FFmpeg inside it are silenced then: their lines
 ("[ WARN:0@0.2] global cap_v4l.cpp:914 open VIDEOIO(V4L2:/dev/video3): can't open camera
-by index", "[mjpeg @ 0x55d6] overread 8") would land in the performer's log beside livegen's
-one-line messages and say nothing those do not. Set OPENCV_LOG_LEVEL or
+by index", "[mjpeg @ 0x55d6] overread 8") would land in the performer's log beside
+livegen's one-line messages and say nothing those do not. Set OPENCV_LOG_LEVEL or
 OPENCV_FFMPEG_LOGLEVEL in the environment to see them again.
 """
 
