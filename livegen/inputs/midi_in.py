@@ -35,6 +35,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import mido
+from rtmidi.midiconstants import (
+    ACTIVE_SENSING,
+    END_OF_EXCLUSIVE,
+    NOTE_OFF,
+    NOTE_ON,
+    PROGRAM_CHANGE,
+    SONG_CONTINUE,
+    SONG_START,
+    SONG_STOP,
+    SYSTEM_EXCLUSIVE,
+    SYSTEM_RESET,
+    TIMING_CLOCK,
+)
 
 from livegen import config as config_module
 from livegen import toml_writer
@@ -45,9 +58,9 @@ from livegen.ports import Listener, ListenerSpec, PortGone
 
 log = logging.getLogger(__name__)
 
-REALTIME = frozenset({0xF8, 0xFA, 0xFB, 0xFC, 0xFE, 0xFF})
-SYSEX = 0xF0
-NOTE_OFF, NOTE_ON, PROGRAM_CHANGE = 0x80, 0x90, 0xC0
+# Status bytes by their use here (rtmidi.midiconstants holds the MIDI standard's table).
+REALTIME = frozenset({TIMING_CLOCK, SONG_START, SONG_CONTINUE, SONG_STOP, ACTIVE_SENSING,
+                      SYSTEM_RESET})
 THRU_TAG_PREFIX = "thru:"  # timeline tag of an input's thru notes: thru:NAME
 
 
@@ -138,14 +151,14 @@ def embedded_messages(sysex: list[int]) -> list[list[int]]:
     pieces: list[list[int]] = []
     current: list[int] | None = None
     for byte in sysex[1:]:
-        if byte >= 0xF7:  # the sysex end, or a real-time byte
+        if byte >= END_OF_EXCLUSIVE:  # the sysex end, or a real-time byte
             continue
         if byte >= 0x80:  # a status byte starts a message
             current = [byte]
             pieces.append(current)
         elif current is not None:
             current.append(byte)
-    return [piece for piece in pieces if piece[0] != SYSEX]
+    return [piece for piece in pieces if piece[0] != SYSTEM_EXCLUSIVE]
 
 
 class MidiInput(ThreadedInput):
@@ -189,7 +202,7 @@ class MidiInput(ThreadedInput):
             if self.on_clock is not None:
                 self.on_clock(status, time.monotonic() if t is None else t)
             return
-        if status == SYSEX:
+        if status == SYSTEM_EXCLUSIVE:
             embedded = embedded_messages(data)
             self.stats.drop("unterminated sysex" if embedded else "sysex")
             for message in embedded:
