@@ -9,7 +9,10 @@ player rolls back, the messages after the cut are withdrawn by their beat, never
 due time, so quantizing can never keep a withdrawn message or withdraw a kept one.
 
 Re-timing and withdrawing leave alone what is due within `lead` of now: the output thread
-may be sending it already.
+may be sending it already. While the transport stands still (a stop, or a followed clock
+waiting for its Start) nothing has a time: what is planned is kept back and goes out at its
+beat once the transport runs, so a player may plan the music a Continue or a Start will
+play before it comes.
 """
 
 from __future__ import annotations
@@ -74,15 +77,16 @@ class BeatPlan:
         return snapped
 
     def add(self, events: Iterable[tuple[float, Message]]) -> None:
-        """Plan messages at their beats (in the order given)."""
+        """Plan messages at their beats (in the order given). While the transport stands
+        still they are kept, with no time yet, and go out when it runs (`follow`)."""
         grid = self.grid
         published = []
         for beat, message in events:
             heard = self.heard_beat(beat, message)
-            due = grid.time_at(heard)
+            due = grid.time_at(heard) if grid.running else math.inf
             self._entries.append(_Planned(beat, heard, message, due))
             published.append((due, message))
-        if published:
+        if published and grid.running:
             self.timeline.add_many(published, self.tag)
 
     def withdraw_after(self, beat: float, now: float) -> None:
@@ -120,9 +124,10 @@ class BeatPlan:
         limit = now + self.lead_s
         self.timeline.drop_after(limit, self.tag)
         grid = self.grid
-        if not grid.running:
-            while self._entries and self._entries[-1].due > limit:
-                self._entries.pop()
+        if not grid.running:  # kept, with no time, until the transport runs again
+            for entry in self._entries:
+                if entry.due > limit:
+                    entry.due = math.inf
             return
         republished = []
         for entry in self._entries:

@@ -209,16 +209,20 @@ class SegmentPlayer:
         if plan.follow(now):
             grid = plan.grid
             if grid.started != state.started:  # a Start: from the top
-                state.started, state.next_bar, state.previous = grid.started, 0, None
-                plan.withdraw_all(now)
-                self.release(self.tag)
+                state.started = grid.started
+                if not state.ready_at_top:
+                    state.next_bar, state.previous = 0, None
+                    plan.withdraw_all(now)
+                    self.release(self.tag)
             if not grid.running and not state.paused:
+                # A stop: what is planned stays, kept back until a Continue plays it on
+                # from the stop's beat; what sounds is ended.
                 state.paused = True
-                state.next_bar = math.ceil(grid.beat0 / grid.beats_per_bar - 1e-9)
-                plan.withdraw_all(now)
                 self.release(self.tag)
             elif grid.running and state.paused:
                 state.paused = False
+            if grid.running:
+                state.ready_at_top = False
         while self._commands:
             command, beat = self._commands.popleft()
             bar = math.ceil(beat / plan.grid.beats_per_bar - 1e-9)
@@ -232,15 +236,23 @@ class SegmentPlayer:
     def _turn(self, plan: BeatPlan, state: _State, now: float) -> float | None:
         """Plan the next segment when its time has come. Returns how long to wait, None
         to turn again at once, or -1 after the generator failed."""
-        if state.paused or state.held:
+        if state.held:
             return TURN_S
         grid = plan.grid
         bar_beats = grid.beats_per_bar
+        ahead_beats = (self.generator.bars * bar_beats if self.plan_ahead_beats is None
+                       else self.plan_ahead_beats)
+        if not grid.running:
+            # The transport stands still: plan the segment the music goes on with (from
+            # the top, for a clock waiting for its first Start) so it is ready at once.
+            if state.next_bar * bar_beats - grid.beat0 > ahead_beats:
+                return TURN_S
+            if grid.beat0 < 1e-9 and state.next_bar == 0:
+                state.ready_at_top = True
+            return self._plan(plan, state, grid, now + bar_beats * grid.beat_s)
         bar_start = grid.time_at(state.next_bar * bar_beats)
         if self.end is not None and bar_start >= self.end:
             return TURN_S
-        ahead_beats = (self.generator.bars * bar_beats if self.plan_ahead_beats is None
-                       else self.plan_ahead_beats)
         ahead_s = ahead_beats * grid.beat_s
         if now < bar_start - ahead_s:  # one segment ahead (or as late as it asks), no more
             return bar_start - ahead_s - now
@@ -288,7 +300,7 @@ class SegmentPlayer:
                 controls = newer
                 continue
             break
-        if self.clock() > bar_start - LEAD_S:
+        if plan.grid.running and self.clock() > bar_start - LEAD_S:
             self._miss(plan, state, self.clock())
             return None
         self._publish(plan, state, segment, controls, bar_start)
@@ -301,7 +313,7 @@ class SegmentPlayer:
                                   controls.velocity_scale))
         self.stats.segments += 1
         self.stats.figures = dict(segment.figures)
-        if controls.version != state.heard_version and controls.t > 0:
+        if controls.version != state.heard_version and controls.t > 0 and plan.grid.running:
             # This bar line is where the change is heard.
             self.stats.control_latency.record(max(0.0, bar_start - controls.t))
             state.heard_version = controls.version
@@ -333,6 +345,7 @@ class _State:
     paused: bool = False
     held: bool = False
     heard_version: int = -1
+    ready_at_top: bool = False  # bar 0 planned while waiting for a Start
 
 
 def segment_messages(notes: Sequence[Any], first_beat: float, channel: int,

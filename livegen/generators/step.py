@@ -465,7 +465,7 @@ class _Plan:
         else:
             self.held = False
             self.origin_beat = beat - self.state.time / self.spb
-            self.switches.clear()
+            self._adopt_newest_controls()
             self.checkpoints.clear()
             self._save()
 
@@ -485,9 +485,15 @@ class _Plan:
         player.release(player.tag)
         self.state, self.index = self.gen.initial(), 0
         self.origin_beat = 0.0
-        self.switches.clear()
+        self._adopt_newest_controls()
         self.checkpoints.clear()
         self._save()
+
+    def _adopt_newest_controls(self) -> None:
+        """The music (re)starts here: under the newest controls handed over, whose placed
+        changes (placed on a clock that stood still) are dropped, not lost."""
+        self.switches.clear()
+        self.controls = self.basis = self.player._controls
 
     # ------------------------------------------------------------ control changes
 
