@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 SHIPPED = {
     "config.toml": [],
     "README.md": [],
-    "models": ["*.onnx", "*.onnx.data", "*.json"],
+    "models": ["*.onnx", "*.onnx.data", "*.json", "*.npz"],
     "devices": ["*.toml", "*.rules"],
     "systemd": ["*.service"],
     "examples": ["*.toml"],

@@ -9,8 +9,9 @@ held-out real music and for random notes.
 - distribution overlap: six feature histograms of the music (pitch-class entropy and
   pitch range per 4 s, inter-onset intervals, melodic intervals, note lengths, polyphony)
   against half the held-out pieces; 1 = alike. Conditions: nobody steering (the live
-  default), a performer's random walk of pitch, density and loudness, and the control
-  timelines of held-out pieces sent outright;
+  default), a performer's random walk of pitch, density and loudness about the middle,
+  a walk sweeping the whole range, and the control timelines of held-out pieces sent
+  outright;
 - pitch and density bins: each held for a run; the share of 4-s windows (hop 0.5 s, after
   4 s) whose realised bin is the asked one, the mean, and Spearman rho over the sweep;
 - keys: the share of note-ons in the asked major scale, for every key and for no key;
@@ -172,19 +173,30 @@ def controls_sweep(target: str, level: int, free: Sequence[str] = FREE_TARGETS
                          undriven=tuple(t for t in free if t != target)))
 
 
-def random_walk(seed: int, seconds: float, step_s: float = 0.25) -> Steering:
-    """A performer's hand: pitch, density and loudness wandering (a reflected Gaussian
-    walk, 0.06 a step) with a sudden move now and then (3% of steps); the key undriven."""
-    rng = _rng("walk", seed)
+def random_walk(seed: int, seconds: float, step_s: float = 0.25, *,
+                sweeping: bool = False) -> Steering:
+    """A performer's hand on pitch, density and loudness (the key undriven), a new
+    snapshot every `step_s`. By default it wanders about the middle (an Ornstein-Uhlenbeck
+    walk: mean 0.5, spread 0.2, forgetting over about 4 s) and now and then (3% of steps)
+    moves at once to a new place drawn from the same spread. `sweeping`: a reflected
+    Gaussian walk over the whole range (0.06 a step) whose sudden moves go anywhere."""
+    rng = _rng("sweep" if sweeping else "walk", seed)
     count = int(seconds / step_s) + 2
     values = np.empty((count, 3))
-    values[0] = rng.random(3)
+    values[0] = rng.random(3) if sweeping else np.clip(rng.normal(0.5, 0.2, 3), 0, 1)
+    pull = step_s / 4.0  # mean reversion per step
     for i in range(1, count):
-        moved = values[i - 1] + rng.normal(0, 0.06, 3)
         jump = rng.random(3) < 0.03
-        moved[jump] = rng.random(int(jump.sum()))
-        values[i] = np.abs(moved) % 2
-        values[i] = np.where(values[i] > 1, 2 - values[i], values[i])
+        if sweeping:
+            moved = values[i - 1] + rng.normal(0, 0.06, 3)
+            moved[jump] = rng.random(int(jump.sum()))
+            moved = np.abs(moved) % 2
+            values[i] = np.where(moved > 1, 2 - moved, moved)
+        else:
+            moved = (values[i - 1] + pull * (0.5 - values[i - 1])
+                     + rng.normal(0, 0.2 * math.sqrt(2 * pull), 3))
+            moved[jump] = rng.normal(0.5, 0.2, int(jump.sum()))
+            values[i] = np.clip(moved, 0, 1)
     snapshots = [Controls(version=i, pitch=float(p), density=float(d),
                           velocity=0.4 + 0.6 * float(v), undriven=("key",))
                  for i, (p, d, v) in enumerate(values)]
@@ -534,6 +546,7 @@ def live_figures(model: CharRNN, *, copy_index: CopyIndex | None, guide: Guide |
     conditions = {
         "live_default": lambda s: held(Controls(undriven=FREE_TARGETS)),
         "random_walk": lambda s: random_walk(s, seconds),
+        "sweeping_walk": lambda s: random_walk(s, seconds, sweeping=True),
     }
     failures_by: dict[str, Any] = {"held_out_real": real_failures(real),
                                    "random_notes": real_failures(random_pitches(real, 1))}

@@ -289,13 +289,12 @@ class Guide:
     """Control timelines of real music the model was not trained on (the validation
     pieces, shipped beside the model), end to end and looping: what the model is told
     for a control no performer drives. At music time t a seeded guide stands at
-    t + offset; its vector is the one training would have given that music, and its key
-    is known, so its histograms can be moved to a key a performer asks for."""
+    t + offset; its vector is the one training would have given that music."""
 
-    def __init__(self, model: CharRNN, pieces: Sequence[np.ndarray], roots: Sequence[int]):
-        times, vectors, piece_roots = [], [], []
+    def __init__(self, model: CharRNN, pieces: Sequence[np.ndarray]):
+        times, vectors = [], []
         start = 0.0
-        for tokens, root in zip(pieces, roots, strict=True):
+        for tokens in pieces:
             tokens = np.asarray(tokens, dtype=np.int64)
             if len(tokens) < 2:
                 continue
@@ -304,32 +303,29 @@ class Guide:
             at = (np.cumsum(shift) - shift) * events.SHIFT_S
             times.append(start + at)
             vectors.append(model.control_vectors(tokens))
-            piece_roots.append(np.full(len(tokens), int(root) % 12))
             start += float(at[-1]) + features.WINDOW_S  # a pause between pieces
         if not times:
             raise ValueError("a guide needs at least one piece")
         self.times = np.concatenate(times)
         self.vectors = np.concatenate(vectors)
-        self.roots = np.concatenate(piece_roots)
         self.length = start
 
     @classmethod
     def from_file(cls, model: CharRNN, path: Path) -> Guide:
-        """From a data file of arrays `tokens` (int16, pieces end to end), `offsets` and
-        `roots` (each piece's major key, 0..11)."""
+        """From a data file of arrays `tokens` (int16, pieces end to end) and `offsets`."""
         with np.load(path, allow_pickle=False) as data:
             tokens, offsets = data["tokens"].astype(np.int64), data["offsets"]
-            pieces = [tokens[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
-            return cls(model, pieces, data["roots"])
+            return cls(model, [tokens[offsets[i]:offsets[i + 1]]
+                               for i in range(len(offsets) - 1)])
 
     def offset(self, seed: int) -> float:
         """Where a seed's guide starts (seconds into the timeline)."""
         return uniform(seed, -1) * self.length
 
-    def at(self, time: float) -> tuple[np.ndarray, int]:
-        """(control vector, its key's root) of the guide at `time` seconds (looping)."""
+    def at(self, time: float) -> np.ndarray:
+        """The control vector of the guide at `time` seconds (looping)."""
         index = int(np.searchsorted(self.times, time % self.length, side="right")) - 1
-        return self.vectors[max(index, 0)], int(self.roots[max(index, 0)])
+        return self.vectors[max(index, 0)]
 
 
 # ---------------------------------------------------------------- the copy index

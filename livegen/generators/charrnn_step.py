@@ -8,12 +8,12 @@ player keeps one per planned event and a rollback is "carry on from the one save
 What the model is told. A control that a rule drives is sent as asked: pitch and density
 as positions, a key as the key profile the model learned from (CharRNN.key_histogram). A
 control that no rule drives (Controls.undriven; NO_KEY too) is never pinned to a constant
-the model did not learn from. By default it follows the guide (charrnn.Guide): the control
-timeline of real pieces the model was not trained on, so the model is told what real music
-does, and a key a performer asks for moves the guide's histograms to it. Two other ways
-are kept for comparison (`free`): "unasked" sends zeros, which a soft model trained with
-such parts reads as "choose"; "self" sends what the model's own last 3 s had (measured:
-with the one-hot model it collapses into a drone, one pitch answering its own histogram).
+the model did not learn from (`free`): a soft model, trained with such parts zeroed, is
+sent zeros ("unasked": it chooses, as it chooses everything when nothing is asked); a
+one-hot model follows the guide (charrnn.Guide), the control timeline of real pieces it
+was not trained on, so it is told what real music does. "self" (what the model's own last
+3 s had) is kept for comparison: with the one-hot model it collapses into a drone, one
+pitch answering its own histogram.
 
 The register's edges. Little training music lies below MIDI 58 or above 82, so at the
 outer pitch bins the model plays an octave inside them and its notes sound an octave out:
@@ -23,13 +23,20 @@ Rules that keep the music playable whatever the model samples, each a mask on th
 distribution (a masked note-on's probability goes to the note-ons still allowed, so a rule
 changes which note, not whether one is played):
 - a note held for `max_held_s` is ended (a forced note-off; a time shift is cut short to
-  end there); a run of steps without time passing is cut short by a forced shift;
-- no note is struck while it sounds, or beside two sounding notes within a whole tone, or
-  over MAX_POLYPHONY sounding notes (no clusters);
+  end there), and so is one left LEFT_BEHIND semitones from an asked register, or one
+  still sounding when a rule below brings a note-on forward; a run of steps without time
+  passing is cut short by a forced shift;
+- no note is struck while it sounds, or to make three sounding notes within CLUSTER_SPAN
+  semitones, or over MAX_POLYPHONY sounding notes (no clusters);
 - after MAX_REST_S without a note-on only a note-on may follow (no long silences);
+- density steering: where density is asked and the note-ons per second of the last 2 s
+  are off the asked rate by more than a quarter, rests are held to one asked inter-onset
+  interval (no longer when behind, no shorter when ahead), so the music answers a density
+  change within a second and settles in its bin;
 - steering: while the recent notes lie far from the asked register, note-ons more than
   STEER_BAND semitones from it are masked, and until one has sounded in it the rest before
   it is at most ANSWER_REST_S: a register change is answered by a note at once;
+- no fifth note-on in a row on one pitch;
 - the copy guard: a note that would make the last COPY_RUN note-ons repeat a run of a
   training piece (in any transposition) is masked (charrnn.CopyIndex), and counted.
 
@@ -64,20 +71,27 @@ from livegen.music.events import TimedEvent, TokenDecoder
 
 log = logging.getLogger(__name__)
 
-MAX_HELD_S = 4.0            # longer notes are ended by a forced note-off
+MAX_HELD_S = 2.5            # longer notes are ended (the corpus holds few past 2 s)
 MAX_EVENTS_AT_ONCE = 24     # steps in a row without time passing before a forced shift
 MAX_REST_S = 4.0            # after this long without a note-on, only a note-on may follow
 MAX_POLYPHONY = 4           # no note-on while this many notes sound (four voices)
-CLUSTER_SEMITONES = 2       # no note-on with two sounding notes within this distance
+CLUSTER_SPAN = 3            # no three sounding notes within this many semitones
 STEER_AFTER = 4.0           # steer when recent notes are this far (semitones) from the target
 STEER_BAND = 7              # note-ons allowed while steering: target +- this many semitones
 STEER_NOTES = 16            # the recent notes steering looks at (about 4 s of music)
+LEFT_BEHIND = 14            # a note this far from the asked register is ended
+REPEATS = 4                 # no fifth note-on in a row on one pitch
+REGISTER_PULL = 0.0
+REGISTER_SPREAD = 6.0
 ANSWER_REST_S = 0.25        # while steering, the longest rest before a note in the register
+DENSITY_RECENT_S = 2.0      # density steering: the note-ons per second of the last 2 s
+DENSITY_SLACK = 1.25        # steer when they are off the asked rate by more than this factor
 RECENT_NOTES = 24           # note-ons remembered (steering, the copy guard, self-conditioning)
 SELF_WINDOW_S = 3.0         # self-conditioning: the music of the last 3 s
 # At pitch positions outside OCTAVE_INSIDE the model plays 3 bins (an octave) further in and
 # its notes sound an octave out.
 OCTAVE_INSIDE = (2.0, 7.0)
+OCTAVE_HOLD = 0.5
 OCTAVE_BINS = 3
 _ONE_STEP_SHIFT = events.TIME_SHIFT_RANGE.token(1)
 _ON = slice(events.NOTE_ON_RANGE.first, events.NOTE_ON_RANGE.stop)
@@ -98,6 +112,7 @@ class PlayState:
     sounding: tuple[tuple[int, int, float], ...] = ()
     events_at_once: int = 0         # steps since time last moved
     recent: tuple[tuple[float, int], ...] = ()  # (time, heard pitch) of the last note-ons
+    octave: int = 0                 # the octave the last step's notes sounded at
 
     @property
     def time(self) -> float:
@@ -112,13 +127,12 @@ class PlayState:
 @dataclass(frozen=True, slots=True)
 class Asked:
     """What the performer's controls ask of the model: the driven values encoded
-    (`driven` marks them), the octave and register to steer to, the asked key's root."""
+    (`driven` marks them), the register to steer to, the asked note-ons per second."""
 
     vector: np.ndarray
     driven: np.ndarray
-    octave: int
     target: float | None
-    key: int | None
+    rate: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +143,7 @@ class Plan:
     vector: np.ndarray
     octave: int                      # semitones added to the model's pitches
     target: float | None
+    rate: float | None = None        # the note-ons per second asked (None: not asked)
 
 
 class CharRNNStep:
@@ -156,7 +171,7 @@ class CharRNNStep:
         if self.free == "guide" and guide is None:
             raise ValueError("free='guide' needs the guide shipped beside the model")
         self._guide_offset = guide.offset(seed) if guide is not None else 0.0
-        self._asked_cache: tuple[Controls, Asked] | None = None
+        self._asked_cache: tuple[Controls, dict[int, Asked]] | None = None
         # Steps (by index) at which each guard changed the note played; a step
         # regenerated after a rollback replaces its entry, so the counts follow the music
         # that is played. A restart (initial()) carries them over.
@@ -208,9 +223,11 @@ class CharRNNStep:
              index: int) -> tuple[PlayState, Sequence[TimedEvent]]:
         plan = self.plan(state, controls)
         logits, rnn = self.model.step(state.token, plan.vector, state.rnn)
-        token = self._forced(state)
+        steering = self.steer and self._steering(state, plan)
+        deadline = self._rest_deadline(state, plan, steering)
+        token = self._forced(state, plan, deadline)
         if token is None:
-            token = self._sampled(logits, state, controls, plan, index)
+            token = self._sampled(logits, state, controls, plan, index, steering, deadline)
         return self._advance(state, rnn, token, plan.octave)
 
     def wait_until(self, state: PlayState, time: float, controls: Controls,
@@ -255,25 +272,50 @@ class CharRNNStep:
 
     def plan(self, state: PlayState, controls: Controls) -> Plan:
         """The model's controls for the next step, the octave, the register to steer to."""
-        asked = self._asked(controls)
+        octave = self._octave(controls, state.octave)
+        asked = self._asked(controls, octave)
         if asked.driven.all() or self.free == "unasked":
-            return Plan(asked.vector, asked.octave, asked.target)
+            return Plan(asked.vector, octave, asked.target, asked.rate)
         if self.free == "guide":
-            free, root = self.guide.at(state.time + self._guide_offset)
-            if asked.key is not None:  # a real piece's histograms, moved to the asked key
-                free = free.copy()
-                free[features.HISTOGRAM_SLICE] = np.roll(free[features.HISTOGRAM_SLICE],
-                                                         asked.key - root)
+            free = self.guide.at(state.time + self._guide_offset)
         else:
             free = self.model.vector(*self._own_music(state))
-        return Plan(np.where(asked.driven, asked.vector, free), asked.octave, asked.target)
+        return Plan(np.where(asked.driven, asked.vector, free), octave, asked.target,
+                    asked.rate)
 
-    def _asked(self, controls: Controls) -> Asked:
-        """What the performer asks of the model, encoded, and which values that fills.
-        Controls are immutable and one snapshot serves many steps: the last is kept."""
+    def _position(self, controls: Controls) -> float | None:
+        """The asked pitch position (a one-hot model's: its bin), None if not asked."""
+        if "pitch" in controls.undriven:
+            return None
+        if self.model.encoding == "onehot":
+            return float(features.control_bin(controls.pitch, features.PITCH_BINS))
+        return controls.pitch * (features.PITCH_BINS - 1)
+
+    def _octave(self, controls: Controls, current: int) -> int:
+        """The octave the model's notes sound at: 0 inside OCTAVE_INSIDE, 12 above, -12
+        below; the one in force is kept until the position is OCTAVE_HOLD past the edge,
+        so a hand resting near it does not flip the register to and fro."""
+        position = self._position(controls)
+        if position is None:
+            return 0
+        low, high = OCTAVE_INSIDE
+        if current == 12 and position > high - OCTAVE_HOLD:
+            return 12
+        if current == -12 and position < low + OCTAVE_HOLD:
+            return -12
+        if position > high + (OCTAVE_HOLD if current == 0 else 0):
+            return 12
+        if position < low - (OCTAVE_HOLD if current == 0 else 0):
+            return -12
+        return 0
+
+    def _asked(self, controls: Controls, octave: int) -> Asked:
+        """What the performer asks of the model, encoded for the model playing `octave`
+        semitones away from where it sounds, and which values that fills. Controls are
+        immutable and one snapshot serves many steps: its encodings are kept."""
         cached = self._asked_cache
-        if cached is not None and cached[0] is controls:
-            return cached[1]
+        if cached is not None and cached[0] is controls and octave in cached[1]:
+            return cached[1][octave]
         model = self.model
         free = set(controls.undriven)
         if controls.key == NO_KEY:
@@ -281,33 +323,32 @@ class CharRNNStep:
         driven = np.ones(features.CONTROL_SIZE, bool)
         middle = (features.PITCH_BINS - 1) / 2
         pitch = density = middle
-        if "pitch" in free:
+        position = self._position(controls)
+        target = None
+        if position is None:
             driven[features.PITCH_SLICE] = False
         else:
-            pitch = controls.pitch * (features.PITCH_BINS - 1)
+            target = features.pitch_at_position(position)
+            pitch = position - octave // 12 * OCTAVE_BINS
+        rate = None
         if "density" in free:
             driven[features.DENSITY_SLICE] = False
         else:
             density = controls.density * (features.DENSITY_BINS - 1)
+            if model.encoding == "onehot":
+                density = float(features.control_bin(controls.density, features.DENSITY_BINS))
+            rate = features.density_at_position(density)
         key = None if "key" in free else controls.key
         histogram = np.full(12, 1 / 12) if key is None else model.key_histogram(key)
-        if key is None or self.free == "guide":
+        if key is None:
             driven[features.HISTOGRAM_SLICE] = False
-        octave, target = 0, None
-        if "pitch" not in free:
-            if model.encoding == "onehot":
-                pitch = float(features.control_bin(controls.pitch, features.PITCH_BINS))
-            target = features.pitch_at_position(pitch)
-            low, high = OCTAVE_INSIDE
-            if pitch > high:
-                pitch, octave = pitch - OCTAVE_BINS, 12
-            elif pitch < low:
-                pitch, octave = pitch + OCTAVE_BINS, -12
         vector = model.vector(pitch, density, histogram)
         if self.free == "unasked":
             vector = np.where(driven, vector, 0).astype(np.float32)
-        asked = Asked(vector, driven, octave, target, key)
-        self._asked_cache = (controls, asked)
+        asked = Asked(vector, driven, target, rate)
+        if cached is None or cached[0] is not controls:
+            self._asked_cache = (controls, {})
+        self._asked_cache[1][octave] = asked
         return asked
 
     @staticmethod
@@ -326,26 +367,39 @@ class CharRNNStep:
 
     # ------------------------------------------------------------ sampling and its rules
 
-    def _forced(self, state: PlayState) -> int | None:
-        """A token the rules impose instead of sampling, or None."""
+    def _forced(self, state: PlayState, plan: Plan, deadline: float | None) -> int | None:
+        """A token the rules impose instead of sampling, or None: the end of a note held
+        too long, or left sounding an octave or more from the asked register (a hand that
+        moves lets go of where it was), or struck before a note-on the rules bring forward
+        (the model would have ended it when it chose to play on), or a shift after too many
+        events at once."""
         now = state.decoder.time
-        for model_pitch, _, started in state.sounding:
-            if now - started >= self.max_held_s:
+        due = _reached(state, deadline)
+        for model_pitch, pitch, started in state.sounding:
+            if now - started >= self.max_held_s or (self.guards and now > started and (
+                    due or (plan.target is not None
+                    and abs(pitch - plan.target) >= LEFT_BEHIND))):
                 return events.NOTE_OFF_RANGE.token(model_pitch)
         if state.events_at_once >= MAX_EVENTS_AT_ONCE:
             return _ONE_STEP_SHIFT
         return None
 
     def _sampled(self, logits: np.ndarray, state: PlayState, controls: Controls, plan: Plan,
-                 index: int) -> int:
-        p = softmax(logits, controls.temperature)
+                 index: int, steering: bool, deadline: float | None) -> int:
         heard = _PITCHES + plan.octave  # what each note-on token would sound at
+        if plan.target is not None and self.guards and REGISTER_PULL:
+            logits = logits.copy()
+            logits[_ON] -= REGISTER_PULL * ((heard - plan.target) / REGISTER_SPREAD) ** 2
+        p = softmax(logits, controls.temperature)
         allowed = (heard >= 0) & (heard < events.MIDI_PITCHES)
-        steering = self.steer and self._steering(state, plan)
         if steering:
             allowed &= np.abs(heard - plan.target) <= STEER_BAND
         if self.guards:
             allowed &= self._playable(state, heard)
+        ratio = self._density_ratio(state, plan.rate)
+        if ratio is not None and ratio < 1 / DENSITY_SLACK \
+                and 0 < state.time - state.last_onset < 1 / plan.rate:
+            allowed = ~_ALL_PITCHES  # ahead of the asked rate: no new onset for a while
         base = _keep_note_ons(p, allowed)
         guarded, forbidden = base, None
         if self.copy_index is not None:
@@ -353,14 +407,18 @@ class CharRNNStep:
             if len(copies):
                 forbidden = np.isin(heard, copies)
                 guarded = _keep_note_ons(base, allowed & ~forbidden)
-        deadline = self._rest_deadline(state, plan, steering)
-        must_play = deadline is not None and state.time >= deadline
+        must_play = _reached(state, deadline)
+
+        releasable = np.zeros(events.MIDI_PITCHES, bool)
+        releasable[[model for model, _, _ in state.sounding]] = True
 
         def final(q: np.ndarray, play: bool) -> np.ndarray:
+            # A note-on is due: nothing but it, or first the end of a sounding note (the
+            # corpus ends a note, then strikes the next, at the same moment).
             if play and q[_ON].sum() > 0:
                 q = q.copy()
                 q[_ON.stop:] = 0
-                q[_OFF] = 0
+                q[_OFF] *= releasable
             return nucleus(q / q.sum(), controls.top_p)
 
         u = uniform(self.seed, index)
@@ -377,6 +435,17 @@ class CharRNNStep:
                 steps.pop(index, None)
         return self._clipped(state, token, deadline)
 
+    def _density_ratio(self, state: PlayState, rate: float | None) -> float | None:
+        """Density steering: the asked note-ons per second over those of the last
+        DENSITY_RECENT_S (None where density is not asked, or before there is a second
+        of music). Off by more than DENSITY_SLACK, the rests are held to one asked
+        inter-onset interval: no longer when behind, no shorter when ahead."""
+        if rate is None or not self.guards or state.time < 1.0:
+            return None
+        since = max(state.time - DENSITY_RECENT_S, 0.0)
+        played = sum(1 for t, _ in state.recent if t >= since) / (state.time - since)
+        return rate / max(played, 0.1)
+
     def _steering(self, state: PlayState, plan: Plan) -> bool:
         """Whether the recent notes lie far from the asked register (see the docstring)."""
         if plan.target is None or not state.recent:
@@ -386,24 +455,33 @@ class CharRNNStep:
 
     @staticmethod
     def _playable(state: PlayState, heard: np.ndarray) -> np.ndarray:
-        """Note-ons that strike no sounding note, make no cluster and stay within
-        MAX_POLYPHONY."""
+        """Note-ons that strike no sounding note, make no cluster (three notes within
+        CLUSTER_SPAN semitones) and stay within MAX_POLYPHONY."""
         if not state.sounding:
-            return _ALL_PITCHES
+            return _not_repeated(state, heard)
         if len(state.sounding) >= MAX_POLYPHONY:
             return ~_ALL_PITCHES
-        sounding = np.asarray([pitch for _, pitch, _ in state.sounding])
-        near = (np.abs(heard[:, None] - sounding[None, :]) <= CLUSTER_SEMITONES).sum(axis=1)
-        return (near < 2) & ~np.isin(heard, sounding)
+        sounding = sorted(pitch for _, pitch, _ in state.sounding)
+        playable = ~np.isin(heard, sounding)
+        playable &= _not_repeated(state, heard)
+        for i, low in enumerate(sounding):
+            for high in sounding[i + 1:]:
+                if high - low <= CLUSTER_SPAN:  # a third note between high - 3 and low + 3
+                    playable &= (heard < high - CLUSTER_SPAN) | (heard > low + CLUSTER_SPAN)
+        return playable
 
     def _rest_deadline(self, state: PlayState, plan: Plan, steering: bool) -> float | None:
-        """The time by which a note-on must come: MAX_REST_S after the last, or while
-        steering and no note has sounded in the new register, ANSWER_REST_S after it."""
+        """The time by which a note-on must come: MAX_REST_S after the last; while
+        steering and no note has sounded in the new register, ANSWER_REST_S after it;
+        while the music is sparser than the asked density, one asked interval after it."""
         if not self.guards:
             return None
         deadline = state.last_onset + MAX_REST_S
         if steering and abs(state.recent[-1][1] - plan.target) > STEER_BAND:
             deadline = min(deadline, state.last_onset + ANSWER_REST_S)
+        ratio = self._density_ratio(state, plan.rate)
+        if ratio is not None and ratio > DENSITY_SLACK:
+            deadline = min(deadline, state.last_onset + 1 / plan.rate)
         return deadline
 
     def _clipped(self, state: PlayState, token: int, deadline: float | None) -> int:
@@ -442,10 +520,23 @@ class CharRNNStep:
             sounding = tuple((model, pitch, started)
                              for model, (pitch, started) in notes.items())
         at_once = 0 if decoder.step != before else state.events_at_once + 1
-        return PlayState(rnn, token, decoder, sounding, at_once, recent), heard
+        return PlayState(rnn, token, decoder, sounding, at_once, recent, octave), heard
 
 
 _ALL_PITCHES = np.ones(events.MIDI_PITCHES, bool)
+
+
+def _not_repeated(state: PlayState, heard: np.ndarray) -> np.ndarray:
+    """Note-ons that would not be the (REPEATS + 1)th in a row on one pitch."""
+    last = [pitch for _, pitch in state.recent[-REPEATS:]]
+    if len(last) < REPEATS or len(set(last)) > 1:
+        return _ALL_PITCHES
+    return heard != last[0]
+
+
+def _reached(state: PlayState, deadline: float | None) -> bool:
+    """Whether the music stands at or past `deadline` (on the 10 ms grid)."""
+    return deadline is not None and events.time_to_step(deadline) <= state.decoder.step
 
 
 def _is_one_of(token: int, pitches: np.ndarray) -> bool:
@@ -471,14 +562,16 @@ FREE_POLICIES = ("guide", "unasked", "self")
 
 
 def default_free(model: CharRNN, guide: Guide | None) -> str:
-    """How undriven controls are sent by default: the manifest's choice, else the guide
-    where one ships, else "unasked" where the model reads it, else its own music."""
+    """How undriven controls are sent by default: the manifest's choice, else "unasked"
+    where the model learned to read it, else the guide where one ships, else its own
+    music."""
     chosen = model.manifest.get("free_controls")
-    if chosen in FREE_POLICIES and (chosen != "guide" or guide is not None):
+    if chosen in FREE_POLICIES and (chosen != "guide" or guide is not None) \
+            and (chosen != "unasked" or model.understands_unasked):
         return chosen
-    if guide is not None:
-        return "guide"
-    return "unasked" if model.understands_unasked else "self"
+    if model.understands_unasked:
+        return "unasked"
+    return "guide" if guide is not None else "self"
 
 
 def load_guide(model: CharRNN) -> Guide | None:

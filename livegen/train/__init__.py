@@ -26,6 +26,8 @@ from livegen.errors import LivegenError
 
 log = logging.getLogger(__name__)
 
+DEFAULT_ABLATION = Path("out/charrnn/ablation/best.pt")
+
 
 def _need_torch() -> None:
     try:
@@ -137,8 +139,10 @@ def export_command(args: argparse.Namespace) -> int:
                     "(else fp32), with the data files the runtime and eval read.")
     parser.add_argument("--checkpoint", type=Path,
                         default=Path("out/charrnn/conditional/best.pt"))
-    parser.add_argument("--ablation", default="out/charrnn/ablation/best.pt",
-                        help="the zeroed-controls checkpoint ('' to skip)")
+    parser.add_argument("--ablation", default=None,
+                        help="the zeroed-controls checkpoint (default: "
+                             f"{DEFAULT_ABLATION} if it exists; '' or none: keep the "
+                             "ablation's held-out NLL the shipped manifest recorded)")
     parser.add_argument("--models", type=Path, default=Path("models"),
                         help="folder to write NAME.onnx and NAME.json to")
     parser.add_argument("--name", default="charrnn")
@@ -155,6 +159,8 @@ def export_command(args: argparse.Namespace) -> int:
     if options.data_only:
         refresh_data(options.models, options.name)
         return 0
+    if options.ablation is None:
+        options.ablation = str(DEFAULT_ABLATION) if DEFAULT_ABLATION.is_file() else ""
     ablation = Path(options.ablation) if options.ablation else None
     for path in (options.checkpoint, ablation):
         if path is not None and not path.is_file():

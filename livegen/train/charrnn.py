@@ -230,7 +230,8 @@ def train(options: TrainOptions) -> Path:
     while state["epoch"] < options.epochs and state["elapsed_s"] < budget_s:
         epoch = state["epoch"]
         epoch_data = upcoming.result()
-        upcoming = prefetch.submit(_epoch_data, options, corpus, keys, epoch + 1)
+        if epoch + 1 < options.epochs:
+            upcoming = prefetch.submit(_epoch_data, options, corpus, keys, epoch + 1)
         total_batches = math.ceil(len(epoch_data.inputs) / options.batch)
         bar = tqdm(range(state["batch"], total_batches), total=total_batches,
                    initial=state["batch"], desc=f"epoch {epoch + 1}/{options.epochs}",

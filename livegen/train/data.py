@@ -558,12 +558,11 @@ def write_eval_split(path: Path, corpus: Corpus, train_sample: Sequence[Piece]) 
           train_counts=np.bincount(train, minlength=events.VOCAB_SIZE).astype(np.int64))
 
 
-def write_guide(path: Path, pieces: Sequence[Piece], roots: np.ndarray) -> None:
-    """Pieces the model was not trained on, with their keys: the guide that undriven
-    controls follow (CharRNN's "guide", charrnn.Guide)."""
+def write_guide(path: Path, pieces: Sequence[Piece]) -> None:
+    """Pieces the model was not trained on: the guide that undriven controls can follow
+    (CharRNN's "guide", charrnn.Guide)."""
     arrays = _pieces("", pieces)
-    _save(path, tokens=arrays["tokens"], offsets=arrays["offsets"],
-          roots=np.asarray(roots, dtype=np.int64))
+    _save(path, tokens=arrays["tokens"], offsets=arrays["offsets"])
 
 
 def _pieces(prefix: str, pieces: Sequence[Piece]) -> dict[str, np.ndarray]:

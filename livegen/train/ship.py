@@ -203,6 +203,13 @@ def ship(checkpoint_path: Path, ablation_path: Path | None, models: Path, name: 
     shutil.copyfile(source, target)
 
     ablation_record = None
+    previous = _previous_ablation(models / f"{name}.json", corpus)
+    if ablation_path is None and previous is not None:
+        # No new ablation: the one measured on this same test split still holds (it
+        # never saw the controls this export changes).
+        nll["ablation"], ablation_record = previous
+        log.info("ablation: held-out NLL %.4f, recorded %s", nll["ablation"],
+                 ablation_record.get("measured"))
     if ablation_path is not None:
         ablation_checkpoint = load_checkpoint(ablation_path)
         ablation_net = net_from_checkpoint(ablation_checkpoint)
@@ -231,6 +238,20 @@ def ship(checkpoint_path: Path, ablation_path: Path | None, models: Path, name: 
     return manifest
 
 
+def _previous_ablation(manifest_path: Path, corpus: data.Corpus
+                       ) -> tuple[float, dict[str, Any]] | None:
+    """(held-out NLL, provenance) of the ablation a shipped manifest recorded, if it was
+    measured on this corpus's test split."""
+    if not manifest_path.is_file():
+        return None
+    old = json.loads(manifest_path.read_text(encoding="utf-8"))
+    recorded = old.get("metrics", {}).get("nll", {}).get("ablation")
+    test = old.get("training", {}).get("pieces", {}).get("test", {}).get("ids_sha256")
+    if recorded is None or test != corpus.summary()["test"]["ids_sha256"]:
+        return None
+    return float(recorded), old.get("ablation", {"measured": old.get("created")})
+
+
 TRAIN_SAMPLE = 24          # training pieces whose control timelines the eval sends
 TRAIN_SAMPLE_MIN_S = 30.0  # each at least this long
 
@@ -240,9 +261,6 @@ def attach_data(manifest: dict[str, Any], models: Path, name: str,
     """Write the data files that ship beside the model (the module docstring) and record
     them, with their sha256, and the corpus's key profile, in the manifest."""
     keys = data.Keys.of(corpus.train)
-    guide_keys = data.Keys.of(corpus.valid)
-    # Held-out pieces are moved to C by the valid pieces' own keys (the profile is the
-    # training music's).
     rng = np.random.default_rng(data.SPLIT_SEED)
     long_enough = [p for p in corpus.train
                    if events.tokens_to_notes(p.tokens.tolist())[-1].end >= TRAIN_SAMPLE_MIN_S]
@@ -252,7 +270,7 @@ def attach_data(manifest: dict[str, Any], models: Path, name: str,
              "guide": models / f"{name}.guide.npz",
              "eval_split": models / f"{name}.split.npz"}
     data.write_train_notes(files["train_notes"], corpus.train)
-    data.write_guide(files["guide"], corpus.valid, guide_keys.roots)
+    data.write_guide(files["guide"], corpus.valid)
     data.write_eval_split(files["eval_split"], corpus, sample)
     manifest["data"] = {kind: file_entry(path) for kind, path in files.items()}
     manifest["key_profile"] = [round(float(x), 6) for x in keys.profile]
