@@ -45,6 +45,7 @@ from livegen.timeline import Timeline
 log = logging.getLogger(__name__)
 
 TURN_S = 0.25          # the longest the thread sleeps between looks (keeps alive_at fresh)
+RECENT_CONTROLS = 64  # controls remembered for planning by time (see _controls_at)
 LEAD_S = 0.005         # what is due this soon is left alone by re-timing and withdrawing
 MARGIN_S = 0.02        # a segment is wanted this long before its bar line
 RESTART_BACKOFF = Backoff(first=0.2, factor=2.0, cap=5.0, healthy_s=60.0)
@@ -121,6 +122,10 @@ class SegmentPlayer:
         self.end: float | None = None
         self._controls = controls
         self._newest = controls
+        # Recent controls in the order handed over: a segment is planned under the newest
+        # whose time had come when its planning was due (a replay hands readings over
+        # early, so which bar hears them must not depend on when the thread wakes).
+        self._recent: deque[Controls] = deque([controls], maxlen=RECENT_CONTROLS)
         self._commands: deque[tuple[str, float]] = deque()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -142,6 +147,7 @@ class SegmentPlayer:
 
     def set_controls(self, controls: Controls) -> None:
         self._newest = controls  # one reference: atomic; taken at the next planning
+        self._recent.append(controls)  # deque.append is atomic too
         self._wake.set()
 
     def clock_changed(self) -> None:
@@ -249,7 +255,7 @@ class SegmentPlayer:
                 return TURN_S
             if grid.beat0 < 1e-9 and state.next_bar == 0:
                 state.ready_at_top = True
-            return self._plan(plan, state, grid, now + bar_beats * grid.beat_s)
+            return self._plan(plan, state, grid, now + bar_beats * grid.beat_s, now)
         bar_start = grid.time_at(state.next_bar * bar_beats)
         if self.end is not None and bar_start >= self.end:
             return TURN_S
@@ -259,14 +265,25 @@ class SegmentPlayer:
         if now > bar_start - LEAD_S:
             self._miss(plan, state, now)
             return None
-        return self._plan(plan, state, grid, bar_start)
+        return self._plan(plan, state, grid, bar_start, bar_start - ahead_s)
+
+    def _controls_at(self, t: float) -> Controls:
+        """The newest controls handed over whose time is at or before t."""
+        recent = list(self._recent)
+        for controls in reversed(recent):
+            if controls.t <= t:
+                return controls
+        return recent[0]
 
     def _plan(self, plan: BeatPlan, state: _State, grid: Grid,
-              bar_start: float) -> float | None:
+              bar_start: float, due: float) -> float | None:
+        """Make the segment for state.next_bar, heard from `bar_start`, under the controls
+        of `due` (when its planning was due), re-planned under a change that comes while
+        it is made if time allows."""
         bar_beats = grid.beats_per_bar
         deadline = bar_start - MARGIN_S
         budget = self.budget_share * bar_beats * grid.beat_s
-        controls = self._newest
+        controls = self._controls_at(due)
         while True:
             first_beat = state.next_bar * bar_beats
             melody = melody_notes(controls.melody, grid,
@@ -293,9 +310,9 @@ class SegmentPlayer:
             self.stats.plan.record(took)
             if took > budget:
                 self.stats.budget_overruns += 1
-            newer = self._newest
+            newer = self._controls_at(self.clock())
             left = deadline - self.clock()
-            if newer is not controls and took < left / 2:
+            if newer.version > controls.version and took < left / 2:
                 self.stats.replans += 1  # a change came while planning, and time allows
                 controls = newer
                 continue
