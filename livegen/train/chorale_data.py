@@ -187,12 +187,10 @@ def _extract() -> dict[str, np.ndarray]:
 
 def chorale_arrays() -> dict[str, np.ndarray]:
     """Every kept chorale as arrays (parsed once, then cached)."""
-    import music21
-
     # Keyed by the encoding itself, not roll.py's source, which grows for other models.
     encoding = repr((roll.VOICE_RANGES, roll.PAD, roll.HOLD, roll.REST,
                      roll.FIRST_PITCH_TOKEN)).encode()
-    key = (f"v{CACHE_VERSION}-m21-{music21.__version__}-"
+    key = (f"v{CACHE_VERSION}-m21-{data.music21_version()}-"
            f"{hashlib.sha256(encoding).hexdigest()[:12]}")
     return data._cached("chorales", key, _extract)
 

@@ -23,6 +23,7 @@ splits under two names.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from livegen.errors import LivegenError
 from livegen.music import events, features
 
 log = logging.getLogger(__name__)
@@ -207,9 +209,29 @@ def _source_hash(*modules) -> str:
     return digest.hexdigest()[:12]
 
 
+def music21_version() -> str:
+    """The installed music21's version, for cache keys ("*" without music21: then any
+    extracted cache carried from a machine that has it will do). Read from the package's
+    metadata: importing music21 takes seconds."""
+    try:
+        return importlib.metadata.version("music21")
+    except importlib.metadata.PackageNotFoundError:
+        return "*"
+
+
 def _cached(name: str, key: str, build: Callable[[], dict[str, np.ndarray]]
             ) -> dict[str, np.ndarray]:
-    """Load .cache/livegen/NAME-KEY.npz, or build and save it (atomically)."""
+    """Load .cache/livegen/NAME-KEY.npz, or build and save it (atomically). A key with
+    "*" (no music21 here) takes the newest matching cache, or says what to do."""
+    if "*" in key:
+        found = sorted(CACHE_DIR.glob(f"{name}-{key}.npz"))
+        if not found:
+            raise LivegenError(f"music21 is not installed and .cache/livegen holds no "
+                               f"extracted {name} ({name}-{key}.npz): pip install music21, "
+                               "or copy .cache/livegen from a machine that has it")
+        log.info("music21 is not installed: reading the extracted %s", found[-1])
+        with np.load(found[-1], allow_pickle=False) as data:
+            return dict(data)
     path = CACHE_DIR / f"{name}-{key}.npz"
     if path.is_file():
         with np.load(path, allow_pickle=False) as data:
@@ -231,9 +253,7 @@ def corpus_tokens(workers: int | None = None) -> dict[str, np.ndarray]:
         return _extract(workers)
 
     def tokenize() -> dict[str, np.ndarray]:
-        import music21
-
-        notes_key = f"v{CACHE_VERSION}-m21-{music21.__version__}-{TEMPO_BPM:g}bpm"
+        notes_key = f"v{CACHE_VERSION}-m21-{music21_version()}-{TEMPO_BPM:g}bpm"
         return _tokenize(_cached("notes", notes_key, extract))
 
     tokens_key = f"v{CACHE_VERSION}-{TEMPO_BPM:g}bpm-v{VELOCITY}-{_source_hash(events)}"

@@ -240,12 +240,10 @@ def _extract(workers: int) -> dict[str, np.ndarray]:
 def corpus_rolls(workers: int | None = None) -> dict[str, np.ndarray]:
     """Every parsed piece: arrays ids, collections, note_offsets, notes, start_offsets,
     starts. Parsed once, then read from the cache."""
-    import music21
-
     workers = workers or os.cpu_count() or 1
     choice = hashlib.sha256(repr((COLLECTIONS, PALESTRINA_CAP, SOURCE_SEED, ON_GRID,
                                   BEATS_PER_BAR)).encode()).hexdigest()[:8]
-    key = f"v{ROLL_CACHE_VERSION}-m21-{music21.__version__}-{choice}"
+    key = f"v{ROLL_CACHE_VERSION}-m21-{data.music21_version()}-{choice}"
     return data._cached("rolls", key, lambda: _extract(workers))
 
 
