@@ -195,3 +195,19 @@ def _note_on_times(tokens: np.ndarray, first: int = 0):
         for event in decoder.feed(int(token)):
             if event.velocity > 0 and index >= first:
                 yield event.time, event.pitch
+
+
+def test_an_extracted_cache_is_read_where_music21_is_not_installed(tmp_path, monkeypatch):
+    from livegen.errors import LivegenError
+
+    monkeypatch.setattr(data, "CACHE_DIR", tmp_path)
+    monkeypatch.setattr(data, "music21_version", lambda: "*")
+    key = f"v1-m21-{data.music21_version()}-abc"
+
+    def build():
+        raise AssertionError("parsed the corpus without music21")
+
+    with pytest.raises(LivegenError, match="pip install music21"):
+        data._cached("rolls", key, build)
+    np.savez(tmp_path / "rolls-v1-m21-10.5.1-abc.npz", notes=np.arange(3))
+    assert data._cached("rolls", key, build)["notes"].tolist() == [0, 1, 2]
