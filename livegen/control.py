@@ -34,10 +34,10 @@ from livegen.config import (
     split_scope,
 )
 from livegen.inputs.base import Reading
+from livegen.music.scales import major_scale
 
 log = logging.getLogger(__name__)
 
-MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
 # Controls.key for "no key" (a uniform histogram; the Char-RNN lets its music choose, the
 # Langevin model steers to no key). Only code makes it (the Char-RNN's evaluation): a rule or
 # a preset gives a root 0..11. Live, a key no rule drives is in Controls.undriven, which the
@@ -102,7 +102,7 @@ class Controls:
         """The 12-value pitch-class histogram of the key (uniform when there is none)."""
         if self.key == NO_KEY:
             return (1.0 / 12,) * 12
-        scale = {(self.key + step) % 12 for step in MAJOR_SCALE}
+        scale = major_scale(self.key)
         return tuple(1.0 / 7 if pc in scale else 0.0 for pc in range(12))
 
     @property

@@ -37,7 +37,7 @@ from livegen.generators.charrnn import (
     major_scale,
 )
 from livegen.generators.langevin import estimate_key, pitch_class_weights, scale_classes
-from livegen.music import events, features
+from livegen.music import events, features, scales
 from livegen.music import roll as grid
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,6 @@ UNIFORM_NLL = math.log(events.VOCAB_SIZE)
 BLEU_WEIGHTS = (0, 1 / 12, 1 / 12, 1 / 6, 1 / 6, 1 / 6, 1 / 6, 1 / 12, 1 / 12)
 BLEU_EPSILON = 0.1  # smoothing: a zero n-gram match count counts as 0.1 (Chen & Cherry's 1)
 LEVELS = 10
-C_MAJOR = frozenset({0, 2, 4, 5, 7, 9, 11})
 _HASH_BASE = np.uint64(0x100000001B3)  # the FNV prime: odd, so no symbol's weight vanishes
 
 
@@ -152,7 +151,7 @@ def controllability(model: CharRNN, *, seconds: float = 30.0, seeds: int = 8,
         realised = []
         for result in results:
             pitches = _note_ons(result)
-            in_key += int(np.isin(pitches % 12, list(C_MAJOR)).sum())
+            in_key += int(np.isin(pitches % 12, list(scales.major_scale(0))).sum())
             total += len(pitches)
             if sweep == "pitch":
                 realised.append(float(pitches.mean()) if len(pitches) else math.nan)

@@ -29,7 +29,7 @@ import numpy as np
 
 from livegen.generators import runtime
 from livegen.generators.runtime import ModelError
-from livegen.music import events, features
+from livegen.music import events, features, scales
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +131,11 @@ def control_vector(pitch: float, density: float, key: Sequence[float] | np.ndarr
 def major_scale(root: int = 0) -> np.ndarray:
     """A 12-value histogram with equal weight on the major scale of `root` (0 = C)."""
     histogram = np.zeros(12)
-    histogram[[(root + step) % 12 for step in MAJOR_STEPS]] = 1
+    histogram[sorted(scales.major_scale(root))] = 1
     return histogram
 
 
-MAJOR_STEPS = (0, 2, 4, 5, 7, 9, 11)
+MAJOR_STEPS = scales.MAJOR_SCALE  # the name evaluate_charrnn imports
 ENCODINGS = ("onehot", "soft")
 
 

@@ -54,6 +54,7 @@ from livegen.generators.segment import (
     notes_in_order,
 )
 from livegen.music import roll
+from livegen.music.scales import MAJOR_SCALE
 
 log = logging.getLogger(__name__)
 
@@ -366,7 +367,6 @@ _MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39,
                            2.88])
 _MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34,
                            3.17])
-MAJOR_STEPS = (0, 2, 4, 5, 7, 9, 11)
 HARMONIC_MINOR_STEPS = (0, 2, 3, 5, 7, 8, 10, 11)  # natural minor and its leading note
 
 
@@ -393,7 +393,7 @@ def estimate_key(weights: np.ndarray) -> tuple[int, bool]:
 
 def scale_classes(tonic: int, minor: bool) -> frozenset[int]:
     """The pitch classes of a key: its major scale, or natural minor with the leading note."""
-    return frozenset((tonic + s) % 12 for s in (HARMONIC_MINOR_STEPS if minor else MAJOR_STEPS))
+    return frozenset((tonic + s) % 12 for s in (HARMONIC_MINOR_STEPS if minor else MAJOR_SCALE))
 
 
 def major_root(tonic: int, minor: bool) -> int:

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from livegen.errors import LivegenError
-from livegen.music import events, features
+from livegen.music import events, features, scales
 
 log = logging.getLogger(__name__)
 
@@ -468,7 +468,7 @@ class Keys:
         counts = np.stack([np.bincount(p.tokens[p.tokens < events.NOTE_OFF].astype(np.int64)
                                        % 12, minlength=12) for p in pieces]).astype(float)
         scale = np.zeros(12)
-        scale[[0, 2, 4, 5, 7, 9, 11]] = 1
+        scale[list(scales.MAJOR_SCALE)] = 1
         rotations = np.stack([np.roll(scale, r) for r in range(12)])  # (root, pitch class)
         fit = counts @ rotations.T + 1e-3 * counts  # ties: the root that sounds most
         roots = fit.argmax(axis=1)

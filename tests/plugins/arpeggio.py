@@ -15,8 +15,7 @@ from dataclasses import dataclass
 
 from livegen.config import GeneratorConfig, setting
 from livegen.generators.segment import Segment, SegmentNote, SegmentRequest
-
-MAJOR = (0, 2, 4, 5, 7, 9, 11)
+from livegen.music.scales import MAJOR_SCALE as MAJOR
 
 
 @dataclass(frozen=True, slots=True)
