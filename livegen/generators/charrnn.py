@@ -189,7 +189,7 @@ class CharRNN:
             raise ModelError(f"{self.manifest_path}: the model's vocabulary {promised} is not "
                              f"livegen's {vocabulary}; {runtime.FIX}")
         encoding = m.get("controls", {}).get("encoding", "onehot")
-        controls = control_layout(encoding if encoding in ENCODINGS else "onehot")
+        controls = features.control_layout(encoding if encoding in ENCODINGS else "onehot")
         if m.get("controls") != controls:
             raise ModelError(f"{self.manifest_path}: the model's control layout "
                              f"{m.get('controls')} is not livegen's {controls} "
@@ -267,20 +267,6 @@ class CharRNN:
             "token": np.asarray(tokens, dtype=np.int64),
             "controls": np.asarray(controls, dtype=np.float32), "h": h, "c": c})
         return logits, h, c
-
-
-def control_layout(encoding: str = "onehot") -> dict[str, Any]:
-    """The control layout as a manifest records it (music/features.py, the one source)."""
-    layout = {"size": features.CONTROL_SIZE,
-              "pitch": [features.PITCH_SLICE.start, features.PITCH_SLICE.stop],
-              "density": [features.DENSITY_SLICE.start, features.DENSITY_SLICE.stop],
-              "histogram": [features.HISTOGRAM_SLICE.start, features.HISTOGRAM_SLICE.stop],
-              "pitch_low": features.PITCH_LOW, "pitch_high": features.PITCH_HIGH,
-              "density_edges": list(features.DENSITY_EDGES), "window_s": features.WINDOW_S}
-    if encoding == "soft":
-        layout.update(encoding="soft", density_window_s=features.DENSITY_WINDOW_S,
-                      density_centres=list(features.DENSITY_CENTRES), unasked="zeros")
-    return layout
 
 
 # ---------------------------------------------------------------- the guide

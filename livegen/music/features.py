@@ -9,6 +9,9 @@ evaluation.
 A window with no note-ons has no mean pitch and no key: it gets the neutral values, the
 middle pitch bin (NEUTRAL_PITCH) and the uniform histogram 1/12, and density bin 0. The
 engine's neutral Controls (pitch 0.5, an all-zero key) map to the same vector.
+
+`control_layout()` is this layout as a model's manifest records it (training writes it, the
+runtime checks it).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import bisect
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -396,3 +400,18 @@ def window_histograms(on_pitches: np.ndarray, lo: np.ndarray, hi: np.ndarray) ->
         class_sums = np.concatenate(([0], np.cumsum(pitch_classes == pitch_class)))
         result[:, pitch_class] = (class_sums[hi] - class_sums[lo]) / safe_count
     return result
+
+
+def control_layout(encoding: str = "onehot") -> dict[str, Any]:
+    """The control layout as a model's manifest records it: training writes it (train/ship.py)
+    and the runtime refuses a model whose layout differs (generators/charrnn.py)."""
+    layout = {"size": CONTROL_SIZE,
+              "pitch": [PITCH_SLICE.start, PITCH_SLICE.stop],
+              "density": [DENSITY_SLICE.start, DENSITY_SLICE.stop],
+              "histogram": [HISTOGRAM_SLICE.start, HISTOGRAM_SLICE.stop],
+              "pitch_low": PITCH_LOW, "pitch_high": PITCH_HIGH,
+              "density_edges": list(DENSITY_EDGES), "window_s": WINDOW_S}
+    if encoding == "soft":
+        layout.update(encoding="soft", density_window_s=DENSITY_WINDOW_S,
+                      density_centres=list(DENSITY_CENTRES), unasked="zeros")
+    return layout

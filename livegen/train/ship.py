@@ -34,7 +34,6 @@ from livegen.generators import runtime
 from livegen.generators.charrnn import (
     KIND,
     CharRNN,
-    control_layout,
     sample,
     step_latencies,
     uniform,
@@ -86,7 +85,7 @@ def build_manifest(checkpoint: dict, files: dict[str, Path], default_variant: st
         "primer_token": data.PRIMER_TOKEN,
         "tensors": tensors(shape["layers"], shape["hidden_size"]),
         "state": {"layers": shape["layers"], "hidden_size": shape["hidden_size"]},
-        "controls": control_layout(encoding),
+        "controls": features.control_layout(encoding),
         "zero_controls": zero_controls,
         "net": shape,
         "training": {
