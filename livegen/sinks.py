@@ -168,7 +168,8 @@ class JackConnection:
 
 class MidiFileRecorder:
     """Records every message sent into memory (preallocated numpy chunks, no file I/O while
-    playing) and writes a type 0 MIDI file at close. Time 0 is the first message."""
+    playing) and writes a type 0 MIDI file at close, through music/events.midi_file (as
+    write_midi does). Time 0 is the first message."""
 
     CHUNK = 4096
     TICKS_PER_BEAT = 960
@@ -217,26 +218,19 @@ class MidiFileRecorder:
         self._closed = True
         import mido  # only the recorder needs it, and only at close
 
+        from livegen.music.events import midi_file
+
         recorded = self.messages()
-        track = mido.MidiTrack()
-        track.append(mido.MetaMessage("set_tempo", tempo=self.TEMPO, time=0))
-        ticks_per_second = self.TICKS_PER_BEAT * 1_000_000 / self.TEMPO
         t0 = recorded[0][0] if recorded else 0.0
-        last_tick, skipped = 0, self._too_long
+        timed, skipped = [], self._too_long
         for t, message in recorded:
             if message[0] >= 0xF1:
                 continue  # clock and other system messages have no place in a MIDI file
             try:
-                midi_message = mido.Message.from_bytes(list(message))
+                timed.append((t - t0, mido.Message.from_bytes(list(message))))
             except ValueError:
                 skipped += 1
-                continue
-            tick = round((t - t0) * ticks_per_second)  # absolute ticks: no rounding drift
-            track.append(midi_message.copy(time=tick - last_tick))
-            last_tick = tick
-        track.append(mido.MetaMessage("end_of_track", time=0))
-        midi = mido.MidiFile(type=0, ticks_per_beat=self.TICKS_PER_BEAT)
-        midi.tracks.append(track)
+        midi = midi_file(timed, tempo=self.TEMPO, ticks_per_beat=self.TICKS_PER_BEAT)
         if skipped:
             log.warning("recorder: %d messages that are not valid MIDI were left out", skipped)
         try:
@@ -247,7 +241,7 @@ class MidiFileRecorder:
                       exc.strerror or exc, fallback)
             self._save(midi, fallback)
             self.path = fallback
-        log.info("recorder: wrote %d messages to %s", len(track) - 2, self.path)
+        log.info("recorder: wrote %d messages to %s", len(timed), self.path)
 
     @staticmethod
     def _save(midi: Any, path: Path) -> None:

@@ -432,6 +432,30 @@ def read_midi(source: str | os.PathLike | BinaryIO, *, include_drums: bool = Fal
     return notes
 
 
+def midi_file(
+    timed: Iterable[tuple[float, mido.Message]],
+    *,
+    tempo: int = 500_000,
+    ticks_per_beat: int = 960,
+) -> mido.MidiFile:
+    """A type 0 MIDI file of (seconds from 0, message) pairs in time order: a set_tempo
+    (`tempo` µs per beat) first, each message at its absolute time rounded to a tick (so
+    rounding never drifts), end_of_track last. write_midi and the output's recorder
+    (sinks.MidiFileRecorder) both write through it."""
+    ticks_per_second = ticks_per_beat * 1_000_000 / tempo
+    track = mido.MidiTrack()
+    track.append(mido.MetaMessage("set_tempo", tempo=tempo, time=0))
+    last_tick = 0
+    for seconds, message in timed:
+        tick = round(seconds * ticks_per_second)
+        track.append(message.copy(time=tick - last_tick))
+        last_tick = tick
+    track.append(mido.MetaMessage("end_of_track", time=0))
+    midi = mido.MidiFile(type=0, ticks_per_beat=ticks_per_beat)
+    midi.tracks.append(track)
+    return midi
+
+
 def write_midi(
     notes: Iterable[Note],
     target: str | os.PathLike | BinaryIO,
@@ -453,25 +477,14 @@ def write_midi(
         raise ValueError(f"program {program} is outside 0..127")
     if not bpm > 0:
         raise ValueError(f"bpm {bpm} must be positive")
-    tempo = round(60_000_000 / bpm)
-    ticks_per_second = ticks_per_beat * 1_000_000 / tempo
-    track = mido.MidiTrack()
-    track.append(mido.MetaMessage("set_tempo", tempo=tempo, time=0))
+    timed = []
     if program is not None:
-        track.append(mido.Message("program_change", channel=channel, program=program, time=0))
-    last_tick = 0
-    for event in notes_to_events(notes):
-        # notes_to_events is sorted by time, and rounding keeps that order.
-        tick = round(event.time * ticks_per_second)
+        timed.append((0.0, mido.Message("program_change", channel=channel, program=program)))
+    for event in notes_to_events(notes):  # sorted by time
         kind = "note_on" if event.velocity > 0 else "note_off"
-        track.append(
-            mido.Message(kind, channel=channel, note=event.pitch, velocity=event.velocity,
-                         time=tick - last_tick)
-        )
-        last_tick = tick
-    track.append(mido.MetaMessage("end_of_track", time=0))
-    midi = mido.MidiFile(type=0, ticks_per_beat=ticks_per_beat)
-    midi.tracks.append(track)
+        timed.append((event.time, mido.Message(kind, channel=channel, note=event.pitch,
+                                               velocity=event.velocity)))
+    midi = midi_file(timed, tempo=round(60_000_000 / bpm), ticks_per_beat=ticks_per_beat)
     if isinstance(target, (str, os.PathLike)):
         midi.save(filename=os.fspath(target))
     else:
