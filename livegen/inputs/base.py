@@ -53,7 +53,6 @@ class InputStats:
     restarts: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
     last_error: str = ""
-    last_reading_t: float = math.nan
     figures: dict[str, float] = field(default_factory=dict)
 
     def drop(self, reason: str, n: int = 1) -> None:
@@ -250,7 +249,6 @@ async def supervise(source: Input, deliver: Callable[[Reading], None],
         try:
             async for reading in source.readings():
                 source.stats.readings += 1
-                source.stats.last_reading_t = reading.t
                 deliver(reading)
             raise InputEnded(f"{source.name}: source ended")
         except asyncio.CancelledError:

@@ -156,7 +156,5 @@ class Replay:
         if reading is None:
             raise IndexError("the replay is over")
         self._next = next(self._merged, None)
-        stats = self.inputs[reading.source].stats
-        stats.readings += 1
-        stats.last_reading_t = reading.t
+        self.inputs[reading.source].stats.readings += 1
         return reading

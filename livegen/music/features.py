@@ -8,7 +8,8 @@ evaluation.
 
 A window with no note-ons has no mean pitch and no key: it gets the neutral values, the
 middle pitch bin (NEUTRAL_PITCH) and the uniform histogram 1/12, and density bin 0. The
-engine's neutral Controls (pitch 0.5, an all-zero key) map to the same vector.
+engine's neutral Controls are not that vector: pitch 0.5 picks the same middle bin, but
+density 0.5 picks bin 5 and key 0 is C major; the uniform histogram is control.NO_KEY's.
 
 `control_layout()` is this layout as a model's manifest records it (training writes it, the
 runtime checks it).
