@@ -21,6 +21,9 @@ Representation rules (what a round trip keeps):
 - Decoding accepts any token sequence: a note-off for a pitch not sounding is ignored, a
   note-on for a pitch already sounding ends that note and starts a new one, and notes still
   sounding at the end are ended at the final time.
+
+MIDI files: read_midi, write_midi, and midi_file, where a file's track is built (tempo,
+ticks, end of track) for write_midi and for the output's recorder (sinks.MidiFileRecorder).
 """
 
 from __future__ import annotations
