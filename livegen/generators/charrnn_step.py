@@ -29,10 +29,14 @@ changes which note, not whether one is played):
 - no note is struck while it sounds, or to make three sounding notes within CLUSTER_SPAN
   semitones, or over MAX_POLYPHONY sounding notes (no clusters);
 - after MAX_REST_S without a note-on only a note-on may follow (no long silences);
-- density steering: where density is asked and the note-ons per second of the last 2 s
-  are off the asked rate by more than a quarter, rests are held to one asked inter-onset
-  interval (no longer when behind, no shorter when ahead), so the music answers a density
-  change within a second and settles in its bin;
+- density in its band: where density is asked, the note-ons of every DENSITY_WINDOW_S
+  window (the window `livegen eval` judges by) stay inside the asked bin's band: a
+  note-on that would make too many is masked, and one is brought forward when the count
+  would fall below it. After a change of bin the band is reached pro rata (between its
+  bottom and top rates), counting only what was played since: the new rate is heard at
+  once, with neither a burst to fill the window nor a silence while the old notes leave
+  it. A note-on held back waits in one time shift (small ones would give the model a
+  chance to end what sounds at each);
 - steering: while the recent notes lie far from the asked register, note-ons more than
   STEER_BAND semitones from it are masked, and until one has sounded in it the rest before
   it is at most ANSWER_REST_S: a register change is answered by a note at once;
@@ -47,6 +51,7 @@ position in the clock's bar and a four-bar phrase arch, and the note's height.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Sequence
@@ -84,9 +89,9 @@ REPEATS = 4                 # no fifth note-on in a row on one pitch
 REGISTER_PULL = 0.0
 REGISTER_SPREAD = 6.0
 ANSWER_REST_S = 0.25        # while steering, the longest rest before a note in the register
-DENSITY_RECENT_S = 2.0      # density steering: the note-ons per second of the last 2 s
-DENSITY_SLACK = 1.25        # steer when they are off the asked rate by more than this factor
-RECENT_NOTES = 24           # note-ons remembered (steering, the copy guard, self-conditioning)
+DENSITY_WINDOW_S = 4.0      # density is held in its bin over every window this long
+DENSITY_TOP = 36            # the top bin's ceiling: note-ons per window (9 a second)
+RECENT_NOTES = 40           # note-ons remembered (density, steering, the copy guard, self)
 SELF_WINDOW_S = 3.0         # self-conditioning: the music of the last 3 s
 # At pitch positions outside OCTAVE_INSIDE the model plays 3 bins (an octave) further in and
 # its notes sound an octave out.
@@ -113,6 +118,8 @@ class PlayState:
     events_at_once: int = 0         # steps since time last moved
     recent: tuple[tuple[float, int], ...] = ()  # (time, heard pitch) of the last note-ons
     octave: int = 0                 # the octave the last step's notes sounded at
+    band: tuple[int, int] | None = None  # the density band in force (note-ons per window)
+    band_since: float = 0.0         # when it came into force
 
     @property
     def time(self) -> float:
@@ -132,7 +139,7 @@ class Asked:
     vector: np.ndarray
     driven: np.ndarray
     target: float | None
-    rate: float | None
+    band: tuple[int, int] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +150,7 @@ class Plan:
     vector: np.ndarray
     octave: int                      # semitones added to the model's pitches
     target: float | None
-    rate: float | None = None        # the note-ons per second asked (None: not asked)
+    band: tuple[int, int] | None = None  # note-ons per window asked (None: not asked)
 
 
 class CharRNNStep:
@@ -222,10 +229,22 @@ class CharRNNStep:
     def step(self, state: PlayState, controls: Controls,
              index: int) -> tuple[PlayState, Sequence[TimedEvent]]:
         plan = self.plan(state, controls)
+        if plan.band != state.band:  # a new density band: reached from here, pro rata
+            state = dataclasses.replace(state, band=plan.band, band_since=state.time)
         logits, rnn = self.model.step(state.token, plan.vector, state.rnn)
         steering = self.steer and self._steering(state, plan)
         deadline = self._rest_deadline(state, plan, steering)
+        # A note-on the density band brings forward lets what sounds sound on (the notes'
+        # lengths stay the model's); one the rest or steering rules bring forward ends it.
         token = self._forced(state, plan, deadline)
+        limits = self._density_limits(state)
+        if limits is not None and limits[2] is not None:
+            deadline = limits[2] if deadline is None else min(deadline, limits[2])
+            if (token is None and len(state.sounding) >= MAX_POLYPHONY
+                    and _reached(state, deadline)):
+                # The band's note-on is due and four notes sound: the oldest ends first.
+                oldest = min(state.sounding, key=lambda note: note[2])
+                token = events.NOTE_OFF_RANGE.token(oldest[0])
         if token is None:
             token = self._sampled(logits, state, controls, plan, index, steering, deadline)
         return self._advance(state, rnn, token, plan.octave)
@@ -275,13 +294,13 @@ class CharRNNStep:
         octave = self._octave(controls, state.octave)
         asked = self._asked(controls, octave)
         if asked.driven.all() or self.free == "unasked":
-            return Plan(asked.vector, octave, asked.target, asked.rate)
+            return Plan(asked.vector, octave, asked.target, asked.band)
         if self.free == "guide":
             free = self.guide.at(state.time + self._guide_offset)
         else:
             free = self.model.vector(*self._own_music(state))
         return Plan(np.where(asked.driven, asked.vector, free), octave, asked.target,
-                    asked.rate)
+                    asked.band)
 
     def _position(self, controls: Controls) -> float | None:
         """The asked pitch position (a one-hot model's: its bin), None if not asked."""
@@ -330,14 +349,14 @@ class CharRNNStep:
         else:
             target = features.pitch_at_position(position)
             pitch = position - octave // 12 * OCTAVE_BINS
-        rate = None
+        band = None
         if "density" in free:
             driven[features.DENSITY_SLICE] = False
         else:
             density = controls.density * (features.DENSITY_BINS - 1)
             if model.encoding == "onehot":
                 density = float(features.control_bin(controls.density, features.DENSITY_BINS))
-            rate = features.density_at_position(density)
+            band = density_band(features.control_bin(controls.density, features.DENSITY_BINS))
         key = None if "key" in free else controls.key
         histogram = np.full(12, 1 / 12) if key is None else model.key_histogram(key)
         if key is None:
@@ -345,7 +364,7 @@ class CharRNNStep:
         vector = model.vector(pitch, density, histogram)
         if self.free == "unasked":
             vector = np.where(driven, vector, 0).astype(np.float32)
-        asked = Asked(vector, driven, target, rate)
+        asked = Asked(vector, driven, target, band)
         if cached is None or cached[0] is not controls:
             self._asked_cache = (controls, {})
         self._asked_cache[1][octave] = asked
@@ -376,7 +395,8 @@ class CharRNNStep:
         now = state.decoder.time
         due = _reached(state, deadline)
         for model_pitch, pitch, started in state.sounding:
-            if now - started >= self.max_held_s or (self.guards and now > started and (
+            held_out = events.time_to_step(started + self.max_held_s) <= state.decoder.step
+            if held_out or (self.guards and now > started and (
                     due or (plan.target is not None
                     and abs(pitch - plan.target) >= LEFT_BEHIND))):
                 return events.NOTE_OFF_RANGE.token(model_pitch)
@@ -396,10 +416,16 @@ class CharRNNStep:
             allowed &= np.abs(heard - plan.target) <= STEER_BAND
         if self.guards:
             allowed &= self._playable(state, heard)
-        ratio = self._density_ratio(state, plan.rate)
-        if ratio is not None and ratio < 1 / DENSITY_SLACK \
-                and 0 < state.time - state.last_onset < 1 / plan.rate:
-            allowed = ~_ALL_PITCHES  # ahead of the asked rate: no new onset for a while
+        limits = self._density_limits(state)
+        wait_until = None
+        if limits is not None and limits[0] >= limits[1]:
+            # One more note-on would leave the density band: the music waits, in one
+            # shift, until one is allowed (the note-on mass goes to the time shifts, not
+            # to note-offs, and a wait taken in small steps would give the model a chance
+            # to end what sounds at each).
+            p = _waiting(p)
+            allowed = ~_ALL_PITCHES
+            wait_until = limits[3]
         base = _keep_note_ons(p, allowed)
         guarded, forbidden = base, None
         if self.copy_index is not None:
@@ -433,18 +459,47 @@ class CharRNNStep:
                 steps[index] = 1
             elif steps:
                 steps.pop(index, None)
+        if wait_until is not None and token in events.TIME_SHIFT_RANGE:
+            room = min(events.time_to_step(wait_until) - state.decoder.step,
+                       events.MAX_SHIFT_STEPS)
+            if room > events.TIME_SHIFT_RANGE.value(token):
+                token = events.TIME_SHIFT_RANGE.token(room)
         return self._clipped(state, token, deadline)
 
-    def _density_ratio(self, state: PlayState, rate: float | None) -> float | None:
-        """Density steering: the asked note-ons per second over those of the last
-        DENSITY_RECENT_S (None where density is not asked, or before there is a second
-        of music). Off by more than DENSITY_SLACK, the rests are held to one asked
-        inter-onset interval: no longer when behind, no shorter when ahead."""
-        if rate is None or not self.guards or state.time < 1.0:
+    def _density_limits(self, state: PlayState
+                        ) -> tuple[int, int, float | None, float] | None:
+        """Density in its band (see the module docstring): (note-ons counted now, the most
+        allowed now, the time by which a note-on must come to keep the fewest, the time
+        from which one more is allowed), or None where density is not asked."""
+        if state.band is None or not self.guards:
             return None
-        since = max(state.time - DENSITY_RECENT_S, 0.0)
-        played = sum(1 for t, _ in state.recent if t >= since) / (state.time - since)
-        return rate / max(played, 0.1)
+        fewest, most = state.band
+        step = state.decoder.step
+        window = events.time_to_step(DENSITY_WINDOW_S)
+        since = events.time_to_step(state.band_since)
+        elapsed = step - since
+        if elapsed >= window:  # the whole window lies in the band's time
+            times = [t for t, _ in state.recent if events.time_to_step(t) > step - window]
+            counted = len(times)
+            if counted < fewest:
+                deadline = state.time
+            elif fewest > 0:  # when one too many of the counted notes has left the window
+                deadline = times[counted - fewest] + DENSITY_WINDOW_S
+            else:
+                deadline = None
+            free_at = (times[counted - most] + DENSITY_WINDOW_S if counted >= most
+                       else state.time)
+            return counted, most, deadline, free_at
+        counted = sum(1 for t, _ in state.recent if events.time_to_step(t) >= since)
+        share = elapsed / window
+        most_now = max(1, math.ceil(most * share - 1e-9))
+        deadline = None
+        if fewest > 0:  # pro rata: the k-th note-on since by k / fewest of the window
+            deadline = state.band_since + DENSITY_WINDOW_S * min(1.0, (counted + 1) / fewest)
+            if counted >= fewest:
+                deadline = None
+        free_at = state.band_since + DENSITY_WINDOW_S * min(1.0, counted / max(most, 1))
+        return counted, most_now, deadline, free_at
 
     def _steering(self, state: PlayState, plan: Plan) -> bool:
         """Whether the recent notes lie far from the asked register (see the docstring)."""
@@ -472,16 +527,12 @@ class CharRNNStep:
 
     def _rest_deadline(self, state: PlayState, plan: Plan, steering: bool) -> float | None:
         """The time by which a note-on must come: MAX_REST_S after the last; while
-        steering and no note has sounded in the new register, ANSWER_REST_S after it;
-        while the music is sparser than the asked density, one asked interval after it."""
+        steering and no note has sounded in the new register, ANSWER_REST_S after it."""
         if not self.guards:
             return None
         deadline = state.last_onset + MAX_REST_S
         if steering and abs(state.recent[-1][1] - plan.target) > STEER_BAND:
             deadline = min(deadline, state.last_onset + ANSWER_REST_S)
-        ratio = self._density_ratio(state, plan.rate)
-        if ratio is not None and ratio > DENSITY_SLACK:
-            deadline = min(deadline, state.last_onset + 1 / plan.rate)
         return deadline
 
     def _clipped(self, state: PlayState, token: int, deadline: float | None) -> int:
@@ -520,10 +571,22 @@ class CharRNNStep:
             sounding = tuple((model, pitch, started)
                              for model, (pitch, started) in notes.items())
         at_once = 0 if decoder.step != before else state.events_at_once + 1
-        return PlayState(rnn, token, decoder, sounding, at_once, recent, octave), heard
+        return PlayState(rnn, token, decoder, sounding, at_once, recent, octave, state.band,
+                         state.band_since), heard
 
 
 _ALL_PITCHES = np.ones(events.MIDI_PITCHES, bool)
+
+
+def density_band(density_bin: int) -> tuple[int, int]:
+    """(fewest, most) note-ons per DENSITY_WINDOW_S whose rate lies in `density_bin`
+    (features.DENSITY_EDGES; the top bin held to DENSITY_TOP)."""
+    edges = features.DENSITY_EDGES
+    low = edges[density_bin - 1] if density_bin > 0 else 0.0
+    fewest = math.ceil(low * DENSITY_WINDOW_S - 1e-9)
+    if density_bin >= len(edges):
+        return fewest, DENSITY_TOP
+    return fewest, math.ceil(edges[density_bin] * DENSITY_WINDOW_S - 1e-9) - 1
 
 
 def _not_repeated(state: PlayState, heard: np.ndarray) -> np.ndarray:
@@ -542,6 +605,20 @@ def _reached(state: PlayState, deadline: float | None) -> bool:
 def _is_one_of(token: int, pitches: np.ndarray) -> bool:
     """Whether the token is the note-on of one of the pitches (a mask over note-ons)."""
     return token < _ON.stop and bool(pitches[token - _ON.start])
+
+
+_SHIFTS = slice(events.TIME_SHIFT_RANGE.first, events.TIME_SHIFT_RANGE.stop)
+
+
+def _waiting(p: np.ndarray) -> np.ndarray:
+    """p with its note-on probability given to the time shifts in proportion."""
+    shifts = p[_SHIFTS]
+    if shifts.sum() <= 0:
+        return p
+    p = p.copy()
+    p[_SHIFTS] = shifts * (1 + p[_ON].sum() / shifts.sum())
+    p[_ON] = 0.0
+    return p
 
 
 def _keep_note_ons(p: np.ndarray, allowed: np.ndarray) -> np.ndarray:
