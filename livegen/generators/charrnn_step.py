@@ -40,6 +40,9 @@ changes which note, not whether one is played):
 - steering: while the recent notes lie far from the asked register, note-ons more than
   STEER_BAND semitones from it are masked, and until one has sounded in it the rest before
   it is at most ANSWER_REST_S: a register change is answered by a note at once;
+- pitch in its band: where pitch is asked (and not while steering to it), a note-on that
+  would take the mean pitch of the last DENSITY_WINDOW_S out of the asked bin is masked
+  (one that brings it back is allowed), unless that would leave no note to play;
 - no fifth note-on in a row on one pitch;
 - the copy guard: a note that would make the last COPY_RUN note-ons repeat a run of a
   training piece (in any transposition) is masked (charrnn.CopyIndex), and counted.
@@ -97,6 +100,7 @@ SELF_WINDOW_S = 3.0         # self-conditioning: the music of the last 3 s
 # its notes sound an octave out.
 OCTAVE_INSIDE = (2.0, 7.0)
 OCTAVE_HOLD = 0.5
+PITCH_MARGIN = 0.5          # the window's mean pitch is kept this far inside its bin
 OCTAVE_BINS = 3
 _ONE_STEP_SHIFT = events.TIME_SHIFT_RANGE.token(1)
 _ON = slice(events.NOTE_ON_RANGE.first, events.NOTE_ON_RANGE.stop)
@@ -416,6 +420,10 @@ class CharRNNStep:
             allowed &= np.abs(heard - plan.target) <= STEER_BAND
         if self.guards:
             allowed &= self._playable(state, heard)
+            if plan.target is not None and not steering:
+                in_band = self._pitch_in_band(state, heard, plan.target)
+                if (allowed & in_band).any():
+                    allowed &= in_band
         limits = self._density_limits(state)
         wait_until = None
         if limits is not None and limits[0] >= limits[1]:
@@ -500,6 +508,30 @@ class CharRNNStep:
                 deadline = None
         free_at = state.band_since + DENSITY_WINDOW_S * min(1.0, counted / max(most, 1))
         return counted, most_now, deadline, free_at
+
+    @staticmethod
+    def _pitch_in_band(state: PlayState, heard: np.ndarray, target: float) -> np.ndarray:
+        """Note-ons that keep the mean pitch of the last DENSITY_WINDOW_S (the window
+        `livegen eval` judges by) inside the asked pitch bin, PITCH_MARGIN inside its
+        edges, or move it towards the bin when it lies outside."""
+        band = features.pitch_bin(target)
+        width = features.PITCH_BIN_WIDTH
+        low = (features.PITCH_LOW + band * width + PITCH_MARGIN) if band > 0 else -math.inf
+        high = (features.PITCH_LOW + (band + 1) * width - PITCH_MARGIN
+                if band < features.PITCH_BINS - 1 else math.inf)
+        step = state.decoder.step
+        window = events.time_to_step(DENSITY_WINDOW_S)
+        pitches = [p for t, p in state.recent if events.time_to_step(t) > step - window]
+        total, count = float(sum(pitches)), len(pitches)
+        after = (total + heard) / (count + 1)
+        inside = (after >= low) & (after <= high)
+        if count:
+            mean = total / count
+            if mean < low:
+                inside |= after > mean
+            elif mean > high:
+                inside |= after < mean
+        return inside
 
     def _steering(self, state: PlayState, plan: Plan) -> bool:
         """Whether the recent notes lie far from the asked register (see the docstring)."""
