@@ -507,6 +507,10 @@ class _Plan:
         player = self.player
         regenerate = self.gen.changed(self.basis, new, player.rollback_threshold)
         cut = new.t + player.commit_s
+        if new.t <= self.clock_time(0.0):
+            # A reading from at or before time zero (a replay's first, handed over early):
+            # nothing has gone out, so the music starts under it, at any tempo.
+            cut = new.t
         # Too late for its cut: something due after it may be on its way out. Not so
         # before the music starts (a reading from before time zero): nothing has been sent
         # yet, and a cut at or before time zero starts the music under the new controls
