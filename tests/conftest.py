@@ -60,6 +60,18 @@ def jack_server() -> Iterator[None]:
         yield
 
 
+@pytest.fixture
+def daemons() -> Iterator[list]:
+    """The livegen daemons (test_engine.Daemon) a test starts: any still running at its
+    end is killed."""
+    started: list = []
+    yield started
+    for daemon in started:
+        if daemon.process.poll() is None:
+            daemon.process.kill()
+            daemon.process.wait(10)
+
+
 def jack_ports(env: dict[str, str] | None = None) -> list[str]:
     """The ports of the JACK server that `env` names (default: this process's)."""
     if env is None:

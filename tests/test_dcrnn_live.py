@@ -9,7 +9,6 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,16 +26,6 @@ GESTURE_BARS = 8     # each gesture is held this long
 # signal (full_scale 100 reads an envelope of 100 as 1.0).
 GESTURES = {"rest": [5] * 8, "wave in": [90] * 4 + [10] * 4, "wave out": [10] * 4 + [90] * 4}
 SAMPLE_HZ = 200
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        if daemon.process.poll() is None:
-            daemon.process.kill()
-            daemon.process.wait(10)
 
 
 def emg_example(path: Path, device: PtyDevice, port: str, receiver: str) -> Path:

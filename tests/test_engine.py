@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import mido
@@ -113,16 +112,6 @@ class Daemon:
             if self.process.poll() is None:
                 self.process.kill()
             self.log.close()
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        if daemon.process.poll() is None:
-            daemon.process.kill()
-            daemon.process.wait(10)
 
 
 def note_ons(arrivals: list[tuple[float, tuple[int, ...]]], start: float,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,16 +18,6 @@ pytestmark = pytest.mark.jack
 BPM = 100
 BEAT_S = 60 / BPM
 MELODY = [(0, 72), (1, 74), (2, 76)]  # (beat of the bar, pitch): C5 D5 E5, a beat each
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        if daemon.process.poll() is None:
-            daemon.process.kill()
-            daemon.process.wait(10)
 
 
 def test_harmonise_returns_the_melody_of_a_bar_as_the_soprano_of_the_next_with_three_voices(

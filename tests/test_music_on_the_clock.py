@@ -14,7 +14,6 @@ import socket
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,16 +25,6 @@ pytestmark = pytest.mark.jack
 MODEL = ROOT / "models" / "charrnn.json"
 PLUGINS = {"PYTHONPATH": str(ROOT / "tests" / "plugins")}
 TICK, START, CONTINUE, STOP = 0xF8, 0xFA, 0xFB, 0xFC
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        if daemon.process.poll() is None:
-            daemon.process.kill()
-            daemon.process.wait(10)
 
 
 def config(path: Path, trace: Path, *, port: str, clock: str = "bpm = 120",
