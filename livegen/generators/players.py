@@ -221,9 +221,11 @@ class SegmentPlayer:
                     plan.withdraw_all(now)
                     self.release(self.tag)
             if not grid.running and not state.paused:
-                # A stop: what is planned stays, kept back until a Continue plays it on
-                # from the stop's beat; what sounds is ended.
+                # A stop: what sounds is ended and what is planned withdrawn; the bar a
+                # Continue will play is planned again while the transport stands still.
                 state.paused = True
+                state.next_bar = math.ceil(grid.beat0 / grid.beats_per_bar - 1e-9)
+                plan.withdraw_all(now)
                 self.release(self.tag)
             elif grid.running and state.paused:
                 state.paused = False
