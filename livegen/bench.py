@@ -29,7 +29,7 @@ from rtmidi.midiconstants import NOTE_OFF, NOTE_ON
 
 from livegen.config import OutputConfig
 from livegen.errors import LivegenError
-from livegen.ports import jack_period_s, jack_server
+from livegen.ports import close_client, jack_period_s, jack_server, receiving_client
 from livegen.timeline import Message
 
 log = logging.getLogger(__name__)
@@ -47,16 +47,11 @@ def receive() -> None:
     arrivals as JSON [[t, [bytes...]], ...] on stdout. CLOCK_MONOTONIC is system-wide, so
     the sender can compare these times with its due times.
     """
-    import rtmidi
-
     arrivals: list[tuple[float, list[int]]] = []
-    monotonic = time.monotonic
-    midi_in = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=sys.argv[1])
-    midi_in.set_callback(lambda event, _: arrivals.append((monotonic(), event[0])))
-    midi_in.open_virtual_port("in")
+    midi_in = receiving_client(sys.argv[1], lambda t, message: arrivals.append((t, message)))
     print("ready", flush=True)
     sys.stdin.readline()
-    midi_in.close_port()
+    close_client(midi_in)
     json.dump(arrivals, sys.stdout)
 
 

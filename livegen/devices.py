@@ -127,30 +127,20 @@ def serial_ports() -> list[str]:
 
 def midi() -> list[str]:
     try:
-        import rtmidi
-
-        from livegen.ports import jack_running, native_stderr_captured
+        from livegen.ports import midi_systems
     except ImportError as exc:
         return [f"python-rtmidi is not importable ({exc}): no MIDI at all"]
     lines = []
-    reachable = False
-    for api in rtmidi.get_compiled_api():
-        name = rtmidi.get_api_display_name(api)
-        if api == rtmidi.API_UNIX_JACK and not jack_running():
-            lines.append(f"{name}: no JACK server running (start jackd, or use another system)")
+    systems = midi_systems()
+    for system in systems:
+        if system.unreachable:
+            lines.append(f"{system.name}: {system.unreachable}")
             continue
-        try:
-            with native_stderr_captured():  # what the C library prints while probed
-                outputs = rtmidi.MidiOut(api, name="livegen-devices").get_ports()
-                inputs = rtmidi.MidiIn(api, name="livegen-devices").get_ports()
-        except Exception as exc:  # rtmidi raises its own SystemError subclasses
-            lines.append(f"{name}: not reachable ({exc})")
-            continue
-        reachable = True
-        lines.append(f"{name}: reachable; {len(outputs)} output(s), {len(inputs)} input(s)")
-        lines += [f"  out  {port}" for port in outputs]
-        lines += [f"  in   {port}" for port in inputs]
-    if not reachable:
+        lines.append(f"{system.name}: reachable; {len(system.outputs)} output(s), "
+                     f"{len(system.inputs)} input(s)")
+        lines += [f"  out  {port}" for port in system.outputs]
+        lines += [f"  in   {port}" for port in system.inputs]
+    if all(system.unreachable for system in systems):
         lines.append("no MIDI system is reachable: `livegen run` can still record to a file "
                      "(output.record), but nothing will sound")
     return lines

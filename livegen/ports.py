@@ -1,5 +1,7 @@
 """Where livegen talks to MIDI systems: rtmidi clients, port discovery and name matching,
-the JACK probes, and MIDI input in a process of its own.
+the JACK probes, MIDI input in a process of its own, and the receiving client the benches
+listen with. Outside this module only the output (output.py, sinks.py) holds rtmidi
+clients; the MIDI status bytes everywhere come from one table, rtmidi.midiconstants.
 
 One JACK client per process. libjack keeps one table of client wake-up futexes per
 process, shared by every client in it: a client's notification thread maps the futex of
@@ -33,7 +35,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -320,6 +322,55 @@ def current_ports(api: str, kind: type = rtmidi.MidiOut) -> list[str] | None:
         client.delete()
 
 
+def source_ports(api: str) -> list[str] | None:
+    """The ports a MIDI input could listen to now (other clients' outputs), for health
+    checks and `livegen devices`; None when it cannot be told."""
+    return current_ports(api, rtmidi.MidiIn)
+
+
+@dataclass(frozen=True, slots=True)
+class MidiSystem:
+    """One MIDI system this python-rtmidi was built with, as a short look found it."""
+
+    name: str                   # as rtmidi displays it: "Jack", "ALSA", "CoreMIDI"
+    outputs: tuple[str, ...]    # ports a MIDI output could send to (destinations)
+    inputs: tuple[str, ...]     # ports a MIDI input could listen to (sources)
+    unreachable: str = ""       # why it could not be looked at; empty when it could
+
+
+def midi_systems() -> list[MidiSystem]:
+    """Every MIDI system compiled into python-rtmidi, in rtmidi's order, with its ports.
+
+    A look, not a hold: each system is asked through a short-lived client, one at a time
+    and closed at once (one JACK client per process, see above), and what the C library
+    prints meanwhile is kept off the terminal. JACK is not asked when no server runs (the
+    client would wait for one)."""
+    systems = []
+    for api in rtmidi.get_compiled_api():
+        name = rtmidi.get_api_display_name(api)
+        if api == rtmidi.API_UNIX_JACK and not jack_running():
+            systems.append(MidiSystem(name, (), (), "no JACK server running (start jackd, "
+                                                    "or use another system)"))
+            continue
+        try:
+            outputs = _ports_seen_by(rtmidi.MidiOut, api)
+            inputs = _ports_seen_by(rtmidi.MidiIn, api)
+        except Exception as exc:  # rtmidi raises its own SystemError subclasses
+            systems.append(MidiSystem(name, (), (), f"not reachable ({exc})"))
+            continue
+        systems.append(MidiSystem(name, tuple(outputs), tuple(inputs)))
+    return systems
+
+
+def _ports_seen_by(kind: type, api: int) -> list[str]:
+    with native_stderr_captured():  # what the C library prints while probed
+        client = kind(api, name="livegen-devices")
+        try:
+            return client.get_ports()
+        finally:
+            close_client(client)
+
+
 # ---------------------------------------------------------------- a JACK server
 
 JACKD_COMMAND = ("jackd", "-d", "dummy", "-r", "48000", "-p", "64")
@@ -396,6 +447,22 @@ def jack_period_s() -> float:
     frames = subprocess.run(["jack_bufsize"], capture_output=True, text=True, timeout=5)
     rate = subprocess.run(["jack_samplerate"], capture_output=True, text=True, timeout=5)
     return int(frames.stdout.split()[-1]) / int(rate.stdout.split()[-1])
+
+
+# ---------------------------------------------------------------- a receiving client
+
+def receiving_client(name: str, on_message: Callable[[float, list[int]], None]) -> Any:
+    """A JACK client `name` with a virtual input port `name`:in that calls
+    `on_message(arrival time, bytes)` for each message, in rtmidi's own thread as the
+    message comes (no polling: what the benches measure arrivals with). The time is
+    time.monotonic(), system-wide, so a sender in another process can compare it with its
+    due times. Give it a process of its own (one JACK client per process); end it with
+    close_client."""
+    midi_in = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=name)
+    monotonic = time.monotonic
+    midi_in.set_callback(lambda event, _: on_message(monotonic(), event[0]))
+    midi_in.open_virtual_port("in")
+    return midi_in
 
 
 # ---------------------------------------------------------------- MIDI input, in a child
@@ -577,7 +644,7 @@ def listen(argv: list[str]) -> int:
                 now = monotonic()
                 if source and now >= next_check:
                     next_check = now + SOURCE_CHECK_S
-                    ports = current_ports(api, rtmidi.MidiIn)
+                    ports = source_ports(api)
                     if ports is not None and source not in ports:
                         say(f"gone {source} went away")
                         return 3

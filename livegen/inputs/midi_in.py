@@ -102,13 +102,11 @@ class MidiInputConfig(InputConfig):
         """Whether a MIDI input port of any reachable MIDI system matches `port`."""
         if self.virtual:
             return Check(True, "opens its own virtual port")
-        import rtmidi  # only to name the kind of port asked for (sources)
-
         from livegen import ports
 
         compiled = ports.compiled_apis()
         sources = [name for api in ports.AUTO_ORDER if api in compiled
-                   for name in ports.current_ports(api, rtmidi.MidiIn) or ()]
+                   for name in ports.source_ports(api) or ()]
         matches = ports.match_ports(sources, self.port)
         if matches:
             return Check(True, f"port {matches[0]!r}")
