@@ -54,6 +54,7 @@ position in the clock's bar and a four-bar phrase arch, and the note's height.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import logging
 import math
@@ -106,6 +107,7 @@ _ONE_STEP_SHIFT = events.TIME_SHIFT_RANGE.token(1)
 _ON = slice(events.NOTE_ON_RANGE.first, events.NOTE_ON_RANGE.stop)
 _OFF = slice(events.NOTE_OFF_RANGE.first, events.NOTE_OFF_RANGE.stop)
 _PITCHES = np.arange(events.MIDI_PITCHES)
+_WINDOW_STEPS = events.time_to_step(DENSITY_WINDOW_S)
 _SHIFT_FIRST = events.TIME_SHIFT_RANGE.first
 
 
@@ -124,6 +126,9 @@ class PlayState:
     octave: int = 0                 # the octave the last step's notes sounded at
     band: tuple[int, int] | None = None  # the density band in force (note-ons per window)
     band_since: float = 0.0         # when it came into force
+    # The 10 ms step of each of `recent` (in order): the windows the rules count over
+    # are found by bisection instead of converting every time at every step.
+    recent_steps: tuple[int, ...] = ()
 
     @property
     def time(self) -> float:
@@ -133,6 +138,17 @@ class PlayState:
     def last_onset(self) -> float:
         """When the last note-on sounded (0 before any)."""
         return self.recent[-1][0] if self.recent else 0.0
+
+    def window(self) -> tuple[tuple[float, int], ...]:
+        """The note-ons of the last DENSITY_WINDOW_S (the window `livegen eval` judges
+        by), on the 10 ms grid."""
+        start = self.decoder.step - _WINDOW_STEPS
+        return self.recent[bisect.bisect_right(self.recent_steps, start):]
+
+    def count_since(self, time: float) -> int:
+        """How many of the recent note-ons lie at or after `time` (on the 10 ms grid)."""
+        since = events.time_to_step(time)
+        return len(self.recent_steps) - bisect.bisect_left(self.recent_steps, since)
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +257,7 @@ class CharRNNStep:
         # A note-on the density band brings forward lets what sounds sound on (the notes'
         # lengths stay the model's); one the rest or steering rules bring forward ends it.
         token = self._forced(state, plan, deadline)
-        limits = self._density_limits(state)
+        limits = self._density_limits(state)  # once a step: _sampled reads it too
         if limits is not None and limits[2] is not None:
             deadline = limits[2] if deadline is None else min(deadline, limits[2])
             if (token is None and len(state.sounding) >= MAX_POLYPHONY
@@ -250,7 +266,8 @@ class CharRNNStep:
                 oldest = min(state.sounding, key=lambda note: note[2])
                 token = events.NOTE_OFF_RANGE.token(oldest[0])
         if token is None:
-            token = self._sampled(logits, state, controls, plan, index, steering, deadline)
+            token = self._sampled(logits, state, controls, plan, index, steering, deadline,
+                                  limits)
         return self._advance(state, rnn, token, plan.octave)
 
     def wait_until(self, state: PlayState, time: float, controls: Controls,
@@ -409,7 +426,8 @@ class CharRNNStep:
         return None
 
     def _sampled(self, logits: np.ndarray, state: PlayState, controls: Controls, plan: Plan,
-                 index: int, steering: bool, deadline: float | None) -> int:
+                 index: int, steering: bool, deadline: float | None,
+                 limits: tuple[int, int, float | None, float] | None) -> int:
         heard = _PITCHES + plan.octave  # what each note-on token would sound at
         if plan.target is not None and self.guards and REGISTER_PULL:
             logits = logits.copy()
@@ -424,7 +442,6 @@ class CharRNNStep:
                 in_band = self._pitch_in_band(state, heard, plan.target)
                 if (allowed & in_band).any():
                     allowed &= in_band
-        limits = self._density_limits(state)
         wait_until = None
         if limits is not None and limits[0] >= limits[1]:
             # One more note-on would leave the density band: the music waits, in one
@@ -439,12 +456,15 @@ class CharRNNStep:
         if self.copy_index is not None:
             copies = self.copy_index.forbidden([pitch for _, pitch in state.recent])
             if len(copies):
-                forbidden = np.isin(heard, copies)
+                forbidden = np.zeros(events.MIDI_PITCHES, bool)
+                models = copies - plan.octave  # the note-on tokens that sound at them
+                forbidden[models[(models >= 0) & (models < events.MIDI_PITCHES)]] = True
                 guarded = _keep_note_ons(base, allowed & ~forbidden)
         must_play = _reached(state, deadline)
 
         releasable = np.zeros(events.MIDI_PITCHES, bool)
-        releasable[[model for model, _, _ in state.sounding]] = True
+        if must_play:
+            releasable[[model for model, _, _ in state.sounding]] = True
 
         def final(q: np.ndarray, play: bool) -> np.ndarray:
             # A note-on is due: nothing but it, or first the end of a sounding note (the
@@ -483,11 +503,11 @@ class CharRNNStep:
             return None
         fewest, most = state.band
         step = state.decoder.step
-        window = events.time_to_step(DENSITY_WINDOW_S)
+        window = _WINDOW_STEPS
         since = events.time_to_step(state.band_since)
         elapsed = step - since
         if elapsed >= window:  # the whole window lies in the band's time
-            times = [t for t, _ in state.recent if events.time_to_step(t) > step - window]
+            times = [t for t, _ in state.window()]
             counted = len(times)
             if counted < fewest:
                 deadline = state.time
@@ -498,7 +518,7 @@ class CharRNNStep:
             free_at = (times[counted - most] + DENSITY_WINDOW_S if counted >= most
                        else state.time)
             return counted, most, deadline, free_at
-        counted = sum(1 for t, _ in state.recent if events.time_to_step(t) >= since)
+        counted = state.count_since(state.band_since)
         share = elapsed / window
         most_now = max(1, math.ceil(most * share - 1e-9))
         deadline = None
@@ -519,9 +539,7 @@ class CharRNNStep:
         low = (features.PITCH_LOW + band * width + PITCH_MARGIN) if band > 0 else -math.inf
         high = (features.PITCH_LOW + (band + 1) * width - PITCH_MARGIN
                 if band < features.PITCH_BINS - 1 else math.inf)
-        step = state.decoder.step
-        window = events.time_to_step(DENSITY_WINDOW_S)
-        pitches = [p for t, p in state.recent if events.time_to_step(t) > step - window]
+        pitches = [p for _, p in state.window()]
         total, count = float(sum(pitches)), len(pitches)
         after = (total + heard) / (count + 1)
         inside = (after >= low) & (after <= high)
@@ -549,8 +567,9 @@ class CharRNNStep:
         if len(state.sounding) >= MAX_POLYPHONY:
             return ~_ALL_PITCHES
         sounding = sorted(pitch for _, pitch, _ in state.sounding)
-        playable = ~np.isin(heard, sounding)
-        playable &= _not_repeated(state, heard)
+        playable = _not_repeated(state, heard).copy()
+        for pitch in sounding:
+            playable &= heard != pitch
         for i, low in enumerate(sounding):
             for high in sounding[i + 1:]:
                 if high - low <= CLUSTER_SPAN:  # a third note between high - 3 and low + 3
@@ -587,7 +606,7 @@ class CharRNNStep:
         decoder = state.decoder.copy()
         before = decoder.step
         emitted = decoder.feed(token)
-        sounding, recent = state.sounding, state.recent
+        sounding, recent, steps = state.sounding, state.recent, state.recent_steps
         heard: list[TimedEvent] = []
         if emitted:
             notes = {model: (pitch, started) for model, pitch, started in sounding}
@@ -596,6 +615,7 @@ class CharRNNStep:
                     pitch = event.pitch + octave
                     notes[event.pitch] = (pitch, event.time)
                     recent = (*recent, (event.time, pitch))[-RECENT_NOTES:]
+                    steps = (*steps, events.time_to_step(event.time))[-RECENT_NOTES:]
                     heard.append(TimedEvent(event.time, pitch, event.velocity))
                 else:
                     pitch, _ = notes.pop(event.pitch, (event.pitch, 0.0))
@@ -604,7 +624,7 @@ class CharRNNStep:
                              for model, (pitch, started) in notes.items())
         at_once = 0 if decoder.step != before else state.events_at_once + 1
         return PlayState(rnn, token, decoder, sounding, at_once, recent, octave, state.band,
-                         state.band_since), heard
+                         state.band_since, steps), heard
 
 
 _ALL_PITCHES = np.ones(events.MIDI_PITCHES, bool)
