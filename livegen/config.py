@@ -163,7 +163,7 @@ class EngineConfig:
                                        doc="control latency budget; overruns are counted")
     lookahead_ms: float = setting(400.0, lo=20.0, hi=10000.0,
                                   doc="how far ahead of the playhead the plan runs")
-    commit_ms: float = setting(20.0, lo=0.0, hi=1000.0,
+    commit_ms: float = setting(8.0, lo=0.0, hi=1000.0,
                                doc="events due sooner than this survive a rollback")
     rollback_threshold: float = setting(0.02, lo=0.0, hi=1.0,
                                         doc="smallest control change that triggers a rollback")

@@ -62,12 +62,19 @@ log = logging.getLogger(__name__)
 # Plan at least this far ahead of now, even after a hiccup: a message planned for "now"
 # is already late by the time the output thread sees it.
 MIN_LEAD_S = 0.005
+# A change seen too late for its cut is cut this far from the moment it is seen, and what
+# is due sooner than this is never taken back (the output thread takes a message out of
+# the timeline under its lock, so the margin covers only the thread's own wake-up, 0.8 ms
+# ahead of the due time). Kept small: until the cut the old controls' notes still sound.
+CUT_LEAD_S = 0.002
 # A plan that ran dry by more than this is a stalled generator, not a hiccup: its notes
 # are ended and it starts afresh.
 STALL_S = 0.25
 # A player that keeps time (a replay's) catches up from further behind than that: a replay
 # on a loaded machine was seen starved for 0.3 s. Beyond this it restarts as any player.
 KEEP_TIME_STALL_S = 2.0
+# Every player catches up from this little behind, keeping the music on its beats.
+CATCH_UP_S = 0.025
 # State is kept this far behind the playhead; rollback never reaches further back.
 KEEP_BEHIND_S = 1.0
 # A plan that reached the end of the run waits this long between looks at its changes.
@@ -323,7 +330,9 @@ class StepPlayer:
         horizon = now + self.lookahead_s
         if plan.until >= horizon:
             return plan.until - horizon + 0.001
-        if plan.until < now + MIN_LEAD_S:
+        if plan.until < now:
+            # Ran dry: the next step's music would be due already. (Not merely close: a
+            # change cut CUT_LEAD_S from now leaves the plan there, and is not late.)
             plan.fell_behind(now + MIN_LEAD_S - plan.until, now)
         else:
             plan.behind = False
@@ -364,7 +373,7 @@ class _Plan:
         self.gen = player.generator
         self.spb = player.seconds_per_beat
         self.published = BeatPlan(player.timeline, player.tag, player.grid, player.quantize,
-                                  lead_s=MIN_LEAD_S)
+                                  lead_s=CUT_LEAD_S)
         grid = self.published.grid
         self.origin_beat = grid.beat_at(origin)  # the beat of the music's time zero
         self.started = grid.started      # the transport Start this plan belongs to
@@ -515,11 +524,11 @@ class _Plan:
         # before the music starts (a reading from before time zero): nothing has been sent
         # yet, and a cut at or before time zero starts the music under the new controls
         # whenever it is seen.
-        if cut < now + MIN_LEAD_S and now + MIN_LEAD_S > self.clock_time(0.0):
+        if cut < now + CUT_LEAD_S and now + CUT_LEAD_S > self.clock_time(0.0):
             player.stats.late_changes += 1
             log.debug("%s: a change came %.1f ms after its cut; cut from the clock",
-                      player.tag, (now + MIN_LEAD_S - cut) * 1e3)
-            cut = now + MIN_LEAD_S
+                      player.tag, (now + CUT_LEAD_S - cut) * 1e3)
+            cut = now + CUT_LEAD_S
         at = self.music_time(cut if regenerate else cut + player.lookahead_s)
         while self.switches and self.switches[-1].at >= at:
             self.switches.pop()
@@ -575,13 +584,16 @@ class _Plan:
 
     def fell_behind(self, behind: float, now: float) -> None:
         player = self.player
-        if player.keep_time and behind <= KEEP_TIME_STALL_S:
-            # Keep the music's time (and what is placed in it): the plan catches up.
+        if behind <= CATCH_UP_S or (player.keep_time and behind <= KEEP_TIME_STALL_S):
+            # Keep the music's time (and what is placed in it): the plan catches up. A
+            # hiccup of a few ms (a slow step just after a rollback) costs a note a few ms
+            # late, not a music moved off the clock's beats.
             if not self.behind:
                 self.behind = True
                 player.stats.late += 1
-                log.warning("%s fell %.0f ms behind: catching up; the notes due meanwhile "
-                            "are late", player.tag, behind * 1e3)
+                if behind > CATCH_UP_S:
+                    log.warning("%s fell %.0f ms behind: catching up; the notes due "
+                                "meanwhile are late", player.tag, behind * 1e3)
             return
         if behind > (KEEP_TIME_STALL_S if player.keep_time else STALL_S):
             log.warning("%s fell %.0f ms behind: its notes are ended and it starts again",
