@@ -25,11 +25,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rtmidi.midiconstants import NOTE_OFF, NOTE_ON
+from rtmidi.midiconstants import CONTROL_CHANGE, NOTE_OFF, NOTE_ON
 
-from livegen.config import OutputConfig
+from livegen import toml_writer
+from livegen.config import NOISE_SIZE, OutputConfig
 from livegen.errors import LivegenError
-from livegen.ports import close_client, jack_period_s, jack_server, receiving_client
+from livegen.ports import (
+    close_client,
+    jack_connect,
+    jack_period_s,
+    jack_port_names,
+    jack_server,
+    receiving_client,
+)
 from livegen.timeline import Message
 
 log = logging.getLogger(__name__)
@@ -437,16 +445,39 @@ def bench_charrnn(argv: Sequence[str]) -> int:
 
 # The hand's third value flips at every jump between these velocity controls, so the
 # notes planned under each jump's controls sound at their own velocity (the Char-RNN learned
-# one velocity, 80: 80 x 0.5/0.75 = 53 and 80 x 0.9/0.75 = 96) and a receiver can tell the
-# notes planned before a change from those planned after it.
+# one velocity, 80: 80 x 0.5/0.75 = 53 and 80 x 0.9/0.75 = 96, its dynamics shape them by
+# 0.8 to 1.25; the DCRNN and the Langevin model play their configured velocity, 80, scaled
+# alike) and a receiver can tell the notes planned before a change from those planned after.
 BENCH_VELOCITIES = (0.5, 0.9)
+# A measure by velocity class is told only when the player's note-ons at the receiver fall
+# in both classes and, where there are changes enough to judge, the last note-on before
+# each next change is in the class asked in at least this share of them.
+FOLLOWING_SHARE = 0.75
+# A segment player hears a change at the first bar line at least one segment after it (it
+# plans one segment ahead, under the controls of when that planning was due): 1 to 2
+# segments later. The hand's jumps then come 2.5 segments apart, give or take a tenth, so
+# each change is heard before the next one comes, at a phase of the bar that drifts.
+SEGMENT_CHANGE_EVERY = 2.5
+SEGMENT_SPREAD = 0.1
+STEP_HEARING_S = 0.5  # a step player's change is heard well within this (commit_ms + a step)
+PLANNING_SHARE = 0.5  # of a bar: a segment player's planning budget (SegmentPlayer's default)
+# The MIDI inputs of `--midi-inputs N`: each hears controller KNOB_CC turning every
+# KNOB_EVERY_S, mapped by a rule of its own (one rule per target) to a noise value beyond
+# every shipped model's code (noise[63], noise[62], ...), held at its neutral 0: the
+# inputs do all their work (a child process, parsing, readings, the mapper) and the music
+# does not change because of them.
+KNOB_CC = 20  # undefined in the MIDI standard: no synth reacts to it
+KNOB_EVERY_S = 0.1
+GENERATOR_TITLES = {"charrnn": "the Char-RNN", "dcrnn": "the DCRNN",
+                    "langevin": "the Langevin model"}
 
 
-def engine_hand(seconds: float, change_every: float,
-                seed: int = 3) -> list[tuple[float, float, float, float]]:
+def engine_hand(seconds: float, change_every: float, seed: int = 3,
+                spread: float = 0.4) -> list[tuple[float, float, float, float]]:
     """A hand that jumps to a new height and side about every `change_every` seconds
     (each jump changes the pitch or density bin: a rollback), as 30 readings/s of
-    (seconds, y, x, v); v flips between 0 and 1 at each jump."""
+    (seconds, y, x, v); v flips between 0 and 1 at each jump. The gaps between jumps
+    vary by `spread` (0.4: from 0.6 to 1.4 times `change_every`)."""
     rng = np.random.default_rng(seed)
     readings = []
     y, x, v = 0.5, 0.5, 0.0
@@ -458,7 +489,7 @@ def engine_hand(seconds: float, change_every: float,
             # Jumps `change_every` apart on average, but never in step with the music's
             # beat (a hand is not): a change due on a beat would find a note there, which
             # is kept by the commit rule however soon after the reading it sounds.
-            next_jump += max(1, round(change_every * 30 * rng.uniform(0.6, 1.4)))
+            next_jump += max(1, round(change_every * 30 * rng.uniform(1 - spread, 1 + spread)))
         readings.append((k / 30, y, x, v))
     return readings
 
@@ -486,93 +517,221 @@ def play_hand(readings: list[tuple[float, float, float, float]], port: int, star
 
 @dataclass(frozen=True, slots=True)
 class SwitchOver:
-    """What a listener hears of each control change (ms, one value per change)."""
+    """What a listener hears of each control change (ms, one value per change), and
+    whether the velocity classes it is told by can be trusted."""
 
     switch_over_ms: np.ndarray  # reading -> after this, every note-on is planned under it
     first_note_ms: np.ndarray   # reading -> the first note-on planned under it
+    classes: int = 2            # velocity classes among the note-ons since the first jump
+    following: list[bool] = dataclasses.field(default_factory=list)  # per closed window:
+    # whether its last note-on is in the class its change asked for
+    unheard: int = 0            # changes left out: none of their notes came (heard_only)
+    audible: int = 1            # changes that came early enough to be heard before the end
+
+    def untold(self) -> str:
+        """Why the velocity classes cannot tell old notes from new ('' when they can)."""
+        if not self.audible:
+            return ("no change came early enough to be heard before the end of the run; "
+                    "run longer")
+        if self.classes < 2:
+            return ("its note-ons at the receiver fall in one velocity class only (their "
+                    "velocities do not follow the velocity control)")
+        if len(self.following) >= 2 and np.mean(self.following) < FOLLOWING_SHARE:
+            return (f"the last note-on before the next change was in the velocity class "
+                    f"asked in {np.mean(self.following):.0%} of {len(self.following)} "
+                    "changes (its velocities do not follow the velocity control)")
+        return ""
 
 
-def switch_over(jumps: list[float],
-                received: list[tuple[float, tuple[int, ...]]]) -> SwitchOver:
-    """From the receiver's note-ons, by their velocity class (BENCH_VELOCITIES): for the
-    change sent at each jump (monotonic times), the time after which no note-on of the
-    old controls arrives (0 when none does after it) and the time of the first note-on of
-    the new ones. A change whose next comes before any of its notes is left out of the
-    second."""
-    ons = [(t, m[2]) for t, m in received if m[0] & 0xF0 == NOTE_ON and m[2] > 0]
+def switch_over(jumps: list[float], received: list[tuple[float, tuple[int, ...]]], *,
+                channel: int | None = None, heard_only: bool = False, end: float = math.inf,
+                hearing_s: float = 0.0) -> SwitchOver:
+    """From the receiver's note-ons (on `channel`, 1..16, if given), by their velocity
+    class (BENCH_VELOCITIES): for the change sent at each jump (monotonic times), the time
+    after which no note-on of the old controls arrives (0 when none does after it) and the
+    time of the first note-on of the new ones. A change whose next comes before any of its
+    notes is left out of the second, and with `heard_only` of the first too (a segment
+    player's change that the run's end cut off is not known to be quick). A change counts
+    as audible when it came `hearing_s` (what the player may take) before the music's
+    `end`."""
+    ons = [(t, m[2]) for t, m in received if m[0] & 0xF0 == NOTE_ON and m[2] > 0
+           and (channel is None or m[0] & 0x0F == channel - 1)]
     low, high = (round(80 * v / 0.75) for v in BENCH_VELOCITIES)
     middle = (low + high) / 2
-    switch, first = [], []
+    switch, first, following, unheard = [], [], [], 0
     for k, t0 in enumerate(jumps[1:], start=1):  # the first sets the start
         t1 = jumps[k + 1] if k + 1 < len(jumps) else math.inf
         new_is_high = k % 2 == 0  # v flips at every jump, starting at 1 (high)
         window = [(t, (vel > middle) == new_is_high) for t, vel in ons if t0 <= t < t1]
         old = [t for t, is_new in window if not is_new]
         new = [t for t, is_new in window if is_new]
-        switch.append(max(0.0, max(old, default=t0) - t0) * 1e3)
+        if heard_only and not new:
+            unheard += 1
+        else:
+            switch.append(max(0.0, max(old, default=t0) - t0) * 1e3)
         if new:
             first.append((min(new) - t0) * 1e3)
-    return SwitchOver(np.array(switch), np.array(first))
+        if window and t1 < math.inf:  # the last window may be cut short by the end
+            following.append(window[-1][1])
+    since = {vel > middle for t, vel in ons if jumps and t >= jumps[0]}
+    audible = sum(1 for t0 in jumps[1:] if t0 + hearing_s < end)
+    return SwitchOver(np.array(switch), np.array(first), len(since), following, unheard,
+                      audible)
 
 
 def bench_engine(argv: Sequence[str]) -> int:
-    """`livegen bench engine`: `livegen run` with the Char-RNN playing into a real JACK
-    port, a listener connected, steered by a hand sent live over OSC that jumps about
-    every half second: control latency, what the listener hears of each change (the
-    switch-over, and the first note under it), generator step, send lateness, the
-    daemon's CPU and memory, and the time from start to READY (sd_notify on a real
-    socket). With --pages N it runs twice, without the monitor page and then with N
-    pages open, and sets the music's figures side by side."""
+    """`livegen bench engine`: `livegen run` with a generator playing into a real JACK
+    port (the Char-RNN unless --generator says otherwise), a listener connected, steered
+    by a hand sent live over OSC that jumps about every half second (every 2.5 segments
+    for a segment generator): per player, control latency, what the listener hears of
+    each change (the switch-over, and the first note under it), generator step or segment
+    planning; send lateness, the daemon's CPU and memory, and the time from start to
+    READY (sd_notify on a real socket). --midi-inputs and --connections add MIDI inputs
+    that a controller plays into and output.connect connections, what they cost being the
+    question. With --pages N it runs twice, without the monitor page and then with N pages
+    open, and sets the music's figures side by side."""
     from livegen import config
+    from livegen.generators import REGISTRY
 
     parser = argparse.ArgumentParser(prog="livegen bench engine",
                                      description=bench_engine.__doc__)
     parser.add_argument("--config", "-c", type=Path, default=None, metavar="PATH",
-                        help="takes the model and engine settings from here")
+                        help="takes the models, the generators' and the engine settings "
+                             "from here")
+    parser.add_argument("--generator", action="append", choices=sorted(REGISTRY),
+                        metavar="NAME", help="the generator that plays: "
+                        f"{', '.join(sorted(REGISTRY))} (default charrnn); given more than "
+                        "once, they play layered, each on its own channel (1, 2, ...)")
     parser.add_argument("--seconds", type=float, default=30.0, help="length (default 30)")
-    parser.add_argument("--change-every", type=float, default=0.5, metavar="S",
-                        help="seconds between hand jumps (default 0.5)")
+    parser.add_argument("--change-every", type=float, default=None, metavar="S",
+                        help="seconds between hand jumps (default 0.5; 2.5 segments when a "
+                             "segment generator plays)")
     parser.add_argument("--commit-ms", type=float, default=None,
                         help="override engine.commit_ms (what a rollback never touches)")
     parser.add_argument("--busy", type=int, default=0, metavar="N",
                         help="run N CPU-bound processes beside the daemon (load)")
+    parser.add_argument("--midi-inputs", type=int, default=0, metavar="N",
+                        help="give the daemon N MIDI inputs (virtual JACK ports), each sent "
+                             f"a control change every {KNOB_EVERY_S:g} s by a controller "
+                             "client (mapped to a noise value held at 0: no change of the "
+                             "music)")
+    parser.add_argument("--connections", type=int, default=0, metavar="N",
+                        help="list N more receiving clients in output.connect (the "
+                             "output's sink keeper checks each while it plays)")
     parser.add_argument("--pages", type=int, default=0, metavar="N",
                         help="run twice, back to back: without the monitor page, then with "
                              "it on and N pages open (WebSocket clients in another process)")
     args = parser.parse_args(argv)
+    for option in ("midi_inputs", "connections", "busy", "pages"):
+        if getattr(args, option) < 0:
+            parser.error(f"--{option.replace('_', '-')}: {getattr(args, option)} is below 0")
+    if args.midi_inputs > NOISE_SIZE:
+        parser.error(f"--midi-inputs: at most {NOISE_SIZE} (one noise value each)")
     cfg = config.load(args.config)
-    runs = [_engine_run(args, cfg, pages) for pages in ([0, args.pages] if args.pages else [0])]
+    setup = EngineSetup.of(cfg, args.generator or ["charrnn"], args.change_every)
+    runs = [_engine_run(args, cfg, setup, pages)
+            for pages in ([0, args.pages] if args.pages else [0])]
     if args.pages:
         _print_pages_table(args, runs)
     return 0
 
 
 @dataclass(frozen=True, slots=True)
-class EngineRun:
-    """One run of `bench engine`: the daemon's figures, what the listener heard, and what
-    the monitor's pages got (empty without pages)."""
+class Played:
+    """One generator of a `bench engine` run: its name, kind, config section and channel."""
 
-    pages: int
-    figures: dict[str, Any]
-    heard: SwitchOver
-    watched: dict[str, Any]
+    name: str
+    kind: str           # "step" or "segment"
+    settings: Any
+    channel: int
+    segment_s: float    # a segment's length at the bench's tempo (0 for a step generator)
+
+    def title(self) -> str:
+        title = GENERATOR_TITLES.get(self.name, self.name)
+        if self.kind == "segment":
+            mode = getattr(self.settings, "mode", "")
+            bars = self.settings.bars
+            return f"{title} ({f'{mode}, ' if mode else ''}{bars} bar{'s' * (bars > 1)} a segment)"
+        return f"{title} ({self.settings.variant})"
 
 
-def _engine_run(args: argparse.Namespace, cfg: Any, pages: int) -> EngineRun:
+@dataclass(frozen=True, slots=True)
+class EngineSetup:
+    """What a `bench engine` run plays, and how often the hand changes it."""
 
-    name = f"livegen-bench-engine-{os.getpid()}-{pages}"
-    monitor_port = _free_tcp_port() if pages else 0
-    monitor = (f"\n[monitor]\nenabled = true\nport = {monitor_port}\n" if pages else "")
-    with tempfile.TemporaryDirectory() as tmp, jack_server():
-        folder = Path(tmp)
-        hand = engine_hand(args.seconds, args.change_every)
-        osc_port = _free_udp_port()
-        e = cfg.engine
-        commit_ms = e.commit_ms if args.commit_ms is None else args.commit_ms
-        (folder / "config.toml").write_text(f"""
+    played: tuple[Played, ...]
+    change_every: float
+    spread: float
+
+    @classmethod
+    def of(cls, cfg: Any, names: Sequence[str], change_every: float | None) -> EngineSetup:
+        from livegen.config import ClockConfig
+        from livegen.generators import type_of
+
+        clock = ClockConfig()  # the bench's daemon keeps the default tempo
+        bar_s = clock.beats_per_bar * 60 / clock.bpm
+        played = []
+        for i, name in enumerate(dict.fromkeys(names)):
+            settings = cfg.generator(name)
+            kind = type_of(name, settings).kind
+            segment_s = settings.bars * bar_s if kind == "segment" else 0.0
+            played.append(Played(name, kind, settings, i + 1, segment_s))
+        longest = max(p.segment_s for p in played)
+        if longest:
+            every = SEGMENT_CHANGE_EVERY * longest if change_every is None else change_every
+            return cls(tuple(played), every, SEGMENT_SPREAD)
+        return cls(tuple(played), 0.5 if change_every is None else change_every, 0.4)
+
+    def heard_in_time(self, player: Played) -> bool:
+        """Whether each change comes after the last is heard (1 to 2 segments later), so
+        that a change's notes are not cut off by the next (step players: always)."""
+        return self.change_every * (1 - self.spread) > 2 * player.segment_s
+
+
+def _generator_section(cfg: Any, player: Played, layered: bool) -> str:
+    """The [generators.NAME] section of the bench's config: what the config sets that
+    differs from the defaults, the model's path made absolute (the bench's config lives in
+    a folder of its own), and in a layered run the player's channel."""
+    settings = player.settings
+    defaults = type(settings)()
+    items: dict[str, Any] = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if f.name == "model":
+            base = cfg.source.parent if cfg.source is not None else Path.cwd()
+            items["model"] = value if value.is_absolute() else base / value
+        elif value is not None and value != getattr(defaults, f.name):
+            items[f.name] = value
+    if layered:
+        items["channel"] = player.channel
+    return "\n".join([f"[generators.{player.name}]", *toml_writer.assignments(items)])
+
+
+def _engine_config(args: argparse.Namespace, cfg: Any, setup: EngineSetup, name: str,
+                   osc_port: int, commit_ms: float, monitor: str) -> str:
+    e = cfg.engine
+    layered = len(setup.played) > 1
+    names = [p.name for p in setup.played]
+    playing = (f"generators = {toml_writer.value(names)}\nmode = \"layer\"\n" if layered
+               else "")
+    connect = [f"{name}-c{k}-rx:in" for k in range(1, args.connections + 1)]
+    sections = [_generator_section(cfg, p, layered) for p in setup.played]
+    for k in range(1, args.midi_inputs + 1):
+        sections.append(f"""[inputs.knob{k}]
+type = "midi"
+api = "jack"
+virtual = true
+port = "{name}-knob{k}"
+
+[[map]]
+source = "knob{k}.cc.{KNOB_CC}"
+target = "noise[{NOISE_SIZE - k}]"
+out_range = [0.0, 0.0]""")
+    return f"""
 [engine]
 seed = 1
-lookahead_ms = {e.lookahead_ms}
+generator = "{names[0]}"
+{playing}lookahead_ms = {e.lookahead_ms}
 commit_ms = {commit_ms}
 latency_budget_ms = {e.latency_budget_ms}
 switch_interval_ms = {e.switch_interval_ms}
@@ -581,10 +740,7 @@ switch_interval_ms = {e.switch_interval_ms}
 api = "jack"
 port = "{name}"
 require_port = true
-
-[generators.charrnn]
-model = "{cfg.generator('charrnn').model}"
-variant = "{cfg.generator('charrnn').variant}"
+connect = {toml_writer.value(connect)}
 
 [inputs.hand]
 type = "osc"
@@ -602,48 +758,166 @@ target = "density"
 source = "hand.h.2"
 target = "velocity"
 out_range = {list(BENCH_VELOCITIES)}
-{monitor}""")
+
+""" + "\n\n".join(sections) + "\n" + monitor
+
+
+# The controller of `bench engine --midi-inputs N`, in a process of its own (one JACK
+# client per process, see livegen.ports).
+KNOBS_CODE = "from livegen.bench import turn_knobs; turn_knobs()"
+
+
+def turn_knobs() -> None:
+    """A controller whose knob turns: a JACK client argv[1] with one output port that,
+    from a line on stdin (once it is connected), sends controller KNOB_CC, its value going
+    round, every KNOB_EVERY_S until stdin closes. Says `ready PORT` when its port is open,
+    and at the end how many it sent."""
+    import select
+
+    from livegen.sinks import open_virtual_port
+
+    sink = open_virtual_port("jack", sys.argv[1])
+    print(f"ready {sink.port}", flush=True)
+    sys.stdin.readline()
+    sent, due = 0, time.monotonic()
+    try:
+        while not select.select([sys.stdin], [], [], max(0.0, due - time.monotonic()))[0]:
+            sink.send((CONTROL_CHANGE, KNOB_CC, sent % 128), time.monotonic())
+            sent += 1
+            due += KNOB_EVERY_S
+    finally:
+        sink.close()
+    print(sent, flush=True)
+
+
+class Knobs:
+    """`turn_knobs()` in a separate process, its port joined to each of the daemon's MIDI
+    inputs (one port, many JACK connections: each input hears every message)."""
+
+    def __init__(self, name: str) -> None:
+        self._process = subprocess.Popen([sys.executable, "-c", KNOBS_CODE, name],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         text=True)
+        said = self._process.stdout.readline().split()
+        if said[:1] != ["ready"] or len(said) != 2:
+            self._process.kill()
+            raise LivegenError(f"bench: the controller client did not start ({said!r})")
+        self.port = said[1]
+
+    def connect(self, destination: str, timeout: float = 30.0) -> None:
+        """Join the knobs to `destination` (a full port name) once it is there."""
+        deadline = time.monotonic() + timeout
+        while destination not in (jack_port_names() or []):
+            if time.monotonic() > deadline:
+                raise LivegenError(f"bench: the daemon's MIDI input {destination} did not "
+                                   f"appear within {timeout:g} s")
+            time.sleep(0.05)
+        jack_connect(self.port, destination)
+
+    def turn(self) -> None:
+        """Start turning (once connected: every control change sent reaches the inputs)."""
+        self._process.stdin.write("\n")
+        self._process.stdin.flush()
+
+    def close(self) -> int:
+        """Stop turning; how many control changes were sent."""
+        out, _ = self._process.communicate("", timeout=30)
+        return int(out.strip() or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineRun:
+    """One run of `bench engine`: the daemon's figures, what the listener heard of each
+    player (by name), and what the monitor's pages got (empty without pages)."""
+
+    pages: int
+    figures: dict[str, Any]
+    heard: dict[str, SwitchOver]
+    watched: dict[str, Any]
+
+
+def _engine_run(args: argparse.Namespace, cfg: Any, setup: EngineSetup,
+                pages: int) -> EngineRun:
+    name = f"livegen-bench-engine-{os.getpid()}-{pages}"
+    monitor_port = _free_tcp_port() if pages else 0
+    monitor = (f"\n[monitor]\nenabled = true\nport = {monitor_port}\n" if pages else "")
+    with tempfile.TemporaryDirectory() as tmp, jack_server():
+        folder = Path(tmp)
+        hand = engine_hand(args.seconds, setup.change_every, spread=setup.spread)
+        osc_port = _free_udp_port()
+        commit_ms = cfg.engine.commit_ms if args.commit_ms is None else args.commit_ms
+        (folder / "config.toml").write_text(
+            _engine_config(args, cfg, setup, name, osc_port, commit_ms, monitor))
         busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
                 for _ in range(args.busy)]
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(str(folder / "notify"))
-        notify.settimeout(60)
+        # The listener, then the receivers output.connect names (there before the daemon
+        # looks for them), and the controller the MIDI inputs hear.
         receiver = Receiver(f"{name}-rx")
-        started = time.monotonic()
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "livegen.cli", "-q", "run", "--config",
-             str(folder / "config.toml"), "--duration", str(args.seconds),
-             "--stats-json", str(folder / "stats.json")],
-            env={**os.environ, "NOTIFY_SOCKET": str(folder / "notify")})
+        connected: list[Receiver] = []
+        knobs: Knobs | None = None
         stop = threading.Event()
         watcher: subprocess.Popen[str] | None = None
+        daemon: subprocess.Popen[bytes] | None = None
+        knobs_sent = 0
         try:
-            while not notify.recv(4096).startswith(b"READY=1"):
-                pass
-            spawn_to_ready = time.monotonic() - started
+            connected += [Receiver(f"{name}-c{k}-rx") for k in range(1, args.connections + 1)]
+            knobs = Knobs(f"{name}-knobs") if args.midi_inputs else None
+            started = time.monotonic()
+            daemon = subprocess.Popen(
+                [sys.executable, "-m", "livegen.cli", "-q", "run", "--config",
+                 str(folder / "config.toml"), "--duration", str(args.seconds),
+                 "--stats-json", str(folder / "stats.json")],
+                env={**os.environ, "NOTIFY_SOCKET": str(folder / "notify")})
+            _wait_ready(notify, daemon)
+            ready = time.monotonic()
+            spawn_to_ready = ready - started
             receiver.connect(f"{name}:out")
+            if knobs is not None:
+                for k in range(1, args.midi_inputs + 1):
+                    knobs.connect(f"{name}-knob{k}:in")
+                knobs.turn()
             if pages:  # the pages are open before the hand moves, until the daemon stops
                 watcher = subprocess.Popen(
                     [sys.executable, "-c", PAGES_CODE, f"http://127.0.0.1:{monitor_port}/",
                      str(pages)], stdout=subprocess.PIPE, text=True)
                 time.sleep(0.5)
-            jumps = play_hand(hand, osc_port, time.monotonic() + 0.2, stop)
+            start = time.monotonic() + 0.2
+            # The music ends `seconds` after READY: a jump after that is heard by nobody.
+            playing = [r for r in hand if start + r[0] < ready + args.seconds]
+            jumps = play_hand(playing, osc_port, start, stop)
+            if knobs is not None:  # the music is over: what is sent now nobody hears
+                knobs_sent, knobs = knobs.close(), None
             daemon.wait(args.seconds + 60)
+        except BaseException:
+            for client in (receiver, *connected):
+                client.close()
+            raise
         finally:
             stop.set()
             notify.close()
+            if knobs is not None:
+                knobs_sent = knobs.close()
             for process in busy:
                 process.kill()
-            if daemon.poll() is None:
+            if daemon is not None and daemon.poll() is None:
                 daemon.kill()
         watched: dict[str, Any] = {}
         if watcher is not None:
             out, _ = watcher.communicate(timeout=60)
             watched = json.loads(out.strip().splitlines()[-1])
         received = receiver.arrivals()
+        through_connections = [len(r.arrivals()) for r in connected]
         figures = json.loads((folder / "stats.json").read_text())
-    heard = switch_over(jumps, received)
-    _print_engine_table(args, cfg, figures, spawn_to_ready, received, heard, commit_ms)
+    layered = len(setup.played) > 1
+    heard = {p.name: switch_over(jumps, received, channel=p.channel if layered else None,
+                                 heard_only=p.kind == "segment", end=ready + args.seconds,
+                                 hearing_s=2 * p.segment_s or STEP_HEARING_S)
+             for p in setup.played}
+    _print_engine_table(args, cfg, setup, figures, spawn_to_ready, received, heard, commit_ms)
+    if args.midi_inputs or args.connections:
+        _print_scenario_check(args, figures, knobs_sent, len(received), through_connections)
     if watched:
         print(f"with {pages} monitor pages open: each received "
               + ", ".join(f"{p['frames'] / max(p['seconds'], 1e-9):.1f}" for p in watched["pages"])
@@ -652,6 +926,23 @@ out_range = {list(BENCH_VELOCITIES)}
               f"frame took p99 {watched['frame_ms_p99']:.2f} ms on the loop")
     print()
     return EngineRun(pages, figures, heard, watched)
+
+
+def _wait_ready(notify: socket.socket, daemon: subprocess.Popen[bytes],
+                timeout: float = 60.0) -> None:
+    """Wait for the daemon's READY=1 on `notify`; one clear line when it exits first (its
+    own error is printed above) or does not get ready within `timeout`."""
+    notify.settimeout(0.25)
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(TimeoutError):
+            if notify.recv(4096).startswith(b"READY=1"):
+                return
+        if daemon.poll() is not None:
+            raise LivegenError(f"bench: the daemon exited before it was ready (exit status "
+                               f"{daemon.returncode}; its error is above)")
+        if time.monotonic() > deadline:
+            raise LivegenError(f"bench: the daemon was not ready within {timeout:g} s")
 
 
 # The monitor's pages for `bench engine --pages N`: N WebSocket clients in a process of
@@ -720,59 +1011,132 @@ def _print_pages_table(args: argparse.Namespace, runs: list[EngineRun]) -> None:
         return {"p50": out["lateness_p50_ms"], "p99": out["lateness_p99_ms"],
                 "max": out["lateness_max_ms"]}
 
-    rows = [
-        ("send lateness p50/p99/max ms", lateness),
-        ("control latency p50/p99/max ms",
-         lambda run: run.figures["generators"]["charrnn"]["control_latency_ms"]),
-        ("switch-over p50/p99/max ms", lambda run: run.heard.switch_over_ms),
-    ]
+    rows: list[tuple[str, Callable[[EngineRun], Any]]] = [
+        ("send lateness p50/p99/max ms", lateness)]
+    several = len(runs[0].heard) > 1
+    for name in runs[0].heard:
+        who = f" ({name})" if several else ""
+        rows += [
+            (f"control latency{who} p50/p99/max ms",
+             lambda run, name=name: run.figures["generators"][name]["control_latency_ms"]),
+            (f"switch-over{who} p50/p99/max ms",
+             lambda run, name=name: run.heard[name].switch_over_ms),
+        ]
     for what, pick in rows:
         print(f"{what:<34}" + " ".join(f"{cells(pick(run)):>22}" for run in runs))
     print(f"{'daemon CPU, % of one core':<34}"
           + " ".join(f"{run.figures['cpu_percent']:>22.1f}" for run in runs))
 
 
-def _print_engine_table(args: argparse.Namespace, cfg: Any, figures: dict[str, Any],
-                        spawn_to_ready: float, received: list, heard: SwitchOver,
-                        commit_ms: float) -> None:
-    player = figures["generators"]["charrnn"]
-    latency, step = player["control_latency_ms"], player["step_ms"]
+def _scenario(args: argparse.Namespace) -> str:
+    inputs = (f"{args.midi_inputs} MIDI input(s) (virtual JACK ports), each sent a control "
+              f"change every {KNOB_EVERY_S:g} s (mapped to a noise value held at 0: the "
+              "music does not change)" if args.midi_inputs else "no MIDI inputs")
+    connections = (f"{args.connections} output.connect connection(s) to receiving clients "
+                   "(checked by the output's sink keeper)" if args.connections
+                   else "no output.connect connections")
+    return f"scenario: {inputs}; {connections}"
+
+
+def _print_engine_table(args: argparse.Namespace, cfg: Any, setup: EngineSetup,
+                        figures: dict[str, Any], spawn_to_ready: float, received: list,
+                        heard: dict[str, SwitchOver], commit_ms: float) -> None:
     out = figures["output"]
-    budget = cfg.engine.latency_budget_ms
     notes = sum(1 for _, m in received if m[0] & 0xF0 == NOTE_ON and m[2] > 0)
+    layered = len(setup.played) > 1
 
     def row(what: str, p50: float, p99: float, worst: float, target: str) -> None:
-        print(f"{what:<28}{p50:9.3f} {p99:9.3f} {worst:9.3f}   {target}")
+        print(f"{what:<36}{p50:9.3f} {p99:9.3f} {worst:9.3f}   {target}")
 
-    print(f"livegen bench engine: {args.seconds:g} s of the Char-RNN "
-          f"({cfg.generator('charrnn').variant}) through JACK, a hand sent over OSC "
-          f"jumping about every {args.change_every:g} s; lookahead "
+    def summary_row(what: str, values: dict[str, float], target: str) -> None:
+        row(f"{what} (n={values.get('n', 0)})", values.get("p50", np.nan),
+            values.get("p99", np.nan), values.get("max", np.nan), target)
+
+    def heard_rows(player: Played, switch_target: str) -> None:
+        so = heard[player.name]
+        if not setup.heard_in_time(player):
+            print(f"  switch-over not measured: the hand changes every {setup.change_every:g}"
+                  f" s, less than the two segments ({2 * player.segment_s:g} s) a change "
+                  "may take to be heard (leave --change-every to its default)")
+            return
+        untold = so.untold()
+        if untold:
+            print(f"  switch-over not measured: {untold}")
+            return
+        for what, values, target in (
+                ("switch-over at the receiver", so.switch_over_ms, switch_target),
+                ("first note under the change", so.first_note_ms, "(the music's)")):
+            if values.size:
+                p50, p99 = np.percentile(values, [50, 99])
+                row(f"{what} (n={values.size})", p50, p99, values.max(), target)
+
+    titles = " and ".join(p.title() for p in setup.played)
+    print(f"livegen bench engine: {args.seconds:g} s of {titles}"
+          f"{', layered, each on its own channel,' if layered else ''} through JACK, a hand "
+          f"sent over OSC jumping about every {setup.change_every:g} s; lookahead "
           f"{cfg.engine.lookahead_ms:g} ms, commit {commit_ms:g} ms; {notes} note-ons "
           "received by a second client"
           f"{f'; {args.busy} CPU-bound processes beside it' if args.busy else ''}")
+    print(_scenario(args))
     print()
-    print(f"{'':<28}{'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}   target")
-    row(f"control latency (n={latency.get('n', 0)})", latency.get("p50", np.nan),
-        latency.get("p99", np.nan), latency.get("max", np.nan), f"p99 <= {budget:g} ms")
-    row(f"generator step (n={step.get('n', 0)})", step.get("p50", np.nan),
-        step.get("p99", np.nan), step.get("max", np.nan), "")
+    print(f"{'':<36}{'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}   target")
+    footer = []
+    for player in setup.played:
+        figs = figures["generators"][player.name]
+        latency = figs["control_latency_ms"]
+        print(f"{player.name}, {player.kind} player"
+              f"{f' on channel {player.channel}' if layered else ''}:")
+        if player.kind == "step":
+            budget = cfg.engine.latency_budget_ms
+            summary_row("control latency", latency, f"p99 <= {budget:g} ms")
+            summary_row("generator step", figs["step_ms"], "")
+            heard_rows(player, "p99 <= 10 ms")
+            footer.append(
+                f"{player.name}: over the latency budget: {figs['budget_overruns']} of "
+                f"{latency.get('n', 0)}; rollbacks {figs['rollbacks']}; plan ran dry "
+                f"{figs['late']}; stalls {figs['stalls']}; changes seen after their cut "
+                f"{figs.get('late_changes', 0)}")
+            continue
+        segment_ms, bar_ms = player.segment_s * 1e3, player.segment_s * 1e3 / player.settings.bars
+        summary_row("segment planning", figs["plan_ms"],
+                    f"<= {PLANNING_SHARE * bar_ms:g} ms (its share of a bar)")
+        summary_row("control latency", latency,
+                    f"{segment_ms:g}-{2 * segment_ms:g} ms (to its bar line)")
+        heard_rows(player, f"<= {2 * segment_ms:g} ms (two segments)")
+        own = ", ".join(f"{key} {value:g}" for key, value in figs["generator"].items()
+                        if isinstance(value, int | float))
+        unheard = heard[player.name].unheard
+        footer.append(
+            f"{player.name}: segments {figs['segments']}; missed bar lines {figs['missed']};"
+            f" over the planning budget {figs['budget_overruns']}; replans "
+            f"{figs['replans']}; failures {figs['failures']}"
+            f"{f'; changes the end cut off (left out) {unheard}' if unheard else ''}"
+            f"{f'; its last segment: {own}' if own else ''}")
+    print("output:")
     row(f"send lateness (n={out['messages']})", out["lateness_p50_ms"],
         out["lateness_p99_ms"], out["lateness_max_ms"], "p99 <= 1 ms")
-    for what, values, target in (
-            ("switch-over at the receiver", heard.switch_over_ms, "p99 <= 10 ms"),
-            ("first note under the change", heard.first_note_ms, "(the music's)")):
-        if values.size:
-            p50, p99 = np.percentile(values, [50, 99])
-            row(f"{what} (n={values.size})", p50, p99, values.max(), target)
     print()
-    print(f"over the latency budget: {player['budget_overruns']} of {latency.get('n', 0)}; "
-          f"rollbacks {player['rollbacks']}; plan ran dry {player['late']}; "
-          f"stalls {player['stalls']}; changes seen after their cut "
-          f"{player.get('late_changes', 0)}")
+    for line in footer:
+        print(line)
     print(f"daemon CPU {figures['cpu_percent']:.1f}% of one core; RSS {figures['rss_mb']:.0f} "
           f"MB (peak {figures['peak_rss_mb']:.0f} MB; target <= 300 MB)")
     print(f"start to READY: {spawn_to_ready:.2f} s from spawning the process "
           f"({figures['ready_s']:.2f} s inside it; target <= 2 s)")
+
+
+def _print_scenario_check(args: argparse.Namespace, figures: dict[str, Any], knobs_sent: int,
+                          listened: int, through_connections: list[int]) -> None:
+    """What the scenario's parts got: a check that the work measured was done."""
+    parts = []
+    if args.midi_inputs:
+        readings = [figures["inputs"].get(f"knob{k}", {}).get("readings", 0)
+                    for k in range(1, args.midi_inputs + 1)]
+        parts.append(f"the MIDI inputs made {', '.join(map(str, readings))} readings of "
+                     f"{knobs_sent} control changes sent")
+    if args.connections:
+        parts.append(f"the connections received {', '.join(map(str, through_connections))} "
+                     f"messages (the listener {listened})")
+    print("; ".join(parts))
 
 
 def _free_tcp_port() -> int:
