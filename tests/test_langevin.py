@@ -378,3 +378,37 @@ def test_key_control_moves_the_context_into_the_key_and_register_leans_its_way()
     assert shift_up >= 0 >= shift_down and shift_up - shift_down >= 5
     unknown = np.zeros_like(known)
     assert np.array_equal(langevin.steer(tokens, unknown, Controls(key=2)), tokens)
+
+
+def test_harmonise_decoding_keeps_each_voice_under_the_one_above() -> None:
+    """The plain per-voice argmax would put the alto on the melody's pitch (a unison: three
+    voices heard) and the tenor above the alto; decoded under, each lies below the voice
+    above it, its next most likely pitch, and a hold stays only while it lies below."""
+    steps = 3
+    scores = np.full((1, steps, roll.CHORALE_DIM), -5.0, np.float32)
+
+    def prefer(step: int, voice: int, token: int, score: float) -> None:
+        scores[0, step, roll.VOICE_SLICES[voice].start + token] = score
+
+    def pitch_token(voice: int, pitch: int) -> int:
+        return roll.FIRST_PITCH_TOKEN + pitch - roll.VOICE_RANGES[voice][0]
+
+    given = np.full((1, steps, roll.VOICES), roll.REST, np.int64)
+    known = np.zeros((1, steps, roll.VOICES), bool)
+    given[0, :, 0] = [pitch_token(0, 67), roll.HOLD, pitch_token(0, 64)]  # G4, held, E4
+    known[0, :, 0] = True
+    for step in range(steps):
+        prefer(step, 1, pitch_token(1, 67), 3.0)   # alto: the melody's G4 first,
+        prefer(step, 1, pitch_token(1, 62), 2.0)   # then D4
+        prefer(step, 2, pitch_token(2, 64), 3.0)   # tenor: E4 (above the D4) first,
+        prefer(step, 2, pitch_token(2, 59), 2.0)   # then B3
+        prefer(step, 3, roll.HOLD, 3.0)            # bass: hold first,
+        prefer(step, 3, pitch_token(3, 43), 2.0)   # then G2
+    prefer(1, 1, roll.HOLD, 4.0)  # the alto holds its D4 at step 1: below G4, kept
+    plain = langevin.decode(scores, given, known)
+    assert plain[0, 0, 1] == pitch_token(1, 67)  # the unison the plain argmax makes
+    tokens = langevin.decode_under(scores, given, known)
+    pitches, _ = roll.sounding_pitches(tokens[0])
+    assert pitches.tolist() == [[67, 62, 59, 43], [67, 62, 59, 43], [64, 62, 59, 43]]
+    assert tokens[0, 1, 1] == roll.HOLD and tokens[0, 1, 3] == roll.HOLD
+    assert (tokens[0, :, 0] == given[0, :, 0]).all()  # the melody as given

@@ -247,6 +247,47 @@ def decode(denoised: np.ndarray, given: np.ndarray, known: np.ndarray) -> np.nda
     return np.where(known, given, tokens).astype(np.int64)
 
 
+def decode_under(denoised: np.ndarray, given: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """As `decode`, but each voice sounds strictly under the voice above it wherever it can
+    (harmonise mode: the performer's melody on top, three voices under it). Step by step,
+    voice by voice from the top, each cell takes its most likely token among those that
+    sound below the lowest voice above (a hold only while its note lies below it); a rest
+    only when the voice has no such pitch, and given cells as given. Bach's voices cross
+    or meet in unison now and then; under a live melody, a voice above it or doubling it
+    hides the melody or leaves fewer than four voices."""
+    tokens = decode(denoised, given, known)
+    for b in range(tokens.shape[0]):
+        current = [roll.SILENT_PITCH] * roll.VOICES
+        for step in range(tokens.shape[1]):
+            ceiling = 128  # the lowest pitch sounding in the voices above
+            for voice, (block, (low, high)) in enumerate(zip(roll.VOICE_SLICES,
+                                                             roll.VOICE_RANGES, strict=True)):
+                token = int(tokens[b, step, voice])
+                if not known[b, step, voice] and ceiling < 128:
+                    token = _best_under(denoised[b, step, block], current[voice], low,
+                                        min(high, ceiling - 1), token)
+                    tokens[b, step, voice] = token
+                if token >= roll.FIRST_PITCH_TOKEN:
+                    current[voice] = low + token - roll.FIRST_PITCH_TOKEN
+                elif token != roll.HOLD:
+                    current[voice] = roll.SILENT_PITCH
+                if current[voice] != roll.SILENT_PITCH:
+                    ceiling = min(ceiling, current[voice])
+    return tokens
+
+
+def _best_under(scores: np.ndarray, holding: int, low: int, top: int, fallback: int) -> int:
+    """The most likely token of one voice's scores (PAD excluded) that sounds at or below
+    `top`: a pitch, or a hold of `holding`; a rest when none can; `fallback` (the plain
+    argmax) when the voice's range lies wholly above `top`."""
+    if top < low:
+        return fallback
+    allowed = np.zeros(len(scores), bool)
+    allowed[roll.FIRST_PITCH_TOKEN:roll.FIRST_PITCH_TOKEN + top - low + 1] = True
+    allowed[roll.HOLD] = roll.SILENT_PITCH != holding <= top
+    return int(np.argmax(np.where(allowed, scores, -np.inf)))
+
+
 def sigma_levels(count: int, sigma_max: float = SIGMA_MAX, sigma_min: float = SIGMA_MIN,
                  rho: float = RHO) -> np.ndarray:
     """`count` noise levels from sigma_max down to sigma_min, EDM-spaced (rho)."""
@@ -277,13 +318,14 @@ def sample(denoise: Denoiser, given: np.ndarray, known: np.ndarray, *, evaluatio
            rng: np.random.Generator, temperature: float = 1.0, eta: float = 0.0,
            sigma_max: float = SIGMA_MAX, sigma_min: float = SIGMA_MIN,
            deadline: float | None = None, per_evaluation_s: float = 0.0,
-           noised_given: bool = False) -> Sampled:
+           noised_given: bool = False, under: bool = False) -> Sampled:
     """Fill the unknown cells of (B, T, 4) `given` tokens (where `known` (B, T, 4) is
     False) in `evaluations` network evaluations: evaluations − 1 steps down an EDM ladder
     of noise levels, then the final denoise and argmax. With a `deadline`
     (time.perf_counter() seconds), it stops stepping once another step plus the final
     denoise (2 × per_evaluation_s) would not fit, and denoises at the level it reached.
-    Given cells are fed as exact one-hots, or with `noised_given` as one-hot + σ·z."""
+    Given cells are fed as exact one-hots, or with `noised_given` as one-hot + σ·z.
+    With `under`, each voice is decoded under the voices above it (`decode_under`)."""
     given = np.asarray(given, dtype=np.int64)
     known = np.asarray(known, dtype=bool)
     evaluations = max(1, int(evaluations))
@@ -313,7 +355,8 @@ def sample(denoise: Denoiser, given: np.ndarray, known: np.ndarray, *, evaluatio
     x = _replace(x, clean, mask, level, rng, noised_given)
     denoised = denoise(x, np.full(batch, level, np.float32))
     used += 1
-    return Sampled(decode(denoised, given, known), used, float(level), cut)
+    tokens = (decode_under if under else decode)(denoised, given, known)
+    return Sampled(tokens, used, float(level), cut)
 
 
 def sample_original(denoise: Denoiser, given: np.ndarray, known: np.ndarray, *,
@@ -659,10 +702,10 @@ class LangevinGenerator:
                         eta=self.config.eta, sigma_max=self.model.sigma_max,
                         sigma_min=self.model.sigma_min, deadline=deadline,
                         per_evaluation_s=per_evaluation,
-                        noised_given=self.model.noised_given)
-        velocity = int(min(127, max(1, round(self.config.velocity
-                                             * request.controls.velocity_scale))))
-        notes = segment_notes(result.tokens[0], context, velocity=velocity)
+                        noised_given=self.model.noised_given,
+                        under=self.config.mode == "harmonise")
+        # The player scales it by the velocity control (as every segment generator's).
+        notes = segment_notes(result.tokens[0], context, velocity=self.config.velocity)
         elapsed = time.perf_counter() - started
         return Segment(bar=request.bar, bars=request.bars, notes=notes, figures={
             "evaluations": float(result.evaluations),
