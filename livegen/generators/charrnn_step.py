@@ -31,12 +31,12 @@ changes which note, not whether one is played):
 - after MAX_REST_S without a note-on only a note-on may follow (no long silences);
 - density in its band: where density is asked, the note-ons of every DENSITY_WINDOW_S
   window (the window `livegen eval` judges by) stay inside the asked bin's band: a
-  note-on that would make too many is masked, and one is brought forward when the count
-  would fall below it. After a change of bin the band is reached pro rata (between its
-  bottom and top rates), counting only what was played since: the new rate is heard at
-  once, with neither a burst to fill the window nor a silence while the old notes leave
-  it. A note-on held back waits in one time shift (small ones would give the model a
-  chance to end what sounds at each);
+  note-on that would make too many is masked, and one is brought forward (ending what
+  sounds) when the count would fall below it. After a change of bin the band is reached
+  pro rata (between its bottom and top rates), counting only what was played since: the
+  new rate is heard at once, with neither a burst to fill the window nor a silence while
+  the old notes leave it. A note-on held back waits in one time shift (small ones would
+  give the model a chance to end what sounds at each);
 - steering: while the recent notes lie far from the asked register, note-ons more than
   STEER_BAND semitones from it are masked, and until one has sounded in it the rest before
   it is at most ANSWER_REST_S: a register change is answered by a note at once;
@@ -254,17 +254,19 @@ class CharRNNStep:
         logits, rnn = self.model.step(state.token, plan.vector, state.rnn)
         steering = self.steer and self._steering(state, plan)
         deadline = self._rest_deadline(state, plan, steering)
-        # A note-on the density band brings forward lets what sounds sound on (the notes'
-        # lengths stay the model's); one the rest or steering rules bring forward ends it.
-        token = self._forced(state, plan, deadline)
+        # A note-on that a rule brings forward (rest, steering, the density band) ends what
+        # sounds first, as the corpus ends a note when it strikes the next. (A band's note
+        # left sounding on stacked chords: density 0.5 held, 42 % of the time four notes
+        # sounded, against 3 % in the held-out music.)
         limits = self._density_limits(state)  # once a step: _sampled reads it too
         if limits is not None and limits[2] is not None:
             deadline = limits[2] if deadline is None else min(deadline, limits[2])
-            if (token is None and len(state.sounding) >= MAX_POLYPHONY
-                    and _reached(state, deadline)):
-                # The band's note-on is due and four notes sound: the oldest ends first.
-                oldest = min(state.sounding, key=lambda note: note[2])
-                token = events.NOTE_OFF_RANGE.token(oldest[0])
+        token = self._forced(state, plan, deadline)
+        if (limits is not None and limits[2] is not None and token is None
+                and len(state.sounding) >= MAX_POLYPHONY and _reached(state, deadline)):
+            # The band's note-on is due and four notes sound: the oldest ends first.
+            oldest = min(state.sounding, key=lambda note: note[2])
+            token = events.NOTE_OFF_RANGE.token(oldest[0])
         if token is None:
             token = self._sampled(logits, state, controls, plan, index, steering, deadline,
                                   limits)
