@@ -36,7 +36,9 @@ changes which note, not whether one is played):
   pro rata (between its bottom and top rates), counting only what was played since: the
   new rate is heard at once, with neither a burst to fill the window nor a silence while
   the old notes leave it. A note-on held back waits in one time shift (small ones would
-  give the model a chance to end what sounds at each);
+  give the model a chance to end what sounds at each), and a single note sounding then
+  sounds on until the next note-on is allowed, where it ends (legato, as the corpus
+  plays; left to end, it left silences between the notes);
 - steering: while the recent notes lie far from the asked register, note-ons more than
   STEER_BAND semitones from it are masked, and until one has sounded in it the rest before
   it is at most ANSWER_REST_S: a register change is answered by a note at once;
@@ -129,6 +131,9 @@ class PlayState:
     # The 10 ms step of each of `recent` (in order): the windows the rules count over
     # are found by bisection instead of converting every time at every step.
     recent_steps: tuple[int, ...] = ()
+    # The model pitch of a note kept sounding through a density wait (-1: none): it ends
+    # when the wait is over, where the model would have struck the next note.
+    sustained: int = -1
 
     @property
     def time(self) -> float:
@@ -198,6 +203,7 @@ class CharRNNStep:
         if self.free == "guide" and guide is None:
             raise ValueError("free='guide' needs the guide shipped beside the model")
         self._guide_offset = guide.offset(seed) if guide is not None else 0.0
+        self._sustain = -1  # set by _sampled for the step being taken (see PlayState)
         self._asked_cache: tuple[Controls, dict[int, Asked]] | None = None
         # Steps (by index) at which each guard changed the note played; a step
         # regenerated after a rollback replaces its entry, so the counts follow the music
@@ -261,7 +267,12 @@ class CharRNNStep:
         limits = self._density_limits(state)  # once a step: _sampled reads it too
         if limits is not None and limits[2] is not None:
             deadline = limits[2] if deadline is None else min(deadline, limits[2])
-        token = self._forced(state, plan, deadline)
+        # The band full: a note-on waits, unless it answers a register change (a pitch jump
+        # is answered at once, whatever the density).
+        answering = steering and _reached(state, deadline)
+        waiting = limits is not None and limits[0] >= limits[1] and not answering
+        token = self._forced(state, plan, deadline, waiting)
+        self._sustain = -1
         if (limits is not None and limits[2] is not None and token is None
                 and len(state.sounding) >= MAX_POLYPHONY and _reached(state, deadline)):
             # The band's note-on is due and four notes sound: the oldest ends first.
@@ -269,8 +280,8 @@ class CharRNNStep:
             token = events.NOTE_OFF_RANGE.token(oldest[0])
         if token is None:
             token = self._sampled(logits, state, controls, plan, index, steering, deadline,
-                                  limits)
-        return self._advance(state, rnn, token, plan.octave)
+                                  limits if waiting else None)
+        return self._advance(state, rnn, token, plan.octave, self._sustain)
 
     def wait_until(self, state: PlayState, time: float, controls: Controls,
                    index: int) -> PlayState:
@@ -409,7 +420,8 @@ class CharRNNStep:
 
     # ------------------------------------------------------------ sampling and its rules
 
-    def _forced(self, state: PlayState, plan: Plan, deadline: float | None) -> int | None:
+    def _forced(self, state: PlayState, plan: Plan, deadline: float | None,
+                waiting: bool = False) -> int | None:
         """A token the rules impose instead of sampling, or None: the end of a note held
         too long, or left sounding an octave or more from the asked register (a hand that
         moves lets go of where it was), or struck before a note-on the rules bring forward
@@ -417,6 +429,9 @@ class CharRNNStep:
         events at once."""
         now = state.decoder.time
         due = _reached(state, deadline)
+        if state.sustained >= 0 and not waiting and any(
+                model == state.sustained for model, _, _ in state.sounding):
+            return events.NOTE_OFF_RANGE.token(state.sustained)
         for model_pitch, pitch, started in state.sounding:
             held_out = events.time_to_step(started + self.max_held_s) <= state.decoder.step
             if held_out or (self.guards and now > started and (
@@ -429,7 +444,9 @@ class CharRNNStep:
 
     def _sampled(self, logits: np.ndarray, state: PlayState, controls: Controls, plan: Plan,
                  index: int, steering: bool, deadline: float | None,
-                 limits: tuple[int, int, float | None, float] | None) -> int:
+                 waiting: tuple[int, int, float | None, float] | None) -> int:
+        """Sample the next token under the rules (see the module docstring); `waiting`:
+        the density limits when the band holds note-ons back, else None."""
         heard = _PITCHES + plan.octave  # what each note-on token would sound at
         if plan.target is not None and self.guards and REGISTER_PULL:
             logits = logits.copy()
@@ -445,14 +462,17 @@ class CharRNNStep:
                 if (allowed & in_band).any():
                     allowed &= in_band
         wait_until = None
-        if limits is not None and limits[0] >= limits[1]:
+        if waiting is not None:
             # One more note-on would leave the density band: the music waits, in one
             # shift, until one is allowed (the note-on mass goes to the time shifts, not
             # to note-offs, and a wait taken in small steps would give the model a chance
             # to end what sounds at each).
-            p = _waiting(p)
+            sustain = self.guards and len(state.sounding) == 1
+            p = _waiting(p, sustain)
             allowed = ~_ALL_PITCHES
-            wait_until = limits[3]
+            wait_until = waiting[3]
+            if sustain:
+                self._sustain = state.sounding[0][0]
         base = _keep_note_ons(p, allowed)
         guarded, forbidden = base, None
         if self.copy_index is not None:
@@ -603,8 +623,8 @@ class CharRNNStep:
             return events.TIME_SHIFT_RANGE.token(room)
         return token
 
-    def _advance(self, state: PlayState, rnn: State, token: int,
-                 octave: int) -> tuple[PlayState, list[TimedEvent]]:
+    def _advance(self, state: PlayState, rnn: State, token: int, octave: int,
+                 sustain: int = -1) -> tuple[PlayState, list[TimedEvent]]:
         decoder = state.decoder.copy()
         before = decoder.step
         emitted = decoder.feed(token)
@@ -625,8 +645,10 @@ class CharRNNStep:
             sounding = tuple((model, pitch, started)
                              for model, (pitch, started) in notes.items())
         at_once = 0 if decoder.step != before else state.events_at_once + 1
+        # A sustained note stays so through the shifts of its wait, until a note event.
+        sustained = -1 if emitted else (sustain if sustain >= 0 else state.sustained)
         return PlayState(rnn, token, decoder, sounding, at_once, recent, octave, state.band,
-                         state.band_since, steps), heard
+                         state.band_since, steps, sustained), heard
 
 
 _ALL_PITCHES = np.ones(events.MIDI_PITCHES, bool)
@@ -664,14 +686,18 @@ def _is_one_of(token: int, pitches: np.ndarray) -> bool:
 _SHIFTS = slice(events.TIME_SHIFT_RANGE.first, events.TIME_SHIFT_RANGE.stop)
 
 
-def _waiting(p: np.ndarray) -> np.ndarray:
-    """p with its note-on probability given to the time shifts in proportion."""
+def _waiting(p: np.ndarray, sustain: bool = False) -> np.ndarray:
+    """p with its note-on probability (with `sustain`, its note-off probability too)
+    given to the time shifts in proportion."""
     shifts = p[_SHIFTS]
     if shifts.sum() <= 0:
         return p
     p = p.copy()
-    p[_SHIFTS] = shifts * (1 + p[_ON].sum() / shifts.sum())
+    moved = p[_ON].sum() + (p[_OFF].sum() if sustain else 0.0)
+    p[_SHIFTS] = shifts * (1 + moved / shifts.sum())
     p[_ON] = 0.0
+    if sustain:
+        p[_OFF] = 0.0
     return p
 
 
