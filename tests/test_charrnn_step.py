@@ -280,3 +280,14 @@ def test_the_player_sends_shaped_velocities_the_same_every_time(model: CharRNN) 
     offbeats = [v for due, v in ons if abs(due % 1 - 0.5) < 0.01]
     assert len({v for _, v in ons}) >= 5
     assert np.mean(downbeats) > np.mean(offbeats) + 5
+
+
+def test_the_lowest_register_plays_no_drone(model: CharRNN) -> None:
+    """At pitch bin 0 the model swung between two bass notes (`livegen eval`: 5 windows
+    of 8 s with four or more note-ons on two pitches, in two runs of 60 s, these seeds)."""
+    copy_index, guide = charrnn_step.load_copy_index(model), charrnn_step.load_guide(model)
+    for s in range(2):
+        gen = CharRNNStep(model, seed=evaluate_charrnn._seed("pitch_0", s),
+                          copy_index=copy_index, guide=guide)
+        run = evaluate_charrnn.play(gen, 60.0, evaluate_charrnn.controls_sweep("pitch", 0))
+        assert evaluate_charrnn.failures(run)["drone_windows"] == 0

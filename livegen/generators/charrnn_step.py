@@ -45,7 +45,8 @@ changes which note, not whether one is played):
 - pitch in its band: where pitch is asked (and not while steering to it), a note-on that
   would take the mean pitch of the last DENSITY_WINDOW_S out of the asked bin is masked
   (one that brings it back is allowed), unless that would leave no note to play;
-- no fifth note-on in a row on one pitch;
+- no fifth note-on in a row on one pitch, and no DRONE_NOTES note-ons within DRONE_S on
+  two pitches or fewer (no drones), unless that would leave no note to play;
 - the copy guard: a note that would make the last COPY_RUN note-ons repeat a run of a
   training piece (in any transposition) is masked (charrnn.CopyIndex), and counted.
 
@@ -92,6 +93,8 @@ STEER_BAND = 7              # note-ons allowed while steering: target +- this ma
 STEER_NOTES = 16            # the recent notes steering looks at (about 4 s of music)
 LEFT_BEHIND = 14            # a note this far from the asked register is ended
 REPEATS = 4                 # no fifth note-on in a row on one pitch
+DRONE_S = 8.0               # no DRONE_NOTES note-ons on two pitches or fewer in this long
+DRONE_NOTES = 4
 REGISTER_PULL = 0.0
 REGISTER_SPREAD = 6.0
 ANSWER_REST_S = 0.25        # while steering, the longest rest before a note in the register
@@ -110,6 +113,7 @@ _ON = slice(events.NOTE_ON_RANGE.first, events.NOTE_ON_RANGE.stop)
 _OFF = slice(events.NOTE_OFF_RANGE.first, events.NOTE_OFF_RANGE.stop)
 _PITCHES = np.arange(events.MIDI_PITCHES)
 _WINDOW_STEPS = events.time_to_step(DENSITY_WINDOW_S)
+_DRONE_STEPS = events.time_to_step(DRONE_S)
 _SHIFT_FIRST = events.TIME_SHIFT_RANGE.first
 
 
@@ -457,6 +461,9 @@ class CharRNNStep:
             allowed &= np.abs(heard - plan.target) <= STEER_BAND
         if self.guards:
             allowed &= self._playable(state, heard)
+            varied = _not_droning(state, heard)
+            if (allowed & varied).any():
+                allowed &= varied
             if plan.target is not None and not steering:
                 in_band = self._pitch_in_band(state, heard, plan.target)
                 if (allowed & in_band).any():
@@ -671,6 +678,20 @@ def _not_repeated(state: PlayState, heard: np.ndarray) -> np.ndarray:
     if len(last) < REPEATS or len(set(last)) > 1:
         return _ALL_PITCHES
     return heard != last[0]
+
+
+def _not_droning(state: PlayState, heard: np.ndarray) -> np.ndarray:
+    """Note-ons that would not make the last DRONE_S a drone: DRONE_NOTES or more note-ons
+    on at most two pitches (the failure `livegen eval` counts; at the lowest pitch bin the
+    model swung between two bass notes for many seconds)."""
+    since = state.decoder.step - _DRONE_STEPS
+    window = state.recent[bisect.bisect_right(state.recent_steps, since):]
+    if len(window) < DRONE_NOTES - 1:
+        return _ALL_PITCHES
+    pitches = {pitch for _, pitch in window}
+    if len(pitches) > 2:
+        return _ALL_PITCHES
+    return ~np.isin(heard, list(pitches))
 
 
 def _reached(state: PlayState, deadline: float | None) -> bool:
