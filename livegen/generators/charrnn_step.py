@@ -106,7 +106,7 @@ SELF_WINDOW_S = 3.0         # self-conditioning: the music of the last 3 s
 # its notes sound an octave out.
 OCTAVE_INSIDE = (2.0, 7.0)
 OCTAVE_HOLD = 0.5
-PITCH_MARGIN = 0.5          # the window's mean pitch is kept this far inside its bin
+PITCH_MARGIN = 1.0          # the window's mean pitch is kept this far inside its bin
 OCTAVE_BINS = 3
 _ONE_STEP_SHIFT = events.TIME_SHIFT_RANGE.token(1)
 _ON = slice(events.NOTE_ON_RANGE.first, events.NOTE_ON_RANGE.stop)
