@@ -20,6 +20,7 @@ symbol at a time), so the whole training set is compared in seconds.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -508,9 +509,10 @@ def test_windows(chorales: Sequence[Any], steps: int, count: int, seed: int = 0
 
 def _sample_all(model: Any, given: np.ndarray, known: np.ndarray, *, batch: int, seed: int,
                 evaluations: int | None = None, original: bool = False, eta: float = 0.0,
-                temperature: float = 1.0) -> tuple[np.ndarray, float]:
-    """Samples for every window (in batches) and the seconds it took."""
-    from livegen.generators.langevin import sample, sample_original
+                temperature: float = 1.0, decoder: Any = None) -> tuple[np.ndarray, float]:
+    """Samples for every window (in batches) and the seconds it took; `decoder` as
+    langevin.sample's (default: the per-voice argmax)."""
+    from livegen.generators.langevin import decode, sample, sample_original
 
     started = time.perf_counter()
     out = []
@@ -525,7 +527,7 @@ def _sample_all(model: Any, given: np.ndarray, known: np.ndarray, *, batch: int,
             result = sample(model.denoise, given[part], known[part], evaluations=evaluations,
                             rng=rng, eta=eta, temperature=temperature,
                             sigma_max=model.sigma_max, sigma_min=model.sigma_min,
-                            noised_given=model.noised_given)
+                            noised_given=model.noised_given, decoder=decoder or decode)
         out.append(result.tokens)
     return np.concatenate(out), time.perf_counter() - started
 
@@ -568,7 +570,7 @@ def evaluate_langevin(model_path: Path, *, windows: int = 256, original_windows:
     """Every figure of `livegen eval langevin`, as a dict (what --write puts in the
     manifest). Continuation: a held-out bar of Bach as context, the next bar made.
     Harmonisation: the same, with Bach's soprano given in the made bar too."""
-    from livegen.generators.langevin import LangevinConfig, ScoreModel
+    from livegen.generators.langevin import LangevinConfig, ScoreModel, decode_voiced
     from livegen.train import chorale_data
 
     defaults = LangevinConfig()
@@ -605,26 +607,34 @@ def evaluate_langevin(model_path: Path, *, windows: int = 256, original_windows:
     log.info("timing done: %s (%.0f s)", report["timing"], time.monotonic() - started)
 
     report["curve"] = {}
-    for evaluations in sorted({*curve, at_deadline}):
+    # The network's own argmax at every count of evaluations; then, at the deadline's, the
+    # voice-leading decode the live generator plays (langevin.live_decoder).
+    voiced = str(at_deadline) + "+voiced"
+    for evaluations in [*sorted({*curve, at_deadline}), voiced]:
+        decoders: tuple[Any, Any] = (None, None)
+        if evaluations == voiced:
+            evaluations = at_deadline
+            decoders = (decode_voiced, functools.partial(decode_voiced, strict=True))
         made, seconds = _sample_all(model, truth, known, batch=batch, seed=seed,
                                     evaluations=evaluations, eta=eta,
-                                    temperature=temperature)
+                                    temperature=temperature, decoder=decoders[0])
         harmonised, _ = _sample_all(model, truth, harmonise, batch=batch, seed=seed + 1,
                                     evaluations=evaluations, eta=eta,
-                                    temperature=temperature)
+                                    temperature=temperature, decoder=decoders[1])
         figures = chorale_figures(list(made), context)
         figures["masked_pitch_class_match"] = chorale_figures(
             list(harmonised), context, truth=list(truth))["masked_pitch_class_match"]
         figures["given_cells_kept"] = float(np.mean(harmonised[harmonise] == truth[harmonise]))
         figures["length_distance_to_bach"] = length_distance(figures, bach)
         figures["ms_per_window"] = 1e3 * seconds / len(truth)
-        report["curve"][str(evaluations)] = figures
+        key = voiced if decoders[0] is not None else str(evaluations)
+        report["curve"][key] = figures
         log.info("%d evaluations: in-key %.3f, fifths %.2f, octaves %.2f /1000, crossing "
                  "%.4f, masked match %.3f (%.0f s)", evaluations, figures["in_key"],
                  figures["parallel_fifths_per_1000"], figures["parallel_octaves_per_1000"],
                  figures["crossing_per_frame"], figures["masked_pitch_class_match"],
                  time.monotonic() - started)
-        if evaluations == at_deadline:
+        if key == voiced:
             report["copying"] = {"generated": chorale_copying(list(made), context, train),
                                  "bach_held_out": chorale_copying(list(truth), context, train)}
     subset = slice(0, min(original_windows, len(truth)))
@@ -637,7 +647,7 @@ def evaluate_langevin(model_path: Path, *, windows: int = 256, original_windows:
         list(harmonised), context, truth=list(truth[subset]))["masked_pitch_class_match"]
     original["length_distance_to_bach"] = length_distance(original, bach)
     original["ms_per_window"] = 1e3 * seconds / len(made)
-    paired = report["curve"][str(at_deadline)]
+    paired = report["curve"][voiced]  # what the live generator plays
     same_windows, _ = _sample_all(model, truth[subset], known[subset], batch=batch,
                                   seed=seed, evaluations=at_deadline, eta=eta,
                                   temperature=temperature)
@@ -656,7 +666,8 @@ def format_langevin_report(report: dict[str, Any]) -> str:
     every = report["bach"]["all_chorales"]
     columns = [("Bach, held-out bars", bach), ("Bach, all 16ths", every),
                ("random voices", report["random"])]
-    columns += [(f"{n} evaluations", f) for n, f in report["curve"].items()]
+    columns += [(f"{n.replace('+voiced', '')} evaluations, voiced (live)" if "+" in n
+                 else f"{n} evaluations", f) for n, f in report["curve"].items()]
     columns.append((f"original 2,000 ({report['original_2000']['windows']} bars)",
                     report["original_2000"]["figures"]))
     timing = report["timing"]

@@ -412,3 +412,39 @@ def test_harmonise_decoding_keeps_each_voice_under_the_one_above() -> None:
     assert pitches.tolist() == [[67, 62, 59, 43], [67, 62, 59, 43], [64, 62, 59, 43]]
     assert tokens[0, 1, 1] == roll.HOLD and tokens[0, 1, 3] == roll.HOLD
     assert (tokens[0, :, 0] == given[0, :, 0]).all()  # the melody as given
+
+
+def test_voiced_decoding_keeps_the_chorale_voice_leading() -> None:
+    """Where the network's argmax moves alto and soprano in parallel fifths, puts the tenor
+    above the alto and strikes a note out of the context's key, the live decoding takes
+    each voice's next most likely token that does none of it."""
+    scores = np.full((1, 2, roll.CHORALE_DIM), -5.0, np.float32)
+
+    def token(voice: int, pitch: int) -> int:
+        return roll.FIRST_PITCH_TOKEN + pitch - roll.VOICE_RANGES[voice][0]
+
+    def prefer(step: int, voice: int, which: int, score: float) -> None:
+        scores[0, step, roll.VOICE_SLICES[voice].start + which] = score
+
+    # Step 0 is the given context, a C major chord: G4 C4 E3 C3 (alto a fifth below).
+    given = np.full((1, 2, roll.VOICES), roll.REST, np.int64)
+    known = np.zeros((1, 2, roll.VOICES), bool)
+    given[0, 0] = [token(0, 67), token(1, 60), token(2, 52), token(3, 48)]
+    known[0, 0] = True
+    given[0, 1, 0] = token(0, 69)  # the soprano moves up to A4
+    known[0, 1, 0] = True
+    prefer(1, 1, token(1, 62), 3.0)  # alto D4: a fifth under A4 again, both up: parallel
+    prefer(1, 1, token(1, 65), 2.0)  # F4 next
+    prefer(1, 2, token(2, 66), 3.0)  # tenor F#4: above the alto's F4, out of C major
+    prefer(1, 2, token(2, 61), 2.5)  # C#4: out of C major
+    prefer(1, 2, token(2, 60), 2.0)  # C4
+    prefer(1, 3, roll.HOLD, 3.0)     # the bass holds its C3
+    plain = langevin.decode(scores, given, known)
+    assert plain[0, 1, 1:].tolist() == [token(1, 62), token(2, 66), roll.HOLD]
+    tokens = langevin.decode_voiced(scores, given, known)
+    pitches, _ = roll.sounding_pitches(tokens[0])
+    assert pitches[1].tolist() == [69, 65, 60, 48]
+    figures = voice_leading(pitches)
+    assert figures["parallel_fifths"] == figures["crossing_frames"] == 0
+    assert voice_leading(roll.sounding_pitches(plain[0])[0])["parallel_fifths"] == 1
+    assert (tokens[known] == given[known]).all()
