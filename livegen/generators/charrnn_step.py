@@ -148,10 +148,10 @@ class PlayState:
         """When the last note-on sounded (0 before any)."""
         return self.recent[-1][0] if self.recent else 0.0
 
-    def window(self) -> tuple[tuple[float, int], ...]:
-        """The note-ons of the last DENSITY_WINDOW_S (the window `livegen eval` judges
-        by), on the 10 ms grid."""
-        start = self.decoder.step - _WINDOW_STEPS
+    def window(self, steps: int = 0) -> tuple[tuple[float, int], ...]:
+        """The recent note-ons of the last `steps` 10 ms steps (default: DENSITY_WINDOW_S,
+        the window `livegen eval` judges by)."""
+        start = self.decoder.step - (steps or _WINDOW_STEPS)
         return self.recent[bisect.bisect_right(self.recent_steps, start):]
 
     def count_since(self, time: float) -> int:
@@ -207,7 +207,6 @@ class CharRNNStep:
         if self.free == "guide" and guide is None:
             raise ValueError("free='guide' needs the guide shipped beside the model")
         self._guide_offset = guide.offset(seed) if guide is not None else 0.0
-        self._sustain = -1  # set by _sampled for the step being taken (see PlayState)
         self._asked_cache: tuple[Controls, dict[int, Asked]] | None = None
         # Steps (by index) at which each guard changed the note played; a step
         # regenerated after a rollback replaces its entry, so the counts follow the music
@@ -276,16 +275,16 @@ class CharRNNStep:
         answering = steering and _reached(state, deadline)
         waiting = limits is not None and limits[0] >= limits[1] and not answering
         token = self._forced(state, plan, deadline, waiting)
-        self._sustain = -1
+        sustain = -1
         if (limits is not None and limits[2] is not None and token is None
                 and len(state.sounding) >= MAX_POLYPHONY and _reached(state, deadline)):
             # The band's note-on is due and four notes sound: the oldest ends first.
             oldest = min(state.sounding, key=lambda note: note[2])
             token = events.NOTE_OFF_RANGE.token(oldest[0])
         if token is None:
-            token = self._sampled(logits, state, controls, plan, index, steering, deadline,
-                                  limits if waiting else None)
-        return self._advance(state, rnn, token, plan.octave, self._sustain)
+            token, sustain = self._sampled(logits, state, controls, plan, index, steering,
+                                           deadline, limits if waiting else None)
+        return self._advance(state, rnn, token, plan.octave, sustain)
 
     def wait_until(self, state: PlayState, time: float, controls: Controls,
                    index: int) -> PlayState:
@@ -448,9 +447,10 @@ class CharRNNStep:
 
     def _sampled(self, logits: np.ndarray, state: PlayState, controls: Controls, plan: Plan,
                  index: int, steering: bool, deadline: float | None,
-                 waiting: tuple[int, int, float | None, float] | None) -> int:
+                 waiting: tuple[int, int, float | None, float] | None) -> tuple[int, int]:
         """Sample the next token under the rules (see the module docstring); `waiting`:
-        the density limits when the band holds note-ons back, else None."""
+        the density limits when the band holds note-ons back, else None. Returns the token
+        and the model pitch it sustains through the wait (-1: none; see PlayState)."""
         heard = _PITCHES + plan.octave  # what each note-on token would sound at
         if plan.target is not None and self.guards and REGISTER_PULL:
             logits = logits.copy()
@@ -468,18 +468,17 @@ class CharRNNStep:
                 in_band = self._pitch_in_band(state, heard, plan.target)
                 if (allowed & in_band).any():
                     allowed &= in_band
-        wait_until = None
+        wait_until, sustain = None, -1
         if waiting is not None:
             # One more note-on would leave the density band: the music waits, in one
-            # shift, until one is allowed (the note-on mass goes to the time shifts, not
-            # to note-offs, and a wait taken in small steps would give the model a chance
-            # to end what sounds at each).
-            sustain = self.guards and len(state.sounding) == 1
-            p = _waiting(p, sustain)
+            # shift, until one is allowed (the note-on mass goes to the time shifts, and a
+            # wait taken in small steps would give the model a chance to end what sounds
+            # at each). A single note sounding sounds on: the note-off mass goes there too.
+            if self.guards and len(state.sounding) == 1:
+                sustain = state.sounding[0][0]
+            p = _waiting(p, sustain >= 0)
             allowed = ~_ALL_PITCHES
             wait_until = waiting[3]
-            if sustain:
-                self._sustain = state.sounding[0][0]
         base = _keep_note_ons(p, allowed)
         guarded, forbidden = base, None
         if self.copy_index is not None:
@@ -521,7 +520,7 @@ class CharRNNStep:
                        events.MAX_SHIFT_STEPS)
             if room > events.TIME_SHIFT_RANGE.value(token):
                 token = events.TIME_SHIFT_RANGE.token(room)
-        return self._clipped(state, token, deadline)
+        return self._clipped(state, token, deadline), sustain
 
     def _density_limits(self, state: PlayState
                         ) -> tuple[int, int, float | None, float] | None:
@@ -684,8 +683,7 @@ def _not_droning(state: PlayState, heard: np.ndarray) -> np.ndarray:
     """Note-ons that would not make the last DRONE_S a drone: DRONE_NOTES or more note-ons
     on at most two pitches (the failure `livegen eval` counts; at the lowest pitch bin the
     model swung between two bass notes for many seconds)."""
-    since = state.decoder.step - _DRONE_STEPS
-    window = state.recent[bisect.bisect_right(state.recent_steps, since):]
+    window = state.window(_DRONE_STEPS)
     if len(window) < DRONE_NOTES - 1:
         return _ALL_PITCHES
     pitches = {pitch for _, pitch in window}

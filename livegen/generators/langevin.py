@@ -298,13 +298,13 @@ def decode_voiced(denoised: np.ndarray, given: np.ndarray, known: np.ndarray, *,
         before = [roll.SILENT_PITCH] * roll.VOICES
         for step in range(steps):
             now: list[int] = []
-            for voice, (block, (low, high)) in enumerate(zip(roll.VOICE_SLICES,
-                                                             roll.VOICE_RANGES, strict=True)):
+            for voice, (block, (low, _)) in enumerate(zip(roll.VOICE_SLICES,
+                                                          roll.VOICE_RANGES, strict=True)):
                 token = int(tokens[b, step, voice])
                 if not known[b, step, voice]:
                     ceiling = min((p for p in now if p >= 0), default=128)
                     token = _voiced_token(denoised[b, step, block], token, before, now,
-                                          low, high, ceiling, strict, parallels, scale)
+                                          low, ceiling, strict, parallels, scale)
                     tokens[b, step, voice] = token
                 if token >= first_pitch:
                     now.append(low + token - first_pitch)
@@ -317,7 +317,7 @@ def decode_voiced(denoised: np.ndarray, given: np.ndarray, known: np.ndarray, *,
 
 
 def _voiced_token(scores: np.ndarray, plain: int, before: list[int], now: list[int],
-                  low: int, high: int, ceiling: int, strict: bool, parallels: bool,
+                  low: int, ceiling: int, strict: bool, parallels: bool,
                   scale: frozenset[int] | None) -> int:
     """The most likely token of one cell (scores over the voice's tokens, PAD first) that
     keeps the voice leading of `decode_voiced`. Where none does, the key is let go first,
