@@ -73,7 +73,8 @@ STALL_S = 0.25
 # A player that keeps time (a replay's) catches up from further behind than that: a replay
 # on a loaded machine was seen starved for 0.3 s. Beyond this it restarts as any player.
 KEEP_TIME_STALL_S = 2.0
-# Every player catches up from this little behind, keeping the music on its beats.
+# Every player catches up from this little behind (measured with MIN_LEAD_S added: a
+# plan up to 20 ms behind now), keeping the music on its beats.
 CATCH_UP_S = 0.025
 # State is kept this far behind the playhead; rollback never reaches further back.
 KEEP_BEHIND_S = 1.0
