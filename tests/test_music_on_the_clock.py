@@ -85,13 +85,21 @@ def pulses(arrivals: list[tuple[float, tuple[int, ...]]]) -> list[float]:
     return [t for t, m in arrivals if m[0] == TICK]
 
 
+def pulse_origin(ticks: list[float], bpm: float) -> float:
+    """When pulse 0 came, in the pulse train of a clock sent at a steady `bpm`: the median
+    of what each received pulse says it is, so a pulse sent late on a loaded machine moves
+    nothing. Each pulse is numbered by its time, not by its place in the list, so a pulse
+    the receiver lost (JACK drops a starved client's cycle) shifts none of the others."""
+    period = 60.0 / bpm / 24
+    first = statistics.median(tick - i * period for i, tick in enumerate(ticks[:24]))
+    return statistics.median(tick - round((tick - first) / period) * period
+                             for tick in ticks)
+
+
 def pulse_position(ticks: list[float], t: float, bpm: float) -> float:
     """Where time t falls in the pulse train (24 pulses a beat, pulse 0 on beat 0) of a
-    clock sent at a steady `bpm`: its origin is the median of what each pulse says it is,
-    so a pulse sent late on a loaded machine moves nothing."""
-    period = 60.0 / bpm / 24
-    origin = statistics.median(tick - i * period for i, tick in enumerate(ticks))
-    return (t - origin) / period
+    clock sent at a steady `bpm`."""
+    return (t - pulse_origin(ticks, bpm)) * bpm / 60.0 * 24
 
 
 def on_grid(ticks: list[float], t: float, bpm: float, every: int) -> bool:
@@ -121,7 +129,7 @@ def play(tmp_path: Path, receiver: JackReceiver, daemons: list[Daemon], cfg: Pat
 
 
 def test_the_charrnn_plays_the_same_notes_slower_and_faster_with_the_tempo(
-        tmp_path: Path, daemons: list[Daemon]) -> None:
+        tmp_path: Path, jack_server: None, daemons: list[Daemon]) -> None:
     trace = write_trace(tmp_path / "t.jsonl", [(0.0, {"y": 0.5, "x": 0.6})])
     medians, melodies = {}, {}
     for bpm in (60, 100, 150):
@@ -184,8 +192,12 @@ def test_a_followed_clock_moves_the_music_and_its_stop_and_continue_pause_and_re
         daemon = Daemon(cfg, env=PLUGINS)
         daemons.append(daemon)
         jack_receiver.connect(f"{port}:out")
-        jack_receiver.connect(master.port)  # the master's pulses, timed as the notes are
         daemon.wait_for_log("input clock: listening on")
+
+        # When each pulse went out: the notes are measured against the master's beats as
+        # it sent them, not as a second listener heard them (JACK drops a starved
+        # client's cycle, and a pulse with it, on a loaded machine).
+        sent: list[float] = []
 
         def beats(bpm: float, count: int) -> None:
             pulse = 60.0 / bpm / 24
@@ -194,6 +206,7 @@ def test_a_followed_clock_moves_the_music_and_its_stop_and_continue_pause_and_re
                 due += pulse
                 time.sleep(max(0.0, due - time.monotonic()))
                 master.send([TICK])
+                sent.append(time.monotonic())
 
         master.send([START])
         beats(90, 6)
@@ -210,8 +223,7 @@ def test_a_followed_clock_moves_the_music_and_its_stop_and_continue_pause_and_re
         master.close()
     jack_receiver.settle()
     ons = note_ons(jack_receiver.arrivals)
-    ticks = pulses(jack_receiver.arrivals)
-    on_beats = [round(beats_of(ticks, t), 3) for t, _, _ in ons]
+    on_beats = [round(beats_of(sent, t), 3) for t, _, _ in ons]
     # One note a beat (the arpeggio's), each on a beat of the master's clock within a
     # quarter of a beat (the issue asks for within one), through both tempos, the stop
     # and the continue: a note for about every beat the master played, none doubled.
@@ -295,7 +307,7 @@ def test_switch_mode_changes_generator_at_a_bar_line_with_no_note_left_sounding(
                        "out_range = [0.0, 1.0]\n" + ARP.format(extra=""))
     figures = play(tmp_path, jack_receiver, daemons, cfg, 8.0, env=PLUGINS)
     arrivals = jack_receiver.arrivals
-    origin = pulses(arrivals)[0]
+    origin = pulse_origin(pulses(arrivals), 120)
     bar_line = origin + 4.0  # the first bar line after 3 s + commit, at 120 bpm in 4/4
     charrnn, arp = note_ons(arrivals, channel=1), note_ons(arrivals, channel=3)
     assert charrnn and arp, (charrnn, arp)
