@@ -476,6 +476,9 @@ class ListenerSpec:
     client: str
     connect: str = ""
     ignore_active_sensing: bool = True
+    # For a virtual JACK port: the ports to join to it again once it is open (those a
+    # patchbay or a person had joined to the port of a child that died).
+    reconnect: tuple[str, ...] = ()
 
     def argv(self) -> list[str]:
         args = [sys.executable, "-m", "livegen.ports", "listen", "--api", self.api,
@@ -484,6 +487,8 @@ class ListenerSpec:
             args += ["--connect", self.connect]
         if not self.ignore_active_sensing:
             args.append("--active-sensing")
+        for port in self.reconnect:
+            args += ["--reconnect", port]
         return args
 
 
@@ -494,10 +499,16 @@ class Listener:
     (CLOCK_MONOTONIC is system-wide, so the time is this process's time too) and the bytes
     in hex. `messages()` yields (t, bytes) until the child ends; a child that dies (a crash
     in native code, an unplugged controller) ends it with an exception naming why.
+
+    A child holding a virtual JACK port also says, every SOURCE_CHECK_S, which ports are
+    joined to it (`connections`): a restarted child is given them (ListenerSpec.reconnect)
+    and joins them again, so a controller patched to livegen's port is not lost with a
+    child that died.
     """
 
     def __init__(self, spec: ListenerSpec, start_timeout: float = 15.0) -> None:
         self.spec = spec
+        self.connections: tuple[str, ...] = spec.reconnect
         self.process = subprocess.Popen(spec.argv(), stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self._buffer = b""
@@ -554,6 +565,12 @@ class Listener:
         while not stopping.is_set():
             while b"\n" in self._buffer:
                 line, self._buffer = self._buffer.split(b"\n", 1)
+                if line.startswith(b"gone "):  # the port it listened to went away
+                    raise PortGone(line[5:].decode(errors="replace").strip())
+                if line.startswith(b"connected"):
+                    self.connections = tuple(
+                        name for name in line.decode(errors="replace").split("\t")[1:] if name)
+                    continue
                 parsed = _parse_line(line)
                 if parsed is not None:
                     yield parsed
@@ -608,12 +625,15 @@ def listen(argv: list[str]) -> int:
     parser.add_argument("--client", required=True)
     parser.add_argument("--connect", default="")
     parser.add_argument("--active-sensing", action="store_true")
+    parser.add_argument("--reconnect", action="append", default=[])
     args = parser.parse_args(argv)
     out = sys.stdout.buffer
+    writing = threading.Lock()  # the poll loop and the port watcher both write lines
 
     def say(line: str) -> None:
-        out.write(line.encode() + b"\n")
-        out.flush()
+        with writing:
+            out.write(line.encode() + b"\n")
+            out.flush()
 
     try:
         midi_in, api, own_port, source = _open_listening(args)
@@ -633,33 +653,65 @@ def listen(argv: list[str]) -> int:
         stdin_closed.set()
 
     threading.Thread(target=watch_stdin, daemon=True).start()
+    # A virtual JACK port: who is joined to it is said at start and whenever it changes.
+    keeps_connections = api == "jack" and not source
+    joined = _rejoin(args.reconnect, own_port) if keeps_connections else None
     say(f"ready\t{api}\t{own_port}\t{source}")
-    next_check = time.monotonic() + SOURCE_CHECK_S
+    if joined is not None:
+        say("\t".join(["connected", *joined]))
+    gone = threading.Event()
+
+    def watch_ports(joined: list[str] | None) -> None:
+        """Every SOURCE_CHECK_S: is the source port still there (else say `gone`), and who
+        is joined to a virtual port. In a thread of its own: a look takes a process
+        (jack_lsp, tens of milliseconds), which the poll loop must not wait for, or every
+        message arriving meanwhile would be stamped that much late."""
+        while not stdin_closed.wait(SOURCE_CHECK_S):
+            if source:
+                ports = source_ports(api)
+                if ports is not None and source not in ports:
+                    say(f"gone {source} went away")
+                    gone.set()
+                    return
+            elif keeps_connections:
+                now_joined = jack_connections(own_port)
+                if now_joined is not None and now_joined != joined:
+                    joined = now_joined
+                    say("\t".join(["connected", *joined]))
+
+    if source or keeps_connections:
+        threading.Thread(target=watch_ports, args=(joined,), daemon=True).start()
     get_message, monotonic = midi_in.get_message, time.monotonic
     try:
-        while not stdin_closed.is_set():
+        while not (stdin_closed.is_set() or gone.is_set()):
             event = get_message()
             if event is None:
                 time.sleep(LISTEN_POLL_S)
-                now = monotonic()
-                if source and now >= next_check:
-                    next_check = now + SOURCE_CHECK_S
-                    ports = source_ports(api)
-                    if ports is not None and source not in ports:
-                        say(f"gone {source} went away")
-                        return 3
                 continue
             t = monotonic()
             lines = [f"{t:.6f} {_hex(event[0])}"]
             while (event := get_message()) is not None:  # a burst: one write
                 lines.append(f"{t:.6f} {_hex(event[0])}")
-            out.write(("\n".join(lines) + "\n").encode())
-            out.flush()
+            with writing:
+                out.write(("\n".join(lines) + "\n").encode())
+                out.flush()
     except BrokenPipeError:
         return 0
     finally:
         close_client(midi_in)
-    return 0
+    return 3 if gone.is_set() else 0
+
+
+def _rejoin(sources: list[str], own_port: str) -> list[str] | None:
+    """Join each of `sources` that is still there to `own_port` (JACK); the ports joined
+    to it afterwards (None when that cannot be told)."""
+    if sources:
+        there = set(source_ports("jack") or ())
+        for source in sources:
+            if source in there:
+                with contextlib.suppress(LivegenError):
+                    jack_connect(source, own_port)
+    return jack_connections(own_port)
 
 
 def _hex(data: list[int]) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -22,7 +21,6 @@ from conftest import (
     XrunCounter,
     retried_on_xruns,
     unique_name,
-    wait_for_port,
 )
 from test_engine import ROOT, Daemon, write_trace
 
@@ -136,33 +134,28 @@ def test_a_crash_in_the_midi_input_process_does_not_reach_the_daemon(
         stats = tmp_path / "stats.json"
         daemon = Daemon(config, "--stats-json", str(stats))
         daemons.append(daemon)
+        sender = JackSender(unique_name("livegen-knob"))
         try:
             jack_receiver.connect(f"{port}:out")
-            wait_for_port(f"{knobs}:in", timeout=20)
+            # The controller is patched to the input's port before the crash, as a
+            # patchbay would, and not again after it.
+            sender.connect(f"{knobs}:in")
+            daemon.wait_for_log(f"input knobs: listening on jack port {knobs}:in")
+            time.sleep(2.5)  # the child says who is joined to its port every 2 s
             [child] = listeners_of(daemon.process.pid)
             os.kill(child, signal.SIGSEGV)  # what a crash in rtmidi's native code looks like
             daemon.wait_for_log("SIGSEGV")
             count = len(jack_receiver.notes())
-            # The restarted input's port: its own name, or `knobs-01` when JACK has not yet let
-            # go of the crashed client's name. Connecting before the restart says where it
-            # listens could join the dead client's port.
-            deadline = time.monotonic() + 20
-            while len(listening := re.findall(r"input knobs: listening on jack port (\S+)",
-                                              daemon.text())) < 2:
-                assert time.monotonic() < deadline, daemon.text()
-                time.sleep(0.05)
-            sender = JackSender(unique_name("livegen-knob"))
-            try:
-                sender.connect(listening[1])
-                for value in range(10):
-                    sender.send([0xB0, 74, value])
-                    time.sleep(0.01)
-                time.sleep(1.0)
-            finally:
-                sender.close()
+            # The restarted child joins the sender to its port before it says it is ready.
+            daemon.wait_for_log(f"joining {sender.port} to it again")
+            for value in range(10):
+                sender.send([0xB0, 74, value])
+                time.sleep(0.01)
+            time.sleep(1.0)
             assert len(jack_receiver.notes()) > count, "the music stopped with the input"
             assert daemon.stop() == 0, daemon.text()
         finally:  # a failed try must not play on into the next one
+            sender.close()
             if daemon.process.poll() is None:
                 daemon.process.kill()
         knob_figures = json.loads(stats.read_text())["inputs"]["knobs"]

@@ -179,6 +179,9 @@ class MidiInput(ThreadedInput):
         self.engine: Any = None
         self.thru_tag = ""
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The ports joined to a virtual port, as its last child saw them: joined again to
+        # the port of the child that replaces it (see livegen.ports.Listener).
+        self._joined: tuple[str, ...] = ()
 
     def attach(self, engine: Any) -> None:
         """Recall presets on program changes and play thru for `engine` (as configured);
@@ -190,7 +193,8 @@ class MidiInput(ThreadedInput):
 
     def spec(self) -> ListenerSpec:
         if self.config.virtual:
-            return ListenerSpec(self.config.api, self.config.port or "livegen-in")
+            return ListenerSpec(self.config.api, self.config.port or "livegen-in",
+                                reconnect=self._joined)
         return ListenerSpec(self.config.api, f"livegen-{self.name}", connect=self.config.port)
 
     def handle(self, data: list[int], emit: Emit, t: float | None = None) -> None:
@@ -252,6 +256,8 @@ class MidiInput(ThreadedInput):
             raise DeviceAbsent(str(exc)) from None
         self.description = f"{listener.api} port {listener.source or listener.port}"
         log.info("input %s: listening on %s", self.name, self.description)
+        if self._joined:
+            log.info("input %s: joining %s to it again", self.name, ", ".join(self._joined))
         try:
             for t, data in listener.messages(stopping):
                 try:
@@ -263,6 +269,7 @@ class MidiInput(ThreadedInput):
         except PortGone as exc:
             raise DeviceAbsent(str(exc)) from None
         finally:
+            self._joined = listener.connections
             listener.close()
 
 
