@@ -18,8 +18,9 @@ held-out real music and for random notes.
 - failures in every run: notes held 8 s or more, drones (8 s of note-ons on at most two
   pitches), clusters (three sounding notes within three semitones), silences of 10 s or
   more, re-struck sounding notes;
-- response: note-ons per second in windows after a jump of density (bin 1 <-> 8), and the
-  time from a jump of pitch to the first note within a fifth of the new register;
+- response: note-ons per second in windows after a jump of density (bin 1 <-> 8), each
+  note-on spread over the interval after it (a 0.5-s window cannot hold 1.5 whole
+  note-ons), and the time from a jump of pitch to the first note within a fifth of the new register;
 - copying: the longest note-on run shared with a training piece (exact, and up to
   transposition) in all the music made here and under training pieces' own control
   timelines; the copy guard's interventions.
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import itertools
 import math
 import time
 import zlib
@@ -449,14 +451,35 @@ def jump(target: str, start: int, goal: int, free: Sequence[str] = FREE_TARGETS
     return Steering((0.0, JUMP_SETTLE_S), (before, after))
 
 
+def spread_count(onsets: np.ndarray, start: float, end: float, until: float) -> float:
+    """The note-ons in [start, end), each spread evenly over the interval that follows it
+    (to the next note-on, or to `until` after the last): the count a window holds, without
+    the rounding to whole notes that makes a 0.5-s window read 0 or 2 note-ons a second
+    where music plays one every 0.6 s. Summed over a whole run it is the count of note-ons;
+    note-ons struck together count one each."""
+    total = 0.0
+    times = np.sort(onsets)
+    bounds = np.append(times, max(until, float(times[-1]))) if len(times) else times
+    for t0, t1 in itertools.pairwise(bounds):
+        if t1 <= t0:  # a chord's note (or the last note-on at `until`): counted where struck
+            total += float(start <= t0 < end)
+        else:
+            total += max(0.0, min(end, t1) - max(start, t0)) / (t1 - t0)
+    return total
+
+
 def density_response(runs: Sequence[Run], goal: int) -> dict[str, Any]:
-    """Note-ons per second after a density jump in DENSITY_WINDOWS (mean over runs), the
-    end of the first window in the new band, and whether a later one overshoots it."""
-    rates = []
+    """Note-ons per second after a density jump in DENSITY_WINDOWS (mean over runs): each
+    note-on spread over the interval after it (`spread_count`, the figure judged) and
+    counted whole (`counted`); the end of the first window in the new band, and whether a
+    later one leaves it on the far side (overshoot)."""
+    rates, counted = [], []
     for a, b in DENSITY_WINDOWS:
-        counts = [((run.onsets[0] >= JUMP_SETTLE_S + a) & (run.onsets[0] < JUMP_SETTLE_S + b)
-                   ).sum() for run in runs]
-        rates.append(round(float(np.mean(counts)) / (b - a), 2))
+        start, end = JUMP_SETTLE_S + a, JUMP_SETTLE_S + b
+        spread = [spread_count(run.onsets[0], start, end, run.seconds) for run in runs]
+        whole = [((run.onsets[0] >= start) & (run.onsets[0] < end)).sum() for run in runs]
+        rates.append(round(float(np.mean(spread)) / (b - a), 2))
+        counted.append(round(float(np.mean(whole)) / (b - a), 2))
     low = features.DENSITY_EDGES[goal - 1] if goal > 0 else 0.0
     high = features.DENSITY_EDGES[goal] if goal < 9 else math.inf
     inside = [low <= r < high for r in rates]
@@ -464,7 +487,7 @@ def density_response(runs: Sequence[Run], goal: int) -> dict[str, Any]:
     upward = goal >= 5
     overshoot = first is not None and any(
         (r >= high) if upward else (r < low) for r in rates[first:])
-    return {"note_ons_per_s": rates, "band": [low, high],
+    return {"note_ons_per_s": rates, "counted": counted, "band": [low, high],
             "reached_s": None if first is None else DENSITY_WINDOWS[first][1],
             "overshoot": bool(overshoot)}
 
@@ -691,11 +714,14 @@ def format_live(live: dict[str, Any]) -> str:
                      f"{f['longest_gap_s']:6.2f} {f['runs']:4d}")
     response = live["response"]
     lines.append("  density after a jump, note-ons/s in "
-                 + " ".join(f"{a:g}-{b:g}" for a, b in DENSITY_WINDOWS) + " s:")
+                 + " ".join(f"{a:g}-{b:g}" for a, b in DENSITY_WINDOWS)
+                 + " s (each spread over the interval after it; counted whole below):")
     for name in ("density_up", "density_down"):
         r = response[name]
         lines.append(f"    {name:13s} {row(r['note_ons_per_s'])}   band {r['band']}, "
                      f"reached by {r['reached_s']} s, overshoot {r['overshoot']}")
+        if "counted" in r:
+            lines.append(f"    {'counted':13s} {row(r['counted'])}")
     lines.append("  pitch jumps: first note within a fifth of the new register (s), "
                  "answers within 0.3 s, silent 0.3 s:")
     for name, r in response.items():

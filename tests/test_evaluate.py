@@ -145,6 +145,22 @@ def test_density_response_and_pitch_answers_from_runs() -> None:
     assert answers["answers_s"] == [0.5] and answers["silent_0.3s"] == 1
 
 
+def test_a_sparse_steady_rate_reads_as_itself_in_windows_shorter_than_its_notes() -> None:
+    # One note-on every 0.6 s: counted whole, 0.5-s windows read 0 or 2 a second; spread
+    # over their intervals they read 1/0.6 in every window.
+    onsets = np.arange(0.0, 20.0, 0.6)
+    windows = [(a, a + 0.5) for a in np.arange(5.0, 15.0, 0.5)]
+    whole = {int(((onsets >= a) & (onsets < b)).sum()) for a, b in windows}
+    assert whole == {0, 1} or whole == {0, 1, 2}
+    spread = [live.spread_count(onsets, a, b, 20.0) / 0.5 for a, b in windows]
+    assert np.allclose(spread, 1 / 0.6)
+    # Over a whole run it is the count of note-ons; a chord's notes count one each.
+    chords = np.array([1.0, 1.0, 1.0, 2.5, 4.0, 4.0])
+    assert live.spread_count(chords, 0.0, 10.0, 10.0) == pytest.approx(6.0)
+    assert live.spread_count(chords, 0.0, 1.5, 10.0) == pytest.approx(2 + 0.5 / 1.5)
+    assert live.spread_count(np.array([]), 0.0, 1.0, 1.0) == 0.0
+
+
 def test_the_live_figures_run_end_to_end_on_the_shipped_model() -> None:
     from livegen.generators.charrnn import CharRNN, CopyIndex
     from livegen.music import events
