@@ -476,8 +476,10 @@ class ListenerSpec:
     client: str
     connect: str = ""
     ignore_active_sensing: bool = True
-    # For a virtual JACK port: the ports to join to it again once it is open (those a
-    # patchbay or a person had joined to the port of a child that died).
+    # For a virtual JACK port: say who is joined to it (every SOURCE_CHECK_S), and the
+    # ports to join to it again once it is open (those a patchbay or a person had joined
+    # to the port of a child that died).
+    keep_connections: bool = False
     reconnect: tuple[str, ...] = ()
 
     def argv(self) -> list[str]:
@@ -487,6 +489,8 @@ class ListenerSpec:
             args += ["--connect", self.connect]
         if not self.ignore_active_sensing:
             args.append("--active-sensing")
+        if self.keep_connections:
+            args.append("--keep-connections")
         for port in self.reconnect:
             args += ["--reconnect", port]
         return args
@@ -500,10 +504,10 @@ class Listener:
     in hex. `messages()` yields (t, bytes) until the child ends; a child that dies (a crash
     in native code, an unplugged controller) ends it with an exception naming why.
 
-    A child holding a virtual JACK port also says, every SOURCE_CHECK_S, which ports are
-    joined to it (`connections`): a restarted child is given them (ListenerSpec.reconnect)
-    and joins them again, so a controller patched to livegen's port is not lost with a
-    child that died.
+    A child holding a virtual JACK port can also say, every SOURCE_CHECK_S, which ports
+    are joined to it (ListenerSpec.keep_connections; `connections`): a restarted child is
+    given them (ListenerSpec.reconnect) and joins them again, so a controller patched to
+    livegen's port is not lost with a child that died.
     """
 
     def __init__(self, spec: ListenerSpec, start_timeout: float = 15.0) -> None:
@@ -625,6 +629,7 @@ def listen(argv: list[str]) -> int:
     parser.add_argument("--client", required=True)
     parser.add_argument("--connect", default="")
     parser.add_argument("--active-sensing", action="store_true")
+    parser.add_argument("--keep-connections", action="store_true")
     parser.add_argument("--reconnect", action="append", default=[])
     args = parser.parse_args(argv)
     out = sys.stdout.buffer
@@ -654,7 +659,7 @@ def listen(argv: list[str]) -> int:
 
     threading.Thread(target=watch_stdin, daemon=True).start()
     # A virtual JACK port: who is joined to it is said at start and whenever it changes.
-    keeps_connections = api == "jack" and not source
+    keeps_connections = args.keep_connections and api == "jack" and not source
     joined = _rejoin(args.reconnect, own_port) if keeps_connections else None
     say(f"ready\t{api}\t{own_port}\t{source}")
     if joined is not None:

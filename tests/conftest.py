@@ -135,7 +135,7 @@ class JackReceiver:
                 self.deaths.append(str(exc))
                 warnings.warn(f"test receiver {self.name}: {exc}; restarting it",
                               stacklevel=1)
-                joined = tuple(dict.fromkeys([*self._sources, *self._listener.connections]))
+                joined = tuple(dict.fromkeys(self._sources))
                 self._listener.close()
                 self._listener = Listener(ListenerSpec("jack", self.name,
                                                        ignore_active_sensing=False,

@@ -6,6 +6,7 @@ nothing sounding."""
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ pytestmark = pytest.mark.jack
 
 BPM = 100
 BEAT_S = 60 / BPM
+TOLERANCE_S = 0.010
 MELODY = [(0, 72), (1, 74), (2, 76)]  # (beat of the bar, pitch): C5 D5 E5, a beat each
 
 
@@ -74,13 +76,19 @@ port = "{keys}"
     arrivals = jack_receiver.arrivals
     assert sounding_notes(jack_receiver.messages) == set()
     pulses = [t for t, m in arrivals if m[0] == 0xF8]
-    origin = pulses[0]
+    # Pulse 0's time as the whole pulse train says it (each pulse numbered by its time):
+    # one pulse stamped a few ms late must not move every onset (seen: the first one, 3 ms).
+    period = BEAT_S / 24
+    origin = statistics.median(t - round((t - pulses[0]) / period) * period for t in pulses)
     for beat, pitch in MELODY:  # in the next bar, on its beats
+        # On the beat within TOLERANCE_S (a send or a stamp a few ms late on this shared
+        # machine is not a wrong beat); the voices are those sounding once what was sent
+        # with the melody's note has arrived.
         onset = origin + ((bar + 1) * 4 + beat) * BEAT_S
-        struck = [m[1] for t, m in arrivals
-                  if m[0] & 0xF0 == 0x90 and m[2] > 0 and abs(t - onset) <= 0.003]
-        assert pitch in struck, (beat, pitch, struck)
-        heard = [m for t, m in arrivals if t <= onset + 0.003]
+        struck = {m[1]: t for t, m in arrivals
+                  if m[0] & 0xF0 == 0x90 and m[2] > 0 and abs(t - onset) <= TOLERANCE_S}
+        assert pitch in struck, (beat, pitch, sorted(struck))
+        heard = [m for t, m in arrivals if t <= struck[pitch] + TOLERANCE_S]
         voices = sorted(p for _, p in sounding_notes(heard))
         # The melody on top, three voices under it.
         assert voices[-1] == pitch and len(voices) >= 4, (beat, pitch, voices)

@@ -194,7 +194,7 @@ class MidiInput(ThreadedInput):
     def spec(self) -> ListenerSpec:
         if self.config.virtual:
             return ListenerSpec(self.config.api, self.config.port or "livegen-in",
-                                reconnect=self._joined)
+                                keep_connections=True, reconnect=self._joined)
         return ListenerSpec(self.config.api, f"livegen-{self.name}", connect=self.config.port)
 
     def handle(self, data: list[int], emit: Emit, t: float | None = None) -> None:
