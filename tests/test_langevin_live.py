@@ -11,7 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import JackReceiver, JackSender, sounding_notes, unique_name, wait_for_port
+from conftest import (
+    JackReceiver,
+    JackSender,
+    XrunCounter,
+    retried_on_xruns,
+    sounding_notes,
+    unique_name,
+    wait_for_port,
+)
 from test_engine import ROOT, Daemon
 
 pytestmark = pytest.mark.jack
@@ -23,7 +31,21 @@ MELODY = [(0, 72), (1, 74), (2, 76)]  # (beat of the bar, pitch): C5 D5 E5, a be
 
 
 def test_harmonise_returns_the_melody_of_a_bar_as_the_soprano_of_the_next_with_three_voices(
-        tmp_path: Path, jack_receiver: JackReceiver, daemons: list[Daemon]) -> None:
+        tmp_path: Path, jack_xruns: XrunCounter, daemons: list[Daemon]) -> None:
+    # A whole run is tried again only when JACK reported an xrun meanwhile: a starved
+    # client loses that cycle's MIDI (a chord's note-offs, once in CI).
+
+    def attempt() -> None:
+        jack_receiver = JackReceiver(unique_name("livegen-test-rx"))
+        try:
+            harmonise(tmp_path, jack_receiver, daemons)
+        finally:
+            jack_receiver.close()
+
+    retried_on_xruns(jack_xruns, attempt)
+
+
+def harmonise(tmp_path: Path, jack_receiver: JackReceiver, daemons: list[Daemon]) -> None:
     port, keys = unique_name("livegen-chorale"), unique_name("livegen-keys")
     config = tmp_path / "c.toml"
     config.write_text(f"""
