@@ -240,6 +240,52 @@ def test_out_of_scale_counts_the_keys_sounding_outside_the_condition():
     assert out_of_scale(everything, scales[:1], 24).item() == 35  # 5 of 12 classes x 7
 
 
+def test_the_differentiable_features_are_the_evaluations_and_reach_the_planes(pieces):
+    import torch
+
+    from livegen.train.dcrnn import FeatureMatch, torch_segment_features
+
+    source = roll_data.SegmentSource(pieces, 32, 24, 108)
+    real = source.draw(24, np.random.default_rng(3)).rolls
+    rng = np.random.default_rng(4)
+    # Random planes, some quiet, some silent: fragments, repeated strikes, chords.
+    noise = torch.from_numpy(rng.uniform(-1, 1, (8, 2, 32, 84)).astype(np.float32))
+    noise[:4] -= torch.linspace(0.2, 1.5, 4)[:, None, None, None]
+    noise[7] = -1
+    planes = torch.cat([torch.from_numpy(rolls.roll_planes(real, 24, 108)), noise])
+    planes.requires_grad_(True)
+    found = torch_segment_features(planes, 24)
+    played = np.concatenate([real, [rolls.binarise(p, 24, method="threshold")
+                                    for p in noise.numpy()]])
+    expected = evaluate.segment_features(played)
+    assert np.allclose(found.detach().numpy(), expected, atol=1e-4)
+    assert (expected[-1] == 0).all() and (expected[:24, 0] > 0).all()
+    match = FeatureMatch(expected[:24], batch=len(planes), device=torch.device("cpu"))
+    loss = match(found)
+    loss.backward()
+    assert loss.item() > 0 and planes.grad.abs().sum() > 0
+    assert match(torch.from_numpy(np.quantile(expected[:24], (np.arange(32) + 0.5) / 32,
+                                              axis=0)).float()).item() < 1e-6
+
+
+def test_the_autoencoding_term_reads_codes_against_the_prior():
+    import torch
+
+    from livegen.train.dcrnn import code_distance, noise, rebuilt_loss
+    from livegen.train.nets import DCRNNEncoder, DCRNNShape
+
+    g = torch.Generator().manual_seed(0)
+    prior = noise(256, 32, torch.device("cpu"), g)
+    spread_alike = code_distance(noise(256, 32, torch.device("cpu"), g), prior).item()
+    collapsed = code_distance(noise(256, 32, torch.device("cpu"), g) * 0.1, prior).item()
+    assert abs(spread_alike) < 0.02 < collapsed
+    encoder = DCRNNEncoder(DCRNNShape(**TINY))
+    codes = encoder(torch.ones(3, 2, 32, 84), torch.full((3, 12), 1 / 12))
+    assert codes.shape == (3, 16) and codes.abs().max() < 1
+    real = torch.where(torch.rand(2, 2, 32, 84, generator=g) > 0.9, 1.0, -1.0)
+    assert rebuilt_loss(real * 0.999, real) < 0.01 < rebuilt_loss(-real * 0.5, real)
+
+
 def test_the_gradient_penalty_weighs_each_sample_on_its_own():
     import torch
 
@@ -270,11 +316,18 @@ def test_a_tiny_run_trains_checkpoints_and_resumes(tmp_path, monkeypatch, pieces
     monkeypatch.setattr(dcrnn, "VALID_SEGMENTS", 16)
     torch.set_num_threads(1)
     options = dict(out=tmp_path, device="cpu", minutes=None, steps=3, batch=4,
-                   critic_steps=2, scale_gate=False, **TINY)
+                   critic_steps=2, scale_gate=False, feature_weight=1.0, ema=0.5,
+                   autoencode=1.0, **TINY)
     best = dcrnn.train(dcrnn.DCRNNOptions(**options))
     checkpoint = dcrnn.load_checkpoint(tmp_path / "last.pt")
     assert best.is_file() and checkpoint["state"]["step"] == 3
     assert checkpoint["state"]["history"][-1]["gap"] >= 0
+    assert checkpoint["state"]["history"][-1]["features"] > 0
+    # What is played is the weights' moving average, which lags the last weights.
+    averaged, last = checkpoint["generator_ema"], checkpoint["generator"]
+    assert any(not torch.equal(averaged[k], last[k]) for k in last)
+    played = dcrnn.generator_from_checkpoint(checkpoint).state_dict()
+    assert all(torch.equal(played[k], averaged[k]) for k in averaged)
     torch.manual_seed(1)  # the run's seed: the same initial weights
     initial = dcrnn.DCRNNGenerator(dcrnn.DCRNNShape(**TINY)).state_dict()
     assert any(not torch.equal(initial[k], checkpoint["generator"][k]) for k in initial)

@@ -377,3 +377,27 @@ class DCRNNCritic(nn.Module):
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+class DCRNNEncoder(nn.Module):
+    """(planes (B, 2, T, keys), scale (B, 12)) -> a code (B, noise_size) in (-1, 1): the
+    inverse of the generator, trained only to train it (the autoencoding term of
+    train/dcrnn.py); nothing plays or ships it. A bidirectional GRU reads the frames and
+    onsets of every step with the scale; its two last states give the code."""
+
+    def __init__(self, shape: DCRNNShape) -> None:
+        super().__init__()
+        self.shape = shape
+        self.read = nn.GRU(2 * shape.keys + shape.condition_size, shape.high_size,
+                           batch_first=True, bidirectional=True)
+        self.code = nn.Linear(2 * shape.high_size, shape.noise_size)
+
+    def forward(self, planes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        batch, _, steps, keys = planes.shape
+        per_step = planes.permute(0, 2, 1, 3).reshape(batch, steps, 2 * keys)
+        inputs = torch.cat([per_step, scale[:, None].expand(batch, steps, -1)], dim=-1)
+        _, last = self.read(inputs)  # (2, B, high_size): forward and backward
+        return torch.tanh(self.code(torch.cat([last[0], last[1]], dim=-1)))
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
