@@ -260,6 +260,14 @@ def test_the_differentiable_features_are_the_evaluations_and_reach_the_planes(pi
     expected = evaluate.segment_features(played)
     assert np.allclose(found.detach().numpy(), expected, atol=1e-4)
     assert (expected[-1] == 0).all() and (expected[:24, 0] > 0).all()
+    # With a slope the values are the same; the gradient goes to the cells near 0.
+    cells = torch.tensor([[[[-0.9, -0.02, 0.03, 0.9]] * 32] * 2])
+    cells.requires_grad_(True)
+    sloped = torch_segment_features(cells, 24, slope=0.1)
+    assert torch.equal(sloped, torch_segment_features(cells.detach(), 24))
+    sloped[:, -1].sum().backward()  # the mean number of sounding keys
+    far, near = cells.grad[0, 0, 0, [0, 3]], cells.grad[0, 0, 0, [1, 2]]
+    assert (near > 10 * far).all()
     match = FeatureMatch(expected[:24], batch=len(planes), device=torch.device("cpu"))
     loss = match(found)
     loss.backward()

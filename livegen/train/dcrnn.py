@@ -86,6 +86,7 @@ class DCRNNOptions:
     no_key: float = 0.1
     scale_weight: float = 1.0
     feature_weight: float = 0.0
+    feature_slope: float | None = None  # torch_segment_features' slope
     autoencode: float = 0.0  # weight of the autoencoding term (0: the critic alone)
     code_weight: float = 1.0  # of the codes' distance from U[-1, 1] within that term
     ema: float = 0.0  # the played weights' decay per generator update (0: the last weights)
@@ -180,14 +181,18 @@ def _straight(soft: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
     return hard + (soft - soft.detach())
 
 
-def torch_segment_features(planes: torch.Tensor, low: int) -> torch.Tensor:
+def torch_segment_features(planes: torch.Tensor, low: int, slope: float | None = None
+                           ) -> torch.Tensor:
     """(B, len(evaluate.FEATURES)) the segment features of evaluate.segment_features, of
     (B, 2, T, K) planes as the runtime binarises them (threshold 0), computed so that the
     gradient reaches the planes: every cell is its thresholded value in the forward pass
-    and (x + 1) / 2 in the backward one (straight through). On binary planes it equals
-    segment_features of the rolls exactly (a test checks it)."""
-    frames = _straight((planes[:, 0] + 1) / 2, (planes[:, 0] > 0).to(planes.dtype))
-    onsets = _straight((planes[:, 1] + 1) / 2, (planes[:, 1] > 0).to(planes.dtype))
+    and (x + 1) / 2 in the backward one (straight through), or sigmoid(x / slope), whose
+    gradient goes to the cells near the threshold, the ones a small change turns. On
+    binary planes it equals segment_features of the rolls exactly (a test checks it)."""
+    soft = ((lambda x: (x + 1) / 2) if slope is None
+            else (lambda x: torch.sigmoid(x / slope)))
+    frames = _straight(soft(planes[:, 0]), (planes[:, 0] > 0).to(planes.dtype))
+    onsets = _straight(soft(planes[:, 1]), (planes[:, 1] > 0).to(planes.dtype))
     batch, steps, keys = frames.shape
     bars = steps / evaluate.BAR_STEPS
     before = torch.cat([torch.zeros_like(frames[:, :1]), frames[:, :-1]], dim=1)
@@ -483,7 +488,7 @@ def train(options: DCRNNOptions) -> Path:
         if options.scale_weight:
             g_loss = g_loss + options.scale_weight * out_of_scale(fake, scales, shape.low)
         if features is not None:
-            matched = features(torch_segment_features(fake, shape.low))
+            matched = features(torch_segment_features(fake, shape.low, options.feature_slope))
             g_loss = g_loss + options.feature_weight * matched
         if encoder is not None:
             real = torch.from_numpy(rolls.roll_planes(drawn.rolls, shape.low, high)).to(device)
@@ -558,6 +563,9 @@ def train_command(argv: list[str]) -> int:
                         help="weight of the distance between the generated segments' "
                              "features and the training data's (FeatureMatch) in the "
                              "generator's loss (0 = the critic alone)")
+    parser.add_argument("--feature-slope", type=float, default=defaults.feature_slope,
+                        help="pass the features' gradient through sigmoid(x / SLOPE), to the "
+                             "cells near the threshold (default: (x + 1) / 2, to every cell)")
     parser.add_argument("--autoencode", type=float, default=defaults.autoencode,
                         help="weight of the autoencoding term: an encoder gives real segments "
                              "codes, the generator rebuilds them (cross-entropy), the codes "
@@ -602,7 +610,8 @@ def train_command(argv: list[str]) -> int:
             steps=options.steps, batch=options.batch, critic_steps=options.critic_steps,
             lr=options.lr, gp_weight=options.gp_weight, binary=options.binary,
             no_key=options.no_key, scale_weight=options.scale_weight,
-            feature_weight=options.feature_weight, ema=options.ema,
+            feature_weight=options.feature_weight, feature_slope=options.feature_slope,
+            ema=options.ema,
             autoencode=options.autoencode, code_weight=options.code_weight,
             noise_size=options.noise_size,
             high_size=options.high_size, frame_size=options.frame_size,
