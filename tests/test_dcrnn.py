@@ -354,6 +354,11 @@ def test_a_tiny_run_trains_checkpoints_and_resumes(tmp_path, monkeypatch, pieces
     started = dcrnn.load_checkpoint(tmp_path / "gated" / "last.pt")["state"]
     assert started["initialised_from"]["new_parameters"] == ["scale_bias"]
     assert started["initialised_from"]["steps"] == 5
+    from livegen.train.dcrnn_ship import lineage
+
+    runs = lineage(dcrnn.load_checkpoint(tmp_path / "gated" / "last.pt"))
+    assert [r["steps"] for r in runs] == [1, 5]  # this run, then the one it started from
+    assert [c["command"] for c in runs[1]["commands"]][1] == "resumed"
 
 
 # ---------------------------------------------------------------- export and runtime

@@ -87,6 +87,25 @@ def quantize_int8(source: Path, target: Path) -> None:
                      op_types_to_quantize=["MatMul", "Gemm"])
 
 
+def lineage(checkpoint: dict, depth: int = 10) -> list[dict[str, Any]]:
+    """Every run these weights come from, newest first: each checkpoint's command, steps
+    and minutes, then those of the checkpoint it started from (--init), as far as those
+    files are still there to read."""
+    runs = []
+    while checkpoint is not None and len(runs) < depth:
+        state = checkpoint.get("state", {})
+        commands = state.get("commands") or [
+            {"command": checkpoint.get("options", {}).get("command", ""), "from_step": 0}]
+        runs.append({"commands": commands, "steps": state.get("step", 0),
+                     "minutes": round(state.get("elapsed_s", 0.0) / 60, 1)})
+        source = (state.get("initialised_from") or {}).get("path")
+        checkpoint = (load_checkpoint(Path(source)) if source and Path(source).is_file()
+                      else None)
+        if source and checkpoint is None:
+            runs.append({"path": source, "missing": True})
+    return runs
+
+
 def build_manifest(checkpoint: dict, files: dict[int, dict[str, Path]], default_variant: str,
                    *, trained: bool = True) -> dict[str, Any]:
     """The manifest of DESIGN.md's Models section: per length its files and tensors; the
@@ -126,12 +145,16 @@ def build_manifest(checkpoint: dict, files: dict[int, dict[str, Path]], default_
             "transpose": roll_data.TRANSPOSE, "segment_steps": SEGMENT_STEPS,
             "command": options.get("command", ""), "commands": state.get("commands", []),
             "initialised_from": state.get("initialised_from"),
+            "lineage": lineage(checkpoint),
             "device": checkpoint.get("device"),
             "torch": checkpoint.get("torch"), "steps": state.get("step", 0),
             "minutes": round(state.get("elapsed_s", 0.0) / 60, 1),
             "batch": options.get("batch"), "critic_steps": options.get("critic_steps"),
             "lr": options.get("lr"), "gp_weight": options.get("gp_weight"),
             "binary": options.get("binary"), "no_key": options.get("no_key"),
+            "feature_weight": options.get("feature_weight", 0.0),
+            "feature_slope": options.get("feature_slope"),
+            "autoencode": options.get("autoencode", 0.0), "ema": options.get("ema", 0.0),
             "seed": options.get("seed"), "best_gap": state.get("best_gap"),
             "validation_data": checkpoint.get("validation_data"),
             "history": history},
