@@ -179,6 +179,25 @@ def test_a_note_held_back_by_the_density_band_leaves_no_silence(model: CharRNN) 
         assert silent / (last - first) < 0.10, (seed, silent, last - first)
 
 
+def test_after_a_jump_down_the_band_is_heard_at_its_middle_not_in_bursts(
+        model: CharRNN) -> None:
+    """From a dense bin down to bin 1, the model plays as fast as the band allows; paced to
+    the band's top counted from the jump, a note-on that came late let the next follow at
+    once (pairs 0.08 s apart) and the rate read 2.2 a second at 1-1.5 s, above the band."""
+    fewest, most = charrnn_step.density_band(1)
+    pace = charrnn_step.DENSITY_WINDOW_S / ((fewest + most) / 2)
+
+    def jump(t: float) -> Controls:
+        return Controls(density=(8 if t < 10 else 1) / 9, undriven=("pitch", "key"))
+
+    for seed in range(3):
+        ons = [e.time - 10 for e in play(CharRNNStep(model, seed=seed), 14.0, jump)
+               if e.velocity and e.time >= 10]
+        assert fewest <= len(ons) <= (fewest + most) / 2 + 1, ons
+        # The k-th note-on since the jump comes no sooner than k paces after it.
+        assert all(t >= k * pace - 0.011 for k, t in enumerate(ons)), ons
+
+
 def test_sparse_music_never_rests_past_the_rest_guard(model: CharRNN) -> None:
     for seed in range(3):
         gen = CharRNNStep(model, seed=seed)

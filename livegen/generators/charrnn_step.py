@@ -138,6 +138,9 @@ class PlayState:
     # The model pitch of a note kept sounding through a density wait (-1: none): it ends
     # when the wait is over, where the model would have struck the next note.
     sustained: int = -1
+    # The most note-ons per window the band's pro rata allows: its top, or its middle when
+    # the band came down from a denser one (see _density_limits).
+    band_pace: float = 0.0
 
     @property
     def time(self) -> float:
@@ -259,7 +262,11 @@ class CharRNNStep:
              index: int) -> tuple[PlayState, Sequence[TimedEvent]]:
         plan = self.plan(state, controls)
         if plan.band != state.band:  # a new density band: reached from here, pro rata
-            state = dataclasses.replace(state, band=plan.band, band_since=state.time)
+            pace = (0.0 if plan.band is None
+                    else plan.band[1] if state.band is None or state.band[0] <= plan.band[0]
+                    else sum(plan.band) / 2)
+            state = dataclasses.replace(state, band=plan.band, band_since=state.time,
+                                        band_pace=pace)
         logits, rnn = self.model.step(state.token, plan.vector, state.rnn)
         steering = self.steer and self._steering(state, plan)
         deadline = self._rest_deadline(state, plan, steering)
@@ -554,7 +561,8 @@ class CharRNNStep:
             deadline = state.band_since + DENSITY_WINDOW_S * min(1.0, (counted + 1) / fewest)
             if counted >= fewest:
                 deadline = None
-        free_at = state.band_since + DENSITY_WINDOW_S * min(1.0, counted / max(most, 1))
+        free_at = state.band_since + DENSITY_WINDOW_S * min(
+            1.0, counted / max(state.band_pace, 1))
         return counted, most_now, deadline, free_at
 
     @staticmethod
@@ -654,7 +662,7 @@ class CharRNNStep:
         # A sustained note stays so through the shifts of its wait, until a note event.
         sustained = -1 if emitted else (sustain if sustain >= 0 else state.sustained)
         return PlayState(rnn, token, decoder, sounding, at_once, recent, octave, state.band,
-                         state.band_since, steps, sustained), heard
+                         state.band_since, steps, sustained, state.band_pace), heard
 
 
 _ALL_PITCHES = np.ones(events.MIDI_PITCHES, bool)
