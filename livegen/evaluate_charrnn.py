@@ -11,7 +11,8 @@ held-out real music and for random notes.
   against half the held-out pieces; 1 = alike. Conditions: nobody steering (the live
   default), a performer's random walk of pitch, density and loudness about the middle,
   a walk sweeping the whole range, and the control timelines of held-out pieces sent
-  outright;
+  outright. Beside each walk, held-out music moved to follow the walk's register in its
+  own key (`following`): what music that follows the walk faithfully scores;
 - pitch and density bins: each held for a run; the share of 4-s windows (hop 0.5 s, after
   4 s) whose realised bin is the asked one, the mean, and Spearman rho over the sweep;
 - keys: the share of note-ons in the asked major scale, for every key and for no key;
@@ -287,6 +288,34 @@ def random_pitches(pieces: Sequence[tuple[list[Note], float]], seed: int
         low = min(n.pitch for n in notes)
         high = max(n.pitch for n in notes)
         moved = [dataclasses.replace(n, pitch=int(rng.integers(low, high + 1))) for n in notes]
+        result.append((events.canonical_notes(moved), seconds))
+    return result
+
+
+def following(pieces: Sequence[tuple[list[Note], float]],
+              steering_of: Callable[[int], Steering]) -> list[tuple[list[Note], float]]:
+    """Real music played as a walk asks: piece k's notes moved, each at its start, by
+    where steering_of(k) asks the register (the centre of the asked pitch bin) less the
+    piece's mean pitch, onto the nearest pitch of a class the piece uses (its key kept).
+    What music that follows a walk's register faithfully can score: the walk moves the
+    register within every 4 s window, which a piece in one place never does."""
+    result = []
+    for k, (notes, seconds) in enumerate(pieces):
+        if not notes:
+            result.append((notes, seconds))
+            continue
+        steering = steering_of(k)
+        mean = float(np.mean([n.pitch for n in notes]))
+        classes = np.asarray(sorted({n.pitch % 12 for n in notes}))
+        moved = []
+        for n in notes:
+            asked = features.pitch_at_position(features.control_bin(
+                steering.at(n.start).pitch, features.PITCH_BINS))
+            wanted = n.pitch - mean + asked
+            near = np.arange(math.floor(wanted) - 6, math.floor(wanted) + 7)
+            near = near[np.isin(near % 12, classes) & (near >= 0) & (near < 128)]
+            moved.append(dataclasses.replace(
+                n, pitch=int(near[np.argmin(np.abs(near - wanted))])))
         result.append((events.canonical_notes(moved), seconds))
     return result
 
@@ -578,6 +607,9 @@ def live_figures(model: CharRNN, *, copy_index: CopyIndex | None, guide: Guide |
         report["overlap"][name] = overlap(pooled_features([(r.notes, r.seconds)
                                                            for r in runs]), reference)
         failures_by[name] = total_failures(runs)
+        if name.endswith("walk"):  # beside it: real music that follows the same walks
+            report["overlap"][f"real_{name}"] = overlap(pooled_features(following(
+                sample, lambda k, c=controls_of: c(k % seeds))), reference)
     rng = _rng("timelines", 0)
     picks = rng.choice(len(other_half), size=seeds, replace=False)
     held_out = [test[2 * int(i) + 1] for i in picks]

@@ -161,6 +161,24 @@ def test_a_sparse_steady_rate_reads_as_itself_in_windows_shorter_than_its_notes(
     assert live.spread_count(np.array([]), 0.0, 1.0, 1.0) == 0.0
 
 
+def test_real_music_follows_a_walk_in_its_own_key() -> None:
+    from livegen.control import Controls
+
+    scale = [60, 62, 64, 65, 67, 69, 71, 72]
+    notes = notes_at(np.arange(0, 16, 0.5), np.resize(scale, 32))
+    high = live.held(Controls(pitch=7 / 9))
+    moved, seconds = live.following([(notes, 16.0)], lambda k: high)[0]
+    assert seconds == 16.0 and len(moved) == len(notes)
+    assert {n.pitch % 12 for n in moved} <= {p % 12 for p in scale}  # C major still
+    assert abs(np.mean([n.pitch for n in moved]) - features.pitch_at_position(7)) <= 1
+    # A walk that jumps mid-piece takes the notes after the jump with it.
+    steps = live.Steering((0.0, 8.0), (Controls(pitch=2 / 9), Controls(pitch=7 / 9)))
+    moved, _ = live.following([(notes, 16.0)], lambda k: steps)[0]
+    before = np.mean([n.pitch for n in moved if n.start < 8])
+    after = np.mean([n.pitch for n in moved if n.start >= 8])
+    assert after - before == pytest.approx(20, abs=4)  # five bins of 4 semitones
+
+
 def test_the_live_figures_run_end_to_end_on_the_shipped_model() -> None:
     from livegen.generators.charrnn import CharRNN, CopyIndex
     from livegen.music import events
@@ -178,7 +196,7 @@ def test_the_live_figures_run_end_to_end_on_the_shipped_model() -> None:
                                seconds=12.0, seeds=1, bin_seeds=1, key_seeds=1,
                                jump_seeds=1)
     assert set(report["overlap"]) >= {"live_default", "random_walk", "held_out_timelines",
-                                      "held_out_real", "random_notes"}
+                                      "held_out_real", "random_notes", "real_random_walk"}
     assert len(report["bands"]["pitch"]["in_band"]) == 10
     assert report["copying"]["runs"] > 40 and report["step_ms"]["steps"] > 1000
     assert "pitch_1_to_8" in report["response"]
