@@ -40,6 +40,9 @@ changes which note, not whether one is played):
   time shift (small ones would give the model a chance to end what sounds at each), and
   a single note sounding then sounds on until the next note-on is allowed, where it ends
   (legato, as the corpus plays; left to end, it left silences between the notes);
+- legato over a change: a single note sounding where a control change cuts the plan
+  sounds on until the model strikes the next note, which ends it first (the model, made to
+  re-decide in the middle of its note, ended it and rested in one cut in seven);
 - steering: while the recent notes lie far from the asked register, note-ons more than
   STEER_BAND semitones from it are masked, and until one has sounded in it the rest before
   it is at most ANSWER_REST_S: a register change is answered by a note at once;
@@ -109,6 +112,7 @@ OCTAVE_INSIDE = (2.0, 7.0)
 OCTAVE_HOLD = 0.5
 PITCH_MARGIN = 1.0          # the window's mean pitch is kept this far inside its bin
 OCTAVE_BINS = 3
+LEGATO = True               # a note sounding at a control change's cut sounds on (wait_until)
 PULSE_S = 0.125             # the model's 16th (its seconds are beats at 120 bpm)
 _ONE_STEP_SHIFT = events.TIME_SHIFT_RANGE.token(1)
 _ON = slice(events.NOTE_ON_RANGE.first, events.NOTE_ON_RANGE.stop)
@@ -143,6 +147,12 @@ class PlayState:
     # The most note-ons per window the band's pro rata allows: its top, or its middle when
     # the band came down from a denser one (see _density_limits).
     band_pace: float = 0.0
+    # The model pitch of the one note sounding at a control change's cut (-1: none): it
+    # sounds on until the next note-on, which ends it first (see wait_until).
+    legato: int = -1
+    # A note-on token that the next step plays (-1: none): the one sampled while the
+    # legato note sounded, after that note's end.
+    then: int = -1
 
     @property
     def time(self) -> float:
@@ -270,6 +280,12 @@ class CharRNNStep:
             state = dataclasses.replace(state, band=plan.band, band_since=state.time,
                                         band_pace=pace)
         logits, rnn = self.model.step(state.token, plan.vector, state.rnn)
+        if state.then >= 0:  # the note-on that the legato note's end made way for
+            return self._advance(state, rnn, state.then, plan.octave)
+        held = self._held_over(state)
+        if held >= 0:  # it may end only where the next note starts
+            logits = logits.copy()
+            logits[events.NOTE_OFF_RANGE.token(held)] = -np.inf
         steering = self.steer and self._steering(state, plan)
         deadline = self._rest_deadline(state, plan, steering)
         # A note-on that a rule brings forward (rest, steering, the density band) ends what
@@ -293,10 +309,17 @@ class CharRNNStep:
         if token is None:
             token, sustain = self._sampled(logits, state, controls, plan, index, steering,
                                            deadline, limits if waiting else None)
+            if held >= 0 and token in events.NOTE_ON_RANGE:
+                return self._advance(state, rnn, events.NOTE_OFF_RANGE.token(held),
+                                     plan.octave, then=token)
         return self._advance(state, rnn, token, plan.octave, sustain)
 
     def wait_until(self, state: PlayState, time: float, controls: Controls,
                    index: int) -> PlayState:
+        """Advanced silently to `time`. A single note sounding there sounds on until the
+        model strikes the next (`legato`): the model, made to re-decide at a control
+        change's cut in the middle of its note, ended it and rested in one cut in seven
+        (13 % of a random walk's time silent, against 2.5 % in the corpus)."""
         steps = events.time_to_step(time) - state.decoder.step
         plan = self.plan(state, controls)
         while steps > 0:
@@ -305,7 +328,17 @@ class CharRNNStep:
             state, _ = self._advance(state, rnn, events.TIME_SHIFT_RANGE.token(shift),
                                      plan.octave)
             steps -= shift
+        if self.guards and LEGATO and len(state.sounding) == 1:
+            state = dataclasses.replace(state, legato=state.sounding[0][0])
         return state
+
+    @staticmethod
+    def _held_over(state: PlayState) -> int:
+        """The legato note's model pitch while it is the one note sounding, else -1."""
+        if state.legato >= 0 and len(state.sounding) == 1 and \
+                state.sounding[0][0] == state.legato:
+            return state.legato
+        return -1
 
     def changed(self, old: Controls, new: Controls, threshold: float) -> bool:
         if old.undriven != new.undriven:
@@ -640,7 +673,7 @@ class CharRNNStep:
         return token
 
     def _advance(self, state: PlayState, rnn: State, token: int, octave: int,
-                 sustain: int = -1) -> tuple[PlayState, list[TimedEvent]]:
+                 sustain: int = -1, then: int = -1) -> tuple[PlayState, list[TimedEvent]]:
         decoder = state.decoder.copy()
         before = decoder.step
         emitted = decoder.feed(token)
@@ -663,8 +696,10 @@ class CharRNNStep:
         at_once = 0 if decoder.step != before else state.events_at_once + 1
         # A sustained note stays so through the shifts of its wait, until a note event.
         sustained = -1 if emitted else (sustain if sustain >= 0 else state.sustained)
+        legato = state.legato if any(model == state.legato for model, _, _ in sounding) else -1
         return PlayState(rnn, token, decoder, sounding, at_once, recent, octave, state.band,
-                         state.band_since, steps, sustained, state.band_pace), heard
+                         state.band_since, steps, sustained, state.band_pace, legato,
+                         then), heard
 
 
 _ALL_PITCHES = np.ones(events.MIDI_PITCHES, bool)
