@@ -252,6 +252,9 @@ def test_the_legato_note_ends_where_the_next_begins(model: CharRNN) -> None:
         state, events = gen.step(state, controls, index)
         played.extend(events)
     end = next(e.time for e in played if e.pitch == held and not e.velocity)
+    assert state.then >= 0
+    # A change cut here: the note-on chosen under the old controls is not played.
+    assert gen.wait_until(state, end + 0.05, controls, index).then == -1
     index += 1
     state, events = gen.step(state, controls, index)  # the note-on it made way for
     assert [e.time for e in events if e.velocity] == [end]

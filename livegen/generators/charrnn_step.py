@@ -322,6 +322,8 @@ class CharRNNStep:
         (13 % of a random walk's time silent, against 2.5 % in the corpus)."""
         steps = events.time_to_step(time) - state.decoder.step
         plan = self.plan(state, controls)
+        if state.then >= 0:  # chosen under the old controls: the new ones choose again
+            state = dataclasses.replace(state, then=-1)
         while steps > 0:
             shift = min(steps, events.MAX_SHIFT_STEPS)
             _logits, rnn = self.model.step(state.token, plan.vector, state.rnn)
