@@ -237,28 +237,33 @@ def test_a_control_change_does_not_chop_the_sounding_note_into_a_rest(
 
 
 def test_the_legato_note_ends_where_the_next_begins(model: CharRNN) -> None:
-    gen = CharRNNStep(model, seed=3)
-    controls = Controls(pitch=0.5, density=0.3, undriven=("key",))
-    state, index = gen.initial(), 0
-    while len(state.sounding) != 1 or state.time < 2.0:
-        state, _ = gen.step(state, controls, index)
-        index += 1
-    held = state.sounding[0][1]
-    state = gen.wait_until(state, state.time + 0.03, controls, index)
-    assert state.legato == state.sounding[0][0]
-    played: list[TimedEvent] = []
-    while not any(e.pitch == held and not e.velocity for e in played):
+    controls = Controls(pitch=0.5, undriven=("density", "key"))
+    made_way = 0
+    for seed in range(6):
+        gen = CharRNNStep(model, seed=seed)
+        state, index = gen.initial(), 0
+        while len(state.sounding) != 1 or state.time < 2.0:
+            state, _ = gen.step(state, controls, index)
+            index += 1
+        held = state.sounding[0][1]
+        state = gen.wait_until(state, state.time + 0.03, controls, index)
+        assert state.legato == state.sounding[0][0]
+        played: list[TimedEvent] = []
+        while not any(e.pitch == held and not e.velocity for e in played):
+            index += 1
+            state, events = gen.step(state, controls, index)
+            played.extend(events)
+        end = next(e.time for e in played if e.pitch == held and not e.velocity)
+        if state.then < 0:
+            continue  # ended by a rule (a density wait's end, a note held too long)
+        made_way += 1  # the model struck the next note: its note-on comes next
+        # A change cut here: the note-on chosen under the old controls is dropped.
+        assert gen.wait_until(state, end + 0.05, controls, index).then == -1
         index += 1
         state, events = gen.step(state, controls, index)
-        played.extend(events)
-    end = next(e.time for e in played if e.pitch == held and not e.velocity)
-    assert state.then >= 0
-    # A change cut here: the note-on chosen under the old controls is not played.
-    assert gen.wait_until(state, end + 0.05, controls, index).then == -1
-    index += 1
-    state, events = gen.step(state, controls, index)  # the note-on it made way for
-    assert [e.time for e in events if e.velocity] == [end]
-    assert state.legato == -1 and state.then == -1
+        assert [e.time for e in events if e.velocity] == [end], seed
+        assert state.legato == -1 and state.then == -1
+    assert made_way >= 3, made_way
 
 
 def test_a_band_time_stays_put_where_no_pulse_fits() -> None:
