@@ -23,6 +23,7 @@ from rtmidi.midiconstants import NOTE_ON
 from livegen import config
 from livegen.errors import LivegenError
 from livegen.output import Output
+from livegen.ports import JACK_FIX
 from livegen.timeline import Message, Timeline
 
 log = logging.getLogger(__name__)
@@ -87,8 +88,7 @@ def play_command(args: argparse.Namespace) -> int:
     with stop_on_signals() as stop, Output.open(cfg.output, timeline) as output:
         if not output.sink_names:
             raise LivegenError("play: nothing to play to (no MIDI system and no "
-                               "output.record); start JACK (`jackd -d dummy -r 48000 -p 64`)"
-                               " or set output.record")
+                               f"output.record); {JACK_FIX} or set output.record")
         channels = sorted({m[0] & 0x0F for _, m in plan})
         log.info("playing %s: %d notes on channel%s %s, %.1f s, to %s", args.file, notes,
                  "s" if len(channels) > 1 else "", ",".join(str(c + 1) for c in channels),

@@ -40,7 +40,7 @@ MAJOR = (0, 2, 4, 5, 7, 9, 11)
 # enabled closer than half a second keep either one's tempo (see the test of its warning).
 PEER_AHEAD_S = 1.0
 BAR_LINE_S = 0.002  # livegen's bar lines within this of the peer's (the median; see below)
-JACK_PERIOD_S = 64 / 48000  # the test server's period (conftest: jackd -d dummy -p 64)
+JACK_PERIOD_S = 64 / 48000  # the test server's period (conftest: jackd -S -d dummy -p 64)
 NETNS_MISSING = ("a network namespace with only loopback is needed for the Link tests: "
                  "run them as root with unshare, nsenter (util-linux) and ip (iproute2)")
 

@@ -235,7 +235,7 @@ def test_no_midi_system_is_one_line_that_names_the_fixes(
     text = str(caught.value)
     assert "\n" not in text
     assert NO_SERVER in text
-    assert "jackd -d dummy -r 48000 -p 64" in text and "output.record" in text
+    assert "jackd -S -d dummy -r 48000 -p 64" in text and "output.record" in text
 
 
 def test_without_require_port_the_output_falls_back_to_the_file(
