@@ -270,8 +270,9 @@ lib.jack_client_close(client)
 
 
 class XrunCounter:
-    """Counts the JACK server's xruns (a client that missed its cycle: the MIDI of that
-    cycle is lost to it), through a client of the same libjack that rtmidi loads.
+    """Counts the JACK server's xruns (a cycle a client did not finish in time: its MIDI
+    late, or lost in asynchronous mode), through a client of the same libjack that rtmidi
+    loads.
 
     It runs in a process of its own. The xrun callback is Python, called in libjack's
     notification thread; in the test process it would wait for the GIL while the main
@@ -312,8 +313,10 @@ def jack_xruns(jack_server: None) -> Iterator[XrunCounter]:
 
 def retried_on_xruns(xruns: XrunCounter, attempt: Callable[[], None], tries: int = 3) -> None:
     """Run `attempt` (a function that asserts) until it passes. A failure is tried again
-    only when the JACK server reported an xrun meanwhile: a client that misses a cycle
-    loses that cycle's MIDI, which is the machine's doing (shared, noisy), not livegen's.
+    only when the JACK server reported an xrun meanwhile: a cycle came late because the
+    machine (shared, noisy) did not run a client in time, which is the machine's doing,
+    not livegen's. In jackd2's asynchronous mode that cycle's MIDI is lost; in the
+    synchronous mode the tests' server runs in (ports.JACKD_COMMAND) it arrives late.
     A failure without an xrun fails at once."""
     for i in range(tries):
         before = xruns.count

@@ -21,12 +21,12 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import JackReceiver, sounding_notes, unique_name
+from conftest import JackReceiver, XrunCounter, sounding_notes, unique_name
 from test_engine import ROOT, Daemon, write_trace
 
 from livegen.clock import Clock
@@ -206,18 +206,24 @@ class Session:
     late_bars: list[float] = field(default_factory=list)   # bar lines after the change
     late_beats: list[float] = field(default_factory=list)
     figures: dict = field(default_factory=dict)  # livegen's --stats-json
+    xruns: int = 0                   # what the JACK server reported during the run
 
 
 FIRST_BPM, LIVEGEN_BPM, NEW_BPM = 150.0, 120.0, 180.0
 
 
 @pytest.fixture(scope="module")
-def session_run(jack_server: None, tmp_path_factory: pytest.TempPathFactory
-                ) -> Iterator[Session]:
+def session_run(jack_server: None, jack_xruns: XrunCounter,
+                tmp_path_factory: pytest.TempPathFactory) -> Session:
     """A peer at 150 bpm, livegen (configured for 120) joining it a while later; five
     bars; the peer sets 180 bpm; three bars; it presses play (livegen starts again from
     the top), stop, and play again."""
-    tmp = tmp_path_factory.mktemp("link")
+    return run_session(tmp_path_factory.mktemp("link"), jack_xruns)
+
+
+def run_session(tmp: Path, xruns: XrunCounter) -> Session:
+    """One run of session_run's script (see there)."""
+    xruns_before = xruns.count
     netns = NetNamespace()
     receiver = JackReceiver(unique_name("livegen-link-rx"))
     peer = Peer(netns, FIRST_BPM)
@@ -250,9 +256,9 @@ def session_run(jack_server: None, tmp_path_factory: pytest.TempPathFactory
         late_beats = peer.ask(f"beats {changed} {end}")["beats"]
         assert daemon.stop() == 0, daemon.text()
         receiver.settle()
-        yield Session(receiver.arrivals, daemon.text(), tempo_seen, joined, first_bars,
-                      first_beats, changed, started, stopped, late_bars, late_beats,
-                      json.loads(stats.read_text()))
+        return Session(receiver.arrivals, daemon.text(), tempo_seen, joined, first_bars,
+                       first_beats, changed, started, stopped, late_bars, late_beats,
+                       json.loads(stats.read_text()), xruns.count - xruns_before)
     finally:
         if daemon.process.poll() is None:
             daemon.process.kill()
@@ -276,8 +282,30 @@ def test_joining_a_session_keeps_its_tempo_and_livegen_plays_at_it(
 
 
 @pytest.mark.jack
-def test_bar_lines_land_on_the_peers_bar_lines(session_run: Session) -> None:
-    s = session_run
+def test_bar_lines_land_on_the_peers_bar_lines(
+        session_run: Session, jack_xruns: XrunCounter,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    # On a noisy machine (a virtual one with steal time: JACK's dummy driver then reports
+    # xruns, and Link's clock measurements between the peers are disturbed too) a few
+    # arrivals came 4-8 ms early, 9 of 401 in one CI run. As with retried_on_xruns, a
+    # failure in a run during which the server reported xruns is tried again, in a fresh
+    # session; one without fails at once.
+    session = session_run
+    for tries_left in (2, 1, 0):
+        try:
+            assert_bar_lines_on_the_peers(session)
+            return
+        except AssertionError as failure:
+            if not session.xruns or not tries_left:
+                raise
+            warnings.warn(f"JACK reported {session.xruns} xrun(s) during a Link session "
+                          f"whose bar lines missed ({str(failure).splitlines()[0]}); "
+                          "trying a fresh session", stacklevel=1)
+            session = run_session(tmp_path_factory.mktemp("link"), jack_xruns)
+
+
+def assert_bar_lines_on_the_peers(s: Session) -> None:
+    """livegen's notes and MIDI clock in `s` fell on the peer's bar lines and beats."""
     notes = [(t, p) for t, p in arp_onsets(s.arrivals) if t < s.changed]
     # The music starts at beat 0 on a session bar line: note k is beat k of the music.
     assert [p for _, p in notes] == [pitch_of_beat(k) for k in range(len(notes))], notes
