@@ -379,8 +379,8 @@ def _ports_seen_by(kind: type, api: int) -> list[str]:
 # steal time the dummy driver reported hundreds of xruns a second under the tests' load,
 # and MIDI sent between two JACK clients arrived with messages missing (1000 scheduled
 # messages: one lost in every try; a controller's CCs unheard). In synchronous mode the
-# same load lost nothing. It costs no latency: the clients' output goes out in the cycle
-# it was written, not the next one.
+# same load lost nothing. It cost no latency there: `livegen bench output`'s receiver p50
+# was 0.80 ms asynchronous and 0.81-0.85 ms synchronous, on the same noisy machine.
 JACKD_COMMAND = ("jackd", "-S", "-d", "dummy", "-r", "48000", "-p", "64")
 
 
