@@ -329,3 +329,17 @@ def retried_on_xruns(xruns: XrunCounter, attempt: Callable[[], None], tries: int
             warnings.warn(f"JACK reported {xruns.count - before} xrun(s) during a run that "
                           f"lost MIDI ({str(failure).splitlines()[0]}); trying again",
                           stacklevel=2)
+
+
+def retried_with_a_receiver(xruns: XrunCounter, attempt: Callable[[JackReceiver], None],
+                            tries: int = 3) -> None:
+    """retried_on_xruns for a run heard by a receiver: each try gets a receiver of its
+    own, closed after it, so nothing the last try received is counted again."""
+    def once() -> None:
+        receiver = JackReceiver(unique_name("livegen-test-rx"))
+        try:
+            attempt(receiver)
+        finally:
+            receiver.close()
+
+    retried_on_xruns(xruns, once, tries)

@@ -15,7 +15,7 @@ from conftest import (
     JackReceiver,
     JackSender,
     XrunCounter,
-    retried_on_xruns,
+    retried_with_a_receiver,
     sounding_notes,
     unique_name,
     wait_for_port,
@@ -34,15 +34,8 @@ def test_harmonise_returns_the_melody_of_a_bar_as_the_soprano_of_the_next_with_t
         tmp_path: Path, jack_xruns: XrunCounter, daemons: list[Daemon]) -> None:
     # A whole run is tried again only when JACK reported an xrun meanwhile: a starved
     # client loses that cycle's MIDI (a chord's note-offs, once in CI).
-
-    def attempt() -> None:
-        jack_receiver = JackReceiver(unique_name("livegen-test-rx"))
-        try:
-            harmonise(tmp_path, jack_receiver, daemons)
-        finally:
-            jack_receiver.close()
-
-    retried_on_xruns(jack_xruns, attempt)
+    retried_with_a_receiver(
+        jack_xruns, lambda receiver: harmonise(tmp_path, receiver, daemons))
 
 
 def harmonise(tmp_path: Path, jack_receiver: JackReceiver, daemons: list[Daemon]) -> None:

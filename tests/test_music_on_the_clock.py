@@ -14,7 +14,6 @@ import socket
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from conftest import (
     JackSender,
     XrunCounter,
     retried_on_xruns,
+    retried_with_a_receiver,
     sounding_notes,
     unique_name,
 )
@@ -136,22 +136,6 @@ def play(tmp_path: Path, receiver: JackReceiver, daemons: list[Daemon], cfg: Pat
     return json.loads(stats.read_text())
 
 
-def heard_with_retries(xruns: XrunCounter, attempt: Callable[[JackReceiver], None]) -> None:
-    """attempt(receiver), with a receiver of its own, tried again with a fresh one when it
-    failed while the JACK server reported xruns (conftest.retried_on_xruns). On a virtual
-    machine with steal time the server reported hundreds of xruns a second, and a note
-    now and then arrived 13 ms after its pulse, or a whole melody differed; a failure
-    without an xrun fails at once."""
-    def once() -> None:
-        receiver = JackReceiver(unique_name("livegen-rx"))
-        try:
-            attempt(receiver)
-        finally:
-            receiver.close()
-
-    retried_on_xruns(xruns, once)
-
-
 def test_the_charrnn_plays_the_same_notes_slower_and_faster_with_the_tempo(
         tmp_path: Path, jack_xruns: XrunCounter, daemons: list[Daemon]) -> None:
     trace = write_trace(tmp_path / "t.jsonl", [(0.0, {"y": 0.5, "x": 0.6})])
@@ -197,7 +181,7 @@ def test_quantized_onsets_lie_on_the_sixteenth_grid_of_the_clock_it_sends(
             # A 16th is 6 pulses.
             assert on_grid(ticks, t, 100, 6), (t, pitch, pulse_position(ticks, t, 100))
 
-    heard_with_retries(jack_xruns, attempt)
+    retried_with_a_receiver(jack_xruns, attempt)
 
 
 def beats_of(ticks: list[float], t: float) -> float:
@@ -314,7 +298,7 @@ def test_segments_fall_on_the_bar_lines_and_a_change_is_heard_at_the_next_bounda
         assert arp["missed"] == 0 and arp["failures"] == 0
         assert arp["control_latency_ms"]["n"] >= 1
 
-    heard_with_retries(jack_xruns, attempt)
+    retried_with_a_receiver(jack_xruns, attempt)
 
 
 def test_a_segment_generator_that_raises_or_misses_its_bar_is_counted_and_the_music_goes_on(
@@ -334,7 +318,7 @@ def test_a_segment_generator_that_raises_or_misses_its_bar_is_counted_and_the_mu
         assert [t for t, _, _ in ons if t - ons[0][0] > 8.0], "the music stopped"
         assert sounding_notes(receiver.messages) == set()
 
-    heard_with_retries(jack_xruns, attempt)
+    retried_with_a_receiver(jack_xruns, attempt)
 
 
 def test_switch_mode_changes_generator_at_a_bar_line_with_no_note_left_sounding(
