@@ -185,6 +185,7 @@ port = {osc_port}
     client.send_message("/livegen/preset/morph", [2, 4])
     time.sleep(8 * BAR_S)
     assert daemon.stop() == 0, daemon.text()
+    jack_receiver.settle()  # the last note-offs may still be on their way to the receiver
     # The trace holds the recall, then four morph steps, a bar apart, ending at theme B.
     steps = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()
              if '"preset"' in line and '"values"' in line]

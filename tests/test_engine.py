@@ -183,6 +183,7 @@ def test_sighup_applies_a_valid_config_and_keeps_the_running_one_for_an_invalid_
     time.sleep(1.5)
     assert len(jack_receiver.notes()) > count, "the music stopped after a failed reload"
     assert daemon.stop() == 0, daemon.text()
+    jack_receiver.settle()  # the last note-offs may still be on their way to the receiver
     log = daemon.text()
     assert "applied" in log and "did you mean 'density'?" in log
     arrivals = jack_receiver.arrivals
@@ -233,6 +234,7 @@ target = "temperature"
     finally:
         sender.close()
     assert daemon.stop() == 0, daemon.text()
+    jack_receiver.settle()  # the last note-offs may still be on their way to the receiver
     figures = json.loads(stats.read_text())
     knobs_figures = figures["inputs"]["knobs"]
     assert knobs_figures["readings"] >= 6
