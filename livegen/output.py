@@ -331,7 +331,22 @@ class Output:
                     log.exception("output thread: unexpected error; carrying on")
                     time.sleep(0.01)
         finally:
+            self._send_what_was_due()
             self._end_notes()
+
+    def _send_what_was_due(self) -> None:
+        """At the stop, what was already due still goes out (a MIDI clock stop queued at
+        the moment of shutdown, a control change, note-offs), except note-ons: they would
+        only be ended at once. Without this a stop that caught the thread between waking
+        and taking its events lost them."""
+        for event in self.timeline.pop_due(time.monotonic()):
+            message = event.message
+            if message and (message[0] & 0xF0) == NOTE_ON and message[2]:
+                continue
+            try:
+                self._play(event)
+            except Exception:
+                log.exception("output thread: unexpected error at the stop; carrying on")
 
     def _thread_setup(self) -> None:
         thread_timer_slack(1)

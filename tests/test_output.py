@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -181,6 +182,44 @@ def test_a_failing_sink_is_reopened_while_the_others_carry_on(tmp_path: Path) ->
     assert second[:n_panic] == panic_messages([1, 2])  # reopened: all notes off first
     assert second[n_panic:n_panic + 2] != []
     assert set(second[n_panic:]) <= {m for _, m in plan} | set(panic_messages([1, 2]))
+
+
+class HeldSink:
+    """A sink that, on a control change 1, holds the output thread inside send() until let
+    go: the stop then comes while the thread is between taking its events and the next."""
+
+    name = "held"
+
+    def __init__(self) -> None:
+        self.got: list[tuple[int, ...]] = []
+        self.holding, self.let_go = threading.Event(), threading.Event()
+
+    def send(self, message: tuple[int, ...], t: float) -> None:
+        if message == (CC, 1, 0):
+            self.holding.set()
+            self.let_go.wait(5.0)
+        self.got.append(message)
+
+    def close(self) -> None:
+        pass
+
+
+def test_what_was_due_at_the_stop_still_goes_out_except_note_ons() -> None:
+    sink = HeldSink()
+    output = Output(file_only(), Timeline(), openers=[lambda: sink])
+    output.start()
+    output.timeline.add(time.monotonic(), (CC, 1, 0))
+    assert sink.holding.wait(5.0)
+    # Queued while the thread is held, as the engine queues a clock stop at shutdown.
+    now = time.monotonic()
+    output.timeline.add_many([(now, (0xFC,)), (now, (ON, 60, 100)), (now, (CC, 7, 90)),
+                              (now + 60.0, (CC, 7, 10))])
+    threading.Timer(0.1, sink.let_go.set).start()
+    output.close()  # the thread finds itself stopping when it returns from the send
+    after = sink.got[sink.got.index((CC, 1, 0)) + 1:]
+    n = len(panic_messages([1, 2]))
+    assert after[:-n] == [(0xFC,), (CC, 7, 90)], "the due stop and CC were lost, or a note-on sent"
+    assert after[-n:] == panic_messages([1, 2])
 
 
 def test_the_recorder_writes_what_was_sent_as_a_midi_file(tmp_path: Path) -> None:
