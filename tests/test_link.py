@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import JackReceiver, XrunCounter, sounding_notes, unique_name
+from conftest import JackReceiver, XrunCounter, retried_with_a_receiver, sounding_notes, unique_name
 from test_engine import ROOT, Daemon, write_trace
 
 from livegen.clock import Clock
@@ -420,8 +420,15 @@ def started_and_stopped_with_the_peer(s: Session) -> None:
 
 @pytest.mark.jack
 def test_a_tempo_rule_sets_the_sessions_tempo_and_never_the_configs_bpm(
-        tmp_path: Path, jack_receiver: JackReceiver) -> None:
-    trace = write_trace(tmp_path / "t.jsonl", [(0.0, {"x": 0.25}), (3.0, {"x": 0.75})])
+        tmp_path: Path, jack_xruns: XrunCounter) -> None:
+    # Tried again on a run with xruns (see Sessions): one noisy CI run heard the fast
+    # notes 4 ms apart from the session's beats, median 0.394 s for 0.400.
+    retried_with_a_receiver(jack_xruns, lambda receiver: tempo_rule_run(tmp_path, receiver))
+
+
+def tempo_rule_run(tmp_path: Path, jack_receiver: JackReceiver) -> None:
+    trace = write_trace(tmp_path / f"{unique_name('t')}.jsonl",
+                        [(0.0, {"x": 0.25}), (3.0, {"x": 0.75})])
     rule = f"""
 [inputs.hand]
 type = "replay"
@@ -436,7 +443,7 @@ out_range = [60, 180]
     peer = Peer(netns, 100.0)
     time.sleep(PEER_AHEAD_S)
     port = unique_name("livegen-link-rule")
-    daemon = NamespacedDaemon(netns, link_config(tmp_path / "c.toml", port=port,
+    daemon = NamespacedDaemon(netns, link_config(tmp_path / f"{port}.toml", port=port,
                                                  receiver=jack_receiver.name, inputs=rule),
                               env=PLUGINS)
     try:

@@ -169,11 +169,15 @@ def test_the_recorder_beside_the_port_writes_the_notes_that_were_received(
         recorded = read_midi(record)
         assert len(recorded) == len(plan) // 2
         assert [(n.pitch, n.velocity) for n in recorded] == [(p, v) for p, v, _, _ in received]
-        first_file, first_rx = recorded[0].start, received[0][2]
-        for note, (_, _, start, end) in zip(recorded, received, strict=True):
-            # The file's clock and the receiver's agree within a few JACK periods.
-            assert abs((note.start - first_file) - (start - first_rx)) < 0.010
-            assert abs((note.end - note.start) - (end - start)) < 0.010
+        # The file keeps the times the notes were sent at: against the plan, within the
+        # output thread's lateness. (Not against the receiver's arrival times: those add
+        # JACK's delivery, which a stalling virtual machine stretched to 12-14 ms.)
+        planned = [(t0 + on, t0 + off)
+                   for (on, _), (off, _) in zip(plan[::2], plan[1::2], strict=True)]
+        first_file, first_plan = recorded[0].start, planned[0][0]
+        for note, (on, off) in zip(recorded, planned, strict=True):
+            assert abs((note.start - first_file) - (on - first_plan)) < 0.010
+            assert abs((note.end - note.start) - (off - on)) < 0.010
 
     retried_on_xruns(jack_xruns, attempt)
 
