@@ -35,6 +35,7 @@ Link itself is GPL-2.0+; livegen (MIT) keeps it optional.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -55,6 +56,7 @@ PHASE_TOLERANCE_S = 0.0005   # a phase drift beyond this publishes a new Grid
 START_LEAD_S = 0.05          # a start begins at a bar line at least this far ahead
 SESSION_EPS_S = 0.5          # Link's SESSION_EPS: sessions this close in age may swap
 MEASURE_S = 0.1              # Link measures a session it found before it joins it
+PLACEMENTS_KEPT = 256        # the last placements of the music on the session, in figures()
 _ALONE = "no peers yet: livegen's session plays at {bpm:.2f} bpm; peers that join take it"
 INSTALL_FIX = ("install livegen's link extra (pip install 'livegen[link]', which brings "
                "LinkPython-extern; Link is GPL-2.0+), or set clock.source = \"internal\"")
@@ -98,6 +100,13 @@ class LinkFollower:
         self._own_timeline: tuple[float, float, int] | None = None  # (tempo, beat, at)
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        # Where livegen put the session's timeline, each time it did: (when, the time of
+        # the music's beat `beat`, beat, bpm). What its notes and pulses follow, so a
+        # difference from another peer's timeline shows as Link's, not the output's.
+        self.placements: collections.deque[tuple[float, float, float, float]] = (
+            collections.deque(maxlen=PLACEMENTS_KEPT))
+        self.phase_moves = 0          # new Grids for a phase drift at the same tempo
+        self.largest_phase_move_s = 0.0
 
     # ------------------------------------------------------------ joining
 
@@ -123,7 +132,7 @@ class LinkFollower:
             self._check_own_session_kept(met_s)
         t, bar, bpm = self._bar_line_after(max(earliest, time.monotonic()))
         self._offset = bar
-        self.clock.place(t, 0.0, bpm)
+        self._place(time.monotonic(), t, 0.0, bpm)
         if peers:
             log.info("link: joined a session of %d peer(s) at %.2f bpm, met %.0f ms after "
                      "enabling; the music starts at its bar line in %.0f ms", peers, bpm,
@@ -193,8 +202,14 @@ class LinkFollower:
             log.info("link: the session's tempo is %.2f bpm (was %.2f)", bpm, grid.bpm)
         else:
             log.debug("link: the phase moved by %.3f ms; following it", drift * 1e3)
-        self.clock.place(now, beat, bpm)
+            self.phase_moves += 1
+            self.largest_phase_move_s = max(self.largest_phase_move_s, abs(drift))
+        self._place(now, now, beat, bpm)
         self.on_grid(grid)
+
+    def _place(self, at: float, t: float, beat: float, bpm: float) -> None:
+        self.clock.place(t, beat, bpm)
+        self.placements.append((at, t, beat, bpm))
 
     def _on_playing(self, playing: bool) -> None:
         """A peer pressed stop or play (start/stop sync)."""
@@ -213,6 +228,7 @@ class LinkFollower:
         t, bar, bpm = self._bar_line_after(max(at, now + START_LEAD_S))
         self._offset = bar
         self.clock.start_from_top(t, bpm)
+        self.placements.append((now, t, 0.0, bpm))
         log.info("link: the session started; the music begins again from the top at its "
                  "bar line in %.0f ms", (t - now) * 1e3)
         self.on_grid(grid)
@@ -266,8 +282,14 @@ class LinkFollower:
     # ------------------------------------------------------------ the end
 
     def figures(self) -> dict[str, Any]:
+        """The session as livegen follows it: peers, how often and how far its phase
+        moved at one tempo (Link's measurements of the session; each move re-times what
+        was planned), and the last placements: [when, time, beat, bpm], the music's
+        `beat` at monotonic `time` from `when` on."""
         return {"peers": self._link.numPeers(), "quantum": self.quantum,
-                "start_stop_sync": self.start_stop_sync}
+                "start_stop_sync": self.start_stop_sync, "phase_moves": self.phase_moves,
+                "largest_phase_move_ms": round(self.largest_phase_move_s * 1e3, 3),
+                "placements": [[round(x, 6) for x in p] for p in self.placements]}
 
     async def close(self) -> None:
         """Leave the session. Link's callbacks are silenced first: none may wait for the

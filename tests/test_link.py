@@ -12,6 +12,7 @@ where livegen's notes land against where the peer says the session's beats fall.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import math
@@ -325,43 +326,96 @@ def test_bar_lines_land_on_the_peers_bar_lines(session_run: Sessions) -> None:
     session_run.check(assert_bar_lines_on_the_peers)
 
 
+def own_offsets(s: Session, arrivals: list[tuple[float, float]]) -> list[float]:
+    """For each (arrival time, the music's beat it was sent for): its distance from that
+    beat on livegen's own placement of the session (its --stats-json `placements`), the
+    one in force when it was sent. That is the last made before it, or the one before that
+    when the last came within LINK_PULSE_LEAD_S and a JACK period of it (what was that
+    near was sent as planned): of two, the nearer."""
+    placements = s.figures["clock"]["link"]["placements"]
+    made = [at for at, *_ in placements]
+    offsets = []
+    for t, beat in arrivals:
+        last = bisect.bisect_right(made, t) - 1
+        assert last >= 0, (t, placements[:2])
+        candidates = [placements[last]]
+        if last and made[last] > t - SENT_BEFORE_S:
+            candidates.append(placements[last - 1])
+        offsets.append(min((t - (t0 + (beat - beat0) * 60 / bpm)
+                            for _, t0, beat0, bpm in candidates), key=abs))
+    return offsets
+
+
+def peer_offsets(beats: list[float], arrivals: list[tuple[float, float]]) -> list[float]:
+    """For each (arrival time, the music's beat): its distance from that beat on the
+    peer's `beats` (the music's beat 0 on the peer's beat nearest the first arrival)."""
+    zero = beats.index(min(beats, key=lambda b: abs(b - arrivals[0][0])))
+    offsets = []
+    for t, beat in arrivals:
+        whole, part = divmod(zero + beat, 1)
+        if whole + (part > 0) >= len(beats):
+            break
+        a = beats[int(whole)]
+        offsets.append(t - (a + (beats[int(whole) + 1] - a) * part if part else a))
+    return offsets
+
+
+SENT_BEFORE_S = 0.002 + JACK_PERIOD_S  # livegen.engine's LINK_PULSE_LEAD_S and a period
+# Two peers on one host measure each other's clock by pinging over loopback; while the
+# host stalls (a noisy virtual machine) that measurement, and so livegen's placement of
+# the session, can be off for a while. livegen's placements must agree with the peer's
+# bar lines in the median and may differ by LINK_DISAGREEMENT_S at worst.
+LINK_DISAGREEMENT_S = 0.010
+LINK_AGREEMENT_S = 0.001
+
+
 def assert_bar_lines_on_the_peers(s: Session) -> None:
-    """livegen's notes and MIDI clock in `s` fell on the peer's bar lines and beats."""
+    """livegen's notes and MIDI clock in `s` fell on the peer's bar lines and beats, and
+    on its own placement of the session."""
     notes = [(t, p) for t, p in arp_onsets(s.arrivals) if t < s.changed]
     # The music starts at beat 0 on a session bar line: note k is beat k of the music.
     assert [p for _, p in notes] == [pitch_of_beat(k) for k in range(len(notes))], notes
-    bar_notes = [t for k, (t, _) in enumerate(notes) if k % 4 == 0]
-    offsets = [nearest(s.first_bars, t) for t in bar_notes]
-    beat_offsets = [nearest(s.first_beats, t) for t, _ in notes]
-    assert len(offsets) >= 4, (notes, s.first_bars)
-    # MIDI clock sent: pulse 0 of each bar on the bar line too, every pulse on the beats.
+    assert len(notes) >= 16, notes
+    # MIDI clock sent: pulse 0 at the first note, then 24 a beat (none lost or doubled,
+    # test_a_tempo_set_by_the_peer...), so pulse k is beat k / 24 of the music. Matched by
+    # count, not to the nearest pulse: a pulse 9 ms late is not one 7 ms early.
     ticks = [t for t, m in s.arrivals if m == (TICK,) and t < s.changed]
-    first = ticks.index(min(ticks, key=lambda t: abs(t - bar_notes[0])))
-    clock_bars = ticks[first::96]
-    clock_offsets = [nearest(s.first_bars, t) for t in clock_bars]
-    pulses = [a + (b - a) * k / 24 for a, b in itertools.pairwise(s.first_beats)
-              for k in range(24)]
-    pulse_offsets = [nearest(pulses, t) for t in ticks[first:] if t < s.first_beats[-1]]
-    arrivals = offsets + beat_offsets + clock_offsets + pulse_offsets
-    # One CI run saw one arrival of some 380 come 5.7 ms early (not reproduced; a pulse
-    # that keeps its time across one of Link's clock refinements would do it): up to 1 %
-    # may, the rest must not.
-    early = [x for x in arrivals if x < -0.001]
-    earliest = min(x for x in arrivals if x >= -0.001)
+    first = ticks.index(min(ticks, key=lambda t: abs(t - notes[0][0])))
+    pulses = [(t, k / 24) for k, t in enumerate(ticks[first:])]
+    beats = [(t, float(k)) for k, (t, _) in enumerate(notes)]
+    offsets = peer_offsets(s.first_bars, [(t, k / 4) for t, k in beats[::4]])
+    clock_offsets = peer_offsets(s.first_bars, [(t, k / 4) for t, k in pulses[::24 * 4]])
+    beat_offsets = peer_offsets(s.first_beats, beats + pulses)
+    # Where livegen itself put the session: its notes and pulses against that.
+    own = own_offsets(s, beats + pulses)
+    early = [x for x in own if x < -0.001]
+    earliest = min(x for x in own if x >= -0.001)
+    # Its placements against the peer's bar lines: Link's agreement between two peers.
+    placed = [p for p in s.figures["clock"]["link"]["placements"] if p[0] < s.changed]
+    disagreement = [nearest(s.first_bars, t0 + (math.ceil(beat0 / 4 - 1e-9) * 4 - beat0)
+                            * 60 / bpm) for _, t0, beat0, bpm in placed]
     report = (f"bar lines at the receiver minus the peer's: median "
               f"{statistics.median(offsets) * 1e3:.2f} ms, max "
-              f"{max(map(abs, offsets)) * 1e3:.2f} ms over {len(offsets)} bars; every beat: "
-              f"max {max(map(abs, beat_offsets)) * 1e3:.2f} ms; the earliest of "
-              f"{len(pulse_offsets)} pulses and {len(notes)} notes {earliest * 1e3:.2f} ms "
-              f"({len(early)} earlier than -1 ms: {[round(x * 1e3, 2) for x in early]}); "
-              f"livegen's send lateness p50 {s.figures['output']['lateness_p50_ms']:.2f} ms")
+              f"{max(map(abs, offsets)) * 1e3:.2f} ms over {len(offsets)} bars; notes and "
+              f"pulses minus the peer's beats: max {max(map(abs, beat_offsets)) * 1e3:.2f} "
+              f"ms; minus livegen's own placement of them: the earliest of {len(own)} "
+              f"{earliest * 1e3:.2f} ms, {len(early)} earlier than -1 ms "
+              f"{[round(x * 1e3, 2) for x in early]}, the latest {max(own) * 1e3:.2f} ms; "
+              f"its {len(placed)} placements minus the peer's bar lines "
+              f"{[round(x * 1e3, 2) for x in disagreement]} ms; livegen's send lateness "
+              f"p50 {s.figures['output']['lateness_p50_ms']:.2f} ms")
     print(report)
-    # livegen puts its notes and pulses on the session's beats; JACK then delivers MIDI
-    # at the next period boundary (JACK_PERIOD_S) to a receiver that polls every
-    # millisecond, so what arrives comes later, never earlier. The earliest of some 200
-    # arrivals shows livegen's own placement; the median bar line holds the 2 ms target
-    # but for what a shared machine adds to delivery (up to a period, seen at load 9).
-    assert earliest <= 0.001 and len(early) <= len(arrivals) // 100, report
+    # livegen puts its notes and pulses on its placement of the session's beats; JACK
+    # then delivers MIDI at the next period boundary (JACK_PERIOD_S) to a receiver that
+    # polls every millisecond, so what arrives comes later, never earlier (up to 1 % may).
+    # The earliest shows livegen's own placement; the median bar line holds the 2 ms
+    # target but for what a shared machine adds to delivery (up to a period, seen at
+    # load 9).
+    assert earliest <= 0.001 and len(early) <= len(own) // 100, report
+    assert_on_the_beats(own, report)
+    assert statistics.median(map(abs, disagreement)) <= LINK_AGREEMENT_S, report
+    assert max(map(abs, disagreement)) <= LINK_DISAGREEMENT_S, report
+    assert len(offsets) >= 4 and len(clock_offsets) >= 4, report
     assert statistics.median(offsets) <= BAR_LINE_S + JACK_PERIOD_S, report
     assert statistics.median(clock_offsets) <= BAR_LINE_S + JACK_PERIOD_S, report
     assert_on_the_beats(beat_offsets, report)
