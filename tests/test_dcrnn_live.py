@@ -62,15 +62,17 @@ full_scale = 100.0
 
 
 def bar_patterns(arrivals: list[tuple[float, tuple[int, ...]]]) -> dict[int, tuple[int, ...]]:
-    """Each bar's onset pattern (16 steps, 1 where a note starts), bars counted from the
-    first clock pulse (beat 0)."""
+    """Each bar's onset pattern: how many notes start on each of its 16 steps, bars
+    counted from the first clock pulse (beat 0). Counts, not whether any note starts: the
+    DCRNN's texture is dense, and two gestures can both start a note on every step while
+    their accents differ."""
     pulses = [t for t, m in arrivals if m[0] == 0xF8]
     origin, step = pulses[0], 60 / BPM / 4
     bars: dict[int, list[int]] = defaultdict(lambda: [0] * 16)
     for t, m in arrivals:
         if m[0] & 0xF0 == 0x90 and m[2] > 0:
             index = round((t - origin) / step)
-            bars[index // 16][index % 16] = 1
+            bars[index // 16][index % 16] += 1
     return {bar: tuple(pattern) for bar, pattern in bars.items()}
 
 
@@ -130,8 +132,9 @@ def test_the_emg_example_plays_the_dcrnn_and_three_gestures_give_three_rhythms(
         guess = min(centroids, key=lambda lab: np.sum((centroids[lab] - pattern) ** 2))
         right += guess == label
     accuracy = right / len(labelled)
-    assert accuracy >= 0.9, (accuracy, [(lab, "".join(str(int(x)) for x in p))
-                                        for lab, _, p in labelled])
+    print(f"gestures told apart: {accuracy:.3f}")
+    assert accuracy >= 0.9, f"{accuracy:.3f}: " + " ".join(
+        f"{lab}:{''.join(str(min(int(x), 9)) for x in p)}" for lab, _, p in labelled)
     figures = json.loads(stats.read_text())["generators"]["dcrnn"]
     assert figures["missed"] == 0 and figures["failures"] == 0, figures
 

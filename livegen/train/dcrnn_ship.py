@@ -80,10 +80,15 @@ def export_onnx(net: DCRNNGenerator, steps: int, path: Path) -> None:
 
 
 def quantize_int8(source: Path, target: Path) -> None:
-    """Dynamic int8 quantization (per-channel weights) of the MatMuls and Gemms."""
+    """Dynamic int8 quantization (per-channel weights) of the MatMuls and Gemms, weights
+    as uint8. With int8 weights (U8S8) ONNX Runtime multiplies with VPMADDUBSW on CPUs
+    without VNNI (AVX2 only), whose 16-bit pair sums saturate: on such a CPU (an AMD EPYC
+    here) the shipped graph's planes agreed with fp32 in sign on 98.4 % of cells, against
+    99.87 % on the Intel CPU it was checked on, and two gestures' bars came out alike.
+    U8U8 does not saturate, so the graph plays the same on every CPU: 99.87 % there."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QUInt8, per_channel=True,
                      op_types_to_quantize=["MatMul", "Gemm"])
 
 
