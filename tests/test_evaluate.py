@@ -179,6 +179,34 @@ def test_real_music_follows_a_walk_in_its_own_key() -> None:
     assert after - before == pytest.approx(20, abs=4)  # five bins of 4 semitones
 
 
+def test_the_gesture_walk_holds_then_glides_and_the_restless_one_moves_every_step(
+        ) -> None:
+    def pitches(style: str) -> list[np.ndarray]:
+        return [np.asarray([c.pitch for c in live.random_walk(seed, 120.0,
+                                                              style=style).snapshots])
+                for seed in range(20)]
+
+    gestures, restless = pitches("gestures"), pitches("restless")
+    assert [c.pitch for c in live.random_walk(3, 30.0).snapshots] == \
+        [c.pitch for c in live.random_walk(3, 30.0, style="restless").snapshots]
+    for walk in (gestures, restless):
+        values = np.concatenate(walk)
+        assert values.min() >= 0 and values.max() <= 1
+        assert 0.15 <= values.std() <= 0.25 and abs(values.mean() - 0.5) < 0.05
+    # Held: the hand stays within its tremor; a hold lasts 4 s on average (a little more
+    # as measured here, where a move too small to tell from the tremor joins two holds).
+    still = np.concatenate([np.abs(np.diff(w)) < 0.05 for w in gestures])
+    assert still.mean() >= 0.8
+    holds = [len(run) * 0.25 for w in gestures
+             for run in np.split(w, np.flatnonzero(np.abs(np.diff(w)) >= 0.05) + 1)
+             if len(run) > 1]
+    assert 3.5 <= np.mean(holds) <= 7.0, np.mean(holds)
+    # The restless hand moves every step, 0.07 (0.6 of a pitch bin) on average.
+    assert np.concatenate([np.abs(np.diff(w)) < 0.05 for w in restless]).mean() < 0.6
+    with pytest.raises(ValueError, match="walk style 'drunk'"):
+        live.random_walk(0, 10.0, style="drunk")
+
+
 def test_the_live_figures_run_end_to_end_on_the_shipped_model() -> None:
     from livegen.generators.charrnn import CharRNN, CopyIndex
     from livegen.music import events
@@ -195,8 +223,9 @@ def test_the_live_figures_run_end_to_end_on_the_shipped_model() -> None:
                                train_notes=notes, train_sample=pieces[:1], free="self",
                                seconds=12.0, seeds=1, bin_seeds=1, key_seeds=1,
                                jump_seeds=1)
-    assert set(report["overlap"]) >= {"live_default", "random_walk", "held_out_timelines",
-                                      "held_out_real", "random_notes", "real_random_walk"}
+    assert set(report["overlap"]) >= {"live_default", "random_walk", "gesture_walk",
+                                      "held_out_timelines", "held_out_real", "random_notes",
+                                      "real_random_walk", "real_gesture_walk"}
     assert len(report["bands"]["pitch"]["in_band"]) == 10
     assert report["copying"]["runs"] > 40 and report["step_ms"]["steps"] > 1000
     assert "pitch_1_to_8" in report["response"]
