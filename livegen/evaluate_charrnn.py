@@ -12,9 +12,9 @@ held-out real music and for random notes.
   default), a performer's random walk of pitch, density and loudness about the middle
   (restless: moving every quarter second), a performer's gestures (holds and glides
   about the middle), a walk sweeping the whole range, and the control timelines of
-  held-out pieces sent
-  outright. Beside each walk, held-out music moved to follow the walk's register in its
-  own key (`following`): what music that follows the walk faithfully scores;
+  held-out pieces sent outright. Beside each walk, held-out music moved to follow the
+  walk's register in its own key (`following`): what music that follows the walk
+  faithfully scores;
 - pitch and density bins: each held for a run; the share of 4-s windows (hop 0.5 s, after
   4 s) whose realised bin is the asked one, the mean, and Spearman rho over the sweep;
 - keys: the share of note-ons in the asked major scale, for every key and for no key;
