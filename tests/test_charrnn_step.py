@@ -18,7 +18,15 @@ from livegen.generators.charrnn import CharRNN, CopyIndex, Guide
 from livegen.generators.charrnn_step import CharRNNStep, PlayState, shaped_velocity
 from livegen.generators.step import NOTE_ON, StepPlayer
 from livegen.music import features
-from livegen.music.events import TimedEvent
+from livegen.music.events import (
+    MAX_SHIFT_STEPS,
+    MIDI_PITCHES,
+    TIME_SHIFT_RANGE,
+    Note,
+    TimedEvent,
+    TokenDecoder,
+    time_to_step,
+)
 from livegen.timeline import Timeline
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "charrnn.json"
@@ -264,6 +272,48 @@ def test_the_legato_note_ends_where_the_next_begins(model: CharRNN) -> None:
         assert [e.time for e in events if e.velocity] == [end], seed
         assert state.legato == -1 and state.then == -1
     assert made_way >= 3, made_way
+
+
+def state_at(time: float, notes: list[tuple[float, int]]) -> PlayState:
+    """A state at `time` whose recent note-ons are `notes` ((time, pitch), in order)."""
+    decoder, steps = TokenDecoder(), time_to_step(time)
+    while steps > 0:
+        shift = min(steps, MAX_SHIFT_STEPS)
+        decoder.feed(TIME_SHIFT_RANGE.token(shift))
+        steps -= shift
+    return PlayState(None, 0, decoder, recent=tuple(notes),
+                     recent_steps=tuple(time_to_step(t) for t, _ in notes))
+
+
+def test_a_drone_is_judged_in_every_window_that_could_hold_it() -> None:
+    pitches = np.arange(MIDI_PITCHES)
+    # Three Cs a second apart after other notes: the last 8 s hold three pitches,
+    # but a window starting at 5 s would hold only the Cs and the next note (and one
+    # starting at 1.5 s, the A and the Cs).
+    notes = [(1.0, 67), (2.0, 69), (5.0, 72), (6.0, 72), (7.0, 72)]
+    allowed = charrnn_step._not_droning(state_at(8.0, notes), pitches)
+    assert not allowed[72] and not allowed[69] and allowed.sum() == MIDI_PITCHES - 2
+    struck = [Note(p, 80, t, t + 0.5) for t, p in [*notes, (8.0, 72)]]
+    assert evaluate_charrnn.failures(evaluate_charrnn.Run(struck, 16.0, 0, {}))[
+        "drone_windows"] >= 1  # what the rule prevents is what `livegen eval` counts
+    # Two pitches: the next note must be a third.
+    allowed = charrnn_step._not_droning(
+        state_at(8.0, [(1.0, 60), (5.0, 72), (6.0, 74), (7.0, 72)]), pitches)
+    assert not allowed[72] and not allowed[74] and allowed[76] and allowed[60]
+    # Fast music: a window holding only these notes would close before the next note-on
+    # could come (MAX_REST_S), so nothing is barred; later notes are judged in turn.
+    fast = [(6.75, 65), (7.0, 72), (7.25, 74), (7.5, 72)]
+    assert charrnn_step._not_droning(state_at(7.75, fast), pitches).all()
+
+
+def test_the_live_default_plays_no_drone_where_it_once_did(model: CharRNN) -> None:
+    """This seed struck one pitch four times a second apart, then another twice (6 of 168
+    runs of `livegen eval`'s conditions had such a window before every window was judged)."""
+    gen = CharRNNStep(model, seed=evaluate_charrnn._seed("default", 21),
+                      copy_index=charrnn_step.load_copy_index(model),
+                      guide=charrnn_step.load_guide(model))
+    run = evaluate_charrnn.play(gen, 20.0, evaluate_charrnn.held(FREE))
+    assert evaluate_charrnn.failures(run)["drone_windows"] == 0
 
 
 def test_a_band_time_stays_put_where_no_pulse_fits() -> None:
