@@ -71,6 +71,36 @@ def _merged_unisons(notes: np.ndarray) -> set[tuple[int, int, int]]:
             if a is not b and a[0] == b[0] and a[1] < b[2] and b[1] < a[2]}
 
 
+def test_ties_are_merged_by_pitch_as_files_write_them():
+    from music21 import chord, note, stream, tie
+
+    def tied(element, mark):
+        element.tie = tie.Tie(mark) if mark else None
+        return element
+
+    part = stream.Part()
+    for offset, element in [
+            (0.0, tied(note.Note(60, quarterLength=1), "start")),   # start ... stop
+            (1.0, tied(note.Note(60, quarterLength=2), "stop")),
+            (3.0, tied(note.Note(62, quarterLength=1), "start")),   # the stop left out
+            (4.0, tied(note.Note(62, quarterLength=1), None)),
+            (5.0, tied(note.Note(64, quarterLength=1), "start")),   # start, continue, stop
+            (6.0, tied(note.Note(64, quarterLength=1), "continue")),
+            (7.0, tied(note.Note(64, quarterLength=1), "stop")),
+            (8.0, tied(note.Note(65, quarterLength=1), "start")),   # a rest between:
+            (10.0, tied(note.Note(65, quarterLength=1), "stop")),   # two notes
+            (11.0, tied(chord.Chord([60, 64], quarterLength=1), "start")),
+            (12.0, tied(chord.Chord([60, 64], quarterLength=1), "stop")),
+            (13.0, note.Note(67, quarterLength=1)),                 # struck again:
+            (14.0, note.Note(67, quarterLength=1))]:                # not tied
+        part.insert(offset, element)
+    grace = note.Note(69).getGrace()
+    part.insert(15.0, grace)
+    assert roll_data.tied_notes(part) == [
+        (0.0, 3.0, (60,)), (3.0, 2.0, (62,)), (5.0, 3.0, (64,)), (8.0, 1.0, (65,)),
+        (10.0, 1.0, (65,)), (11.0, 2.0, (60, 64)), (13.0, 1.0, (67,)), (14.0, 1.0, (67,))]
+
+
 def test_segments_start_on_full_bars_of_the_written_beat(pieces):
     chorale, _, palestrina = pieces
     # bwv1.6 is in 4/4 with a one-beat pickup: bars start at step 4, then every 16 steps.
