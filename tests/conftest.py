@@ -72,16 +72,23 @@ def daemons() -> Iterator[list]:
             daemon.process.wait(10)
 
 
-def jack_ports(env: dict[str, str] | None = None) -> list[str]:
-    """The ports of the JACK server that `env` names (default: this process's)."""
+def jack_ports(env: dict[str, str] | None = None, timeout: float = 5.0) -> list[str]:
+    """The ports of the JACK server that `env` names (default: this process's); none when
+    `jack_lsp` hangs past `timeout` (as ports.jack_ports treats it: in one CI run of
+    about twenty, jack_lsp hung over 10 s on a server started a moment before)."""
     if env is None:
         return jack_port_names() or []
-    done = subprocess.run(["jack_lsp"], capture_output=True, text=True, timeout=10, env=env)
+    try:
+        done = subprocess.run(["jack_lsp"], capture_output=True, text=True,
+                              timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return []
     return done.stdout.split("\n") if done.returncode == 0 else []
 
 
-def wait_for_port(name: str, timeout: float = 10.0, env: dict[str, str] | None = None) -> None:
-    """Wait until a JACK port with this full name exists (on the server `env` names)."""
+def wait_for_port(name: str, timeout: float = 20.0, env: dict[str, str] | None = None) -> None:
+    """Wait until a JACK port with this full name exists (on the server `env` names); a
+    probe that hangs is given up after 5 s and a fresh one asked, within `timeout`."""
     deadline = time.monotonic() + timeout
     while name not in jack_ports(env):
         if time.monotonic() > deadline:
